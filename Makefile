@@ -1,0 +1,47 @@
+# The two commands a newcomer runs: `make sync-packages` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+# On the platform the BOOTSTRAP_* settings point at /home/repo and /home/.packages.
+# On a fresh clone with no /home/repo, use the embedded default: the template
+# repo's requirements into a packages folder inside the clone.
+ifeq ($(wildcard /home/repo),)
+export BOOTSTRAP_REQUIREMENTS_FILE ?= $(CURDIR)/repo_template/requirements.txt
+export BOOTSTRAP_PACKAGES_DIR ?= $(CURDIR)/.packages
+endif
+
+.PHONY: venv sync-packages test lock check status bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+sync-packages: venv
+	$(PY) -m bootstrap sync
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lock: venv
+	$(PY) -m bootstrap lock
+
+check: venv
+	$(PY) -m bootstrap check
+
+status: venv
+	$(PY) -m bootstrap status
+
+bench: venv
+	$(PY) bench/bench.py
+
+lint: venv
+	$(PY) -m ruff check bootstrap tests bench
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) .packages .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,103 @@
+"""Small filesystem helpers: atomic writes, hashing, sizes, removal.
+
+Light on imports: ``file_sha256`` runs on the start-up fast path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def file_sha256(path: Path) -> str | None:
+    """The hex sha256 of a file's bytes, or None when there is no such file."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some network filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a mix.
+
+    A temp file in the same folder (same filesystem), flushed to disk, then
+    ``os.replace``: a crash at any instruction leaves at worst a stray
+    ``.<name>.<pid>.<rand>.tmp`` that the next sync removes.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used under ``path``, each hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + dirnames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += st.st_size
+    return total
+
+
+def remove_tree(path: Path, trash_dir: Path) -> None:
+    """Remove a folder so that it never looks half-present: rename it away, then delete.
+
+    The rename is atomic, so a crash leaves the folder whole or in the trash
+    (``trash_dir``, swept by the next sync), never half-deleted in place.
+    """
+    import shutil
+
+    if not path.exists():
+        return
+    trash_dir.mkdir(parents=True, exist_ok=True)
+    doomed = trash_dir / f"trash-{path.name}-{os.urandom(4).hex()}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

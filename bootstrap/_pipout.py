@@ -1,0 +1,49 @@
+"""Reading pip's and pip-compile's output: which index was asked, what the error was.
+
+Credentials in index URLs (``https://user:secret@host``) never leave this
+module in clear: everything it returns is redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in URLs (``https://user:secret@host`` becomes ``https://****@host``)."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}****@", text)
+
+
+def indexes(output: str) -> str:
+    """Where pip looked, from its own output (``Using indexes:``, ``Looking in indexes:``), redacted."""
+    lines = output.splitlines()
+    found: list[str] = []
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped == "Using indexes:":  # pip-compile --verbose
+            for following in lines[number + 1:]:
+                if not following.startswith("  ") or not following.strip():
+                    break
+                found.append(following.strip())
+        elif stripped.startswith(("Looking in indexes:", "Looking in links:")):  # pip install
+            found.extend(part.strip() for part in stripped.split(":", 1)[1].split(","))
+    if found:
+        return "index " + ", ".join(dict.fromkeys(redact(url) for url in found))
+    if os.environ.get("PIP_NO_INDEX") and os.environ.get("PIP_FIND_LINKS"):
+        return f"find-links {redact(os.environ['PIP_FIND_LINKS'])} (no package index)"
+    return "the configured package index"
+
+
+def last_error(output: str) -> str:
+    """pip's own last ``ERROR:`` line, or else the last unindented line (a traceback's summary)."""
+    for line in reversed(output.splitlines()):
+        stripped = line.strip()
+        if stripped.startswith("ERROR:"):
+            return redact(stripped[len("ERROR:"):].strip())
+    for line in reversed(output.splitlines()):
+        if line.strip() and not line.startswith(" "):
+            return redact(line.strip())
+    return "unknown error"

@@ -1,0 +1,103 @@
+"""The only place that starts a process.
+
+An argv list, never a shell; output captured; a non-zero exit raised as a
+``CommandError`` carrying command, exit code and output. The child's
+environment is cleaned on purpose: settings that would send pip somewhere
+else (``PIP_TARGET``, ``PIP_PREFIX``, ``PIP_USER``, ``PYTHONPATH``) are
+dropped, while the user's index settings (``PIP_INDEX_URL``, pip.conf, ...)
+are kept: that is how operators point pip at their mirror.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from bootstrap.errors import CommandError
+
+log = logging.getLogger("bootstrap")
+
+_DROPPED = ("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_ROOT", "PIP_REQUIRE_VIRTUALENV", "PYTHONPATH", "PYTHONHOME")
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in _DROPPED}
+    env["PIP_NO_INPUT"] = "1"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: list[str]
+    stdout: str
+    stderr: str
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> Completed:
+    """Run ``argv`` to completion; raise ``CommandError`` on a non-zero exit or time-out.
+
+    ``on_line`` sees each stdout line as it arrives (progress for long work).
+    """
+    argv = [str(part) for part in argv]
+    log.debug("running %s", " ".join(argv))
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(env),
+        cwd=cwd,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
+    stderr_chunks: list[str] = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read() if proc.stderr else ""))
+    reader.daemon = True
+    reader.start()
+    timed_out = threading.Event()
+
+    def _kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, _kill) if timeout else None
+    if timer:
+        timer.daemon = True
+        timer.start()
+    stdout_lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            stdout_lines.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+        returncode = proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+        reader.join()
+    stdout, stderr = "".join(stdout_lines), "".join(stderr_chunks)
+    if timed_out.is_set() or returncode != 0:
+        log.debug("%s failed (%s); stderr:\n%s", argv[:4], returncode, stderr)
+        raise CommandError(argv, returncode, stdout, stderr, timed_out=timed_out.is_set())
+    return Completed(argv, stdout, stderr)

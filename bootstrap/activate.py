@@ -1,0 +1,131 @@
+"""Put the active generation on ``sys.path``; the start-up fast path.
+
+When nothing changed, start-up reads one small JSON file, hashes the files
+the generation was built from, edits ``sys.path`` and starts no process.
+Nothing heavy is imported here: pydantic, pip-tools and the sync machinery
+wait for the slow path (``startup`` imports them only when a sync is needed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bootstrap import manifest as manifest_mod
+from bootstrap._fs import file_sha256
+from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, Layout, env_path
+
+if TYPE_CHECKING:
+    import logging
+
+    from bootstrap.settings import Settings
+
+# The generation folder this process put on sys.path (None until activate()).
+_active_site_dir: str | None = None
+
+
+def _logger() -> logging.Logger:
+    import logging
+
+    return logging.getLogger("bootstrap")
+
+
+def _packages_dir(packages_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(packages_dir) if packages_dir is not None else env_path("packages_dir", DEFAULT_PACKAGES_DIR)
+
+
+def read_manifest(packages_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """The manifest of ``packages_dir`` (default: ``BOOTSTRAP_PACKAGES_DIR``), or None if absent or damaged."""
+    return manifest_mod.read(Layout(_packages_dir(packages_dir)).manifest)
+
+
+def stale_reason(manifest: dict[str, Any] | None, requirements_file: Path) -> str | None:
+    """Why the active generation does not serve ``requirements_file`` as it is now; None if it does."""
+    if manifest is None or not manifest.get("site_dir"):
+        return "never synced"
+    if manifest.get("requirements_file") != str(requirements_file):
+        return f"the requirements file is now {requirements_file} (built from {manifest.get('requirements_file')})"
+    inputs = manifest.get("inputs")
+    if not isinstance(inputs, dict) or not inputs:
+        return "the manifest does not record what it was built from"
+    for path, sha256 in inputs.items():
+        if file_sha256(Path(path)) != sha256:
+            return f"{path} changed since the last sync"
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
+        python = manifest.get("python") or {}
+        return (
+            f"the active generation was built for Python {python.get('version')} ({python.get('tag')}, "
+            f"{python.get('platform')}), not this interpreter"
+        )
+    if not os.path.isdir(manifest["site_dir"]):
+        return f"the active generation's folder {manifest['site_dir']} is missing"
+    return None
+
+
+def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """Put the active generation's folder on ``sys.path``; return it (None if there is none).
+
+    Idempotent. The generation goes *after* the host's own site-packages (the
+    host comes first), through ``site.addsitedir`` so ``.pth`` files work. A
+    generation built for another interpreter is never activated. If this
+    process had activated an older generation, its entry is replaced.
+    """
+    manifest = read_manifest(packages_dir)
+    site_dir = manifest.get("site_dir") if manifest else None
+    if not site_dir:
+        return None
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python") if manifest else None):
+        _logger().warning("not activating %s: it was built for another Python interpreter", site_dir)
+        return None
+    if not os.path.isdir(site_dir):
+        _logger().warning("not activating %s: the folder is missing", site_dir)
+        return None
+    _put_on_path(site_dir)
+    return str(site_dir)
+
+
+def _put_on_path(site_dir: str) -> None:
+    global _active_site_dir
+    if _active_site_dir == site_dir and site_dir in sys.path:
+        return
+    if _active_site_dir is not None and _active_site_dir in sys.path:
+        sys.path.remove(_active_site_dir)
+    import site
+
+    site.addsitedir(site_dir)
+    _active_site_dir = site_dir
+
+
+def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> dict[str, Any] | None:
+    """Sync if needed, then activate; return the manifest.
+
+    The fast path (nothing changed) starts no process and imports nothing
+    heavy. When a sync is needed and fails, the failure is logged and recorded
+    in the manifest, and the last good generation is activated anyway, so the
+    host keeps serving; pass ``raise_errors=True`` to get the error instead.
+    """
+    if settings is None:
+        requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
+        packages_dir = _packages_dir(None)
+    else:
+        requirements_file, packages_dir = settings.requirements_file, settings.packages_dir
+    requirements_file = Path(os.path.abspath(requirements_file))
+    manifest = read_manifest(packages_dir)
+    if manifest is not None and manifest.get("status") == "ok" and stale_reason(manifest, requirements_file) is None:
+        activate(packages_dir)
+        return manifest
+
+    from bootstrap.errors import BootstrapError
+    from bootstrap.settings import load_settings
+    from bootstrap.sync import sync
+
+    try:
+        sync(settings if settings is not None else load_settings())
+    except BootstrapError as exc:
+        if raise_errors:
+            raise
+        _logger().error("sync failed, serving the last good generation: %s", exc)
+    activate(packages_dir)
+    return read_manifest(packages_dir)

@@ -1,0 +1,104 @@
+"""``python -m bootstrap``: parse, call, print. ``main(argv) -> int``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from bootstrap.errors import BootstrapError
+from bootstrap.settings import Settings, load_settings
+
+log = logging.getLogger("bootstrap")
+
+
+def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.sync import sync
+
+    result = sync(settings)
+    manifest = result.manifest
+    if not result.changed:
+        print(f"up to date: generation {manifest.get('generation')} ({len(manifest.get('packages', []))} packages)")
+    else:
+        print(f"synced: generation {manifest['generation']} ({len(manifest['packages'])} packages) at {manifest['site_dir']}")
+    return 0
+
+
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.health import format_status, status
+
+    report = status(settings)
+    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    return 0
+
+
+def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.health import check
+
+    report = check(settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["healthy"]:
+        print(f"healthy: generation {report['generation']} serves {report['requirements_file']}")
+    else:
+        print("unhealthy: " + "; ".join(report["problems"]))
+    return 0 if report["healthy"] else 1
+
+
+def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap import requirements
+    from bootstrap.resolve import write_committed_lock
+
+    desired = requirements.read(settings.requirements_file)
+    lock = write_committed_lock(settings, desired, hashes=args.hashes)
+    print(f"wrote {lock.committed_file} ({len(lock.pins)} pins); commit it beside {settings.requirements_file.name}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bootstrap",
+        description="Make the packages folder hold exactly what the committed requirements file asks for.",
+        epilog="Settings come from BOOTSTRAP_* environment variables (see the README); pip's from pip's own.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show pip's output and debug details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("sync", help="make the packages folder match the file").set_defaults(func=_cmd_sync)
+    status = commands.add_parser("status", help="what is active, what is in the folder, what went wrong")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_cmd_status)
+    check = commands.add_parser("check", help="health probe: exit 0 only when the active generation is current")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(func=_cmd_check)
+    lock = commands.add_parser("lock", help="resolve and write the lock beside the requirements file")
+    lock.add_argument("--hashes", action="store_true", help="pin every distribution's hashes too")
+    lock.set_defaults(func=_cmd_lock)
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bootstrap: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(load_settings(), args))
+    except BootstrapError as exc:
+        log.debug("details:", exc_info=True)
+        print(f"bootstrap: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bootstrap: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for handler in list(log.handlers):
+            log.removeHandler(handler)

@@ -1,0 +1,86 @@
+"""One small exception tree. Every message says what happened and what to do.
+
+The CLI catches ``BootstrapError`` only and prints its message as one line;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class BootstrapError(Exception):
+    """Base of every error a user can act on. ``stage`` names the step that failed."""
+
+    stage = "sync"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SettingsError(BootstrapError):
+    stage = "settings"
+
+
+class RequirementsError(BootstrapError):
+    """A line of the committed file is malformed or not allowed: ``file:line: why``."""
+
+    stage = "read"
+
+    def __init__(self, path: object, line: int | None, why: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {why}")
+        self.path = path
+        self.line = line
+        self.why = why
+
+
+class ResolutionError(BootstrapError):
+    stage = "resolve"
+
+
+class InstallError(BootstrapError):
+    stage = "install"
+
+
+class VerificationError(BootstrapError):
+    stage = "verify"
+
+
+class PublishError(BootstrapError):
+    stage = "publish"
+
+
+class LockTimeoutError(BootstrapError):
+    stage = "lock"
+
+
+class CommandError(BootstrapError):
+    """A child process failed; carries the command, exit code and output for the log."""
+
+    def __init__(
+        self, argv: Sequence[str], returncode: int | None, stdout: str, stderr: str, *, timed_out: bool = False
+    ) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timed_out = timed_out
+        if timed_out:
+            summary = "timed out"
+        else:
+            summary = f"exited with code {returncode}"
+        last = last_line(stderr) or last_line(stdout)
+        super().__init__(f"{' '.join(self.argv[:4])} ... {summary}" + (f": {last}" if last else ""))
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of a tool's output: for pip, the one that says why."""
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""

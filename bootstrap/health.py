@@ -1,0 +1,114 @@
+"""What ``check`` and ``status`` report: for a health probe, a program, or a person."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bootstrap import install, manifest, verify
+from bootstrap._fs import human_size, tree_size
+from bootstrap._paths import Layout
+from bootstrap.activate import stale_reason
+from bootstrap.settings import Settings
+
+
+def check(settings: Settings) -> dict[str, Any]:
+    """Healthy only when the active generation serves the file as it is now, intact, and the last sync worked."""
+    layout = Layout(settings.packages_dir)
+    current, damage = manifest.load(layout.manifest)
+    problems: list[str] = []
+    if damage:
+        problems.append(f"{damage}; the next sync rewrites it")
+    else:
+        reason = stale_reason(current, settings.requirements_file)
+        if reason:
+            problems.append(reason)
+        if current is not None and current.get("status") == "failed":
+            error = current.get("error") or {}
+            problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
+        site_dir = current.get("site_dir") if current else None
+        if site_dir and Path(site_dir).is_dir():
+            missing = verify.missing_files(Path(site_dir), verify.installed(Path(site_dir)))
+            if missing:
+                problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "generation": current.get("generation") if current else None,
+        "site_dir": current.get("site_dir") if current else None,
+        "requirements_file": str(settings.requirements_file),
+        "packages_dir": str(layout.root),
+        "last_error": current.get("error") if current else None,
+    }
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Everything an operator wants to see: active generation, packages, errors, disk, strangers."""
+    layout = Layout(settings.packages_dir)
+    current = manifest.read(layout.manifest)
+    active = current.get("generation") if current else None
+    generations = []
+    if layout.generations.is_dir():
+        for path in sorted(layout.generations.iterdir(), reverse=True):
+            record = install.read_generation(path) or {}
+            generations.append({
+                "generation": path.name,
+                "active": path.name == active,
+                "complete": bool(record),
+                "created_at": record.get("created_at"),
+                "packages": len(record.get("packages", [])),
+                "bytes": tree_size(path),
+            })
+    unmanaged = sorted(entry.name for entry in layout.root.iterdir() if not layout.is_managed(entry.name)) \
+        if layout.root.is_dir() else []
+    staging = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
+    return {
+        "packages_dir": str(layout.root),
+        "manifest": current,
+        "check": check(settings),
+        "generations": generations,
+        "bytes": tree_size(layout.root) if layout.root.is_dir() else 0,
+        "unmanaged": unmanaged,
+        "staging": staging,
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    current = report["manifest"] or {}
+    health = report["check"]
+    lines = [f"packages folder  {report['packages_dir']} ({human_size(report['bytes'])} in all)"]
+    lines.append(f"requirements     {health['requirements_file']}")
+    if current.get("generation"):
+        python = current.get("python") or {}
+        lines.append(
+            f"active           {current['generation']} ({len(current.get('packages', []))} packages, "
+            f"Python {python.get('version')} {python.get('platform')}, lock from {current.get('lock_source')})"
+        )
+        lines.append(f"site dir         {current.get('site_dir')}")
+    else:
+        lines.append("active           none (never synced successfully)")
+    lines.append(f"health           {'healthy' if health['healthy'] else 'NOT healthy'}")
+    lines.extend(f"  - {problem}" for problem in health["problems"])
+    error = current.get("error")
+    if error:
+        lines.append(f"last error       {error.get('at')} at {error.get('stage')}: {error.get('message')}")
+    packages = current.get("packages") or []
+    if packages:
+        lines.append("packages")
+        width = max(len(p["name"]) for p in packages)
+        lines.extend(
+            f"  {p['name']:<{width}}  {p['version']:<12} {'requested' if p['requested'] else 'dependency'}"
+            for p in packages
+        )
+    if report["generations"]:
+        lines.append("generations")
+        for gen in report["generations"]:
+            flag = "active" if gen["active"] else ("" if gen["complete"] else "incomplete")
+            lines.append(f"  {gen['generation']}  {human_size(gen['bytes']):>10}  {gen['packages']:>3} packages  {flag}".rstrip())
+    if report["staging"]:
+        lines.append("staging (debris of an interrupted sync; the next sync removes it)")
+        lines.extend(f"  {name}" for name in report["staging"])
+    if report["unmanaged"]:
+        lines.append("not created by bootstrap (never deleted; move them into requirements.txt)")
+        lines.extend(f"  {name}" for name in report["unmanaged"])
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Build a generation in staging, publish it in one atomic step, collect old ones.
+
+``pip install --target`` is only safe into a new, empty folder (pypa/pip#11645,
+#13763, #10629), so every generation is a new folder: pip installs the exact
+pins (``--no-deps``: the lock is complete) into ``staging/<id>/site``; after
+verification the whole folder is renamed into ``generations/``. A published
+generation is never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bootstrap import _subprocess
+from bootstrap._fs import atomic_write_text, remove_tree
+from bootstrap._paths import Layout
+from bootstrap._pipout import indexes, last_error
+from bootstrap.errors import CommandError, InstallError, PublishError
+from bootstrap.resolve import Lock
+
+log = logging.getLogger("bootstrap")
+
+GENERATION_FILE = "generation.json"
+LOCK_FILE = "lock.txt"
+SITE_DIR = "site"
+
+
+def new_generation_id() -> str:
+    """Sortable by creation time, unique across processes and hosts."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+
+
+def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
+    """Install ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
+    staging = layout.staging / new_generation_id()
+    site_dir = staging / SITE_DIR
+    site_dir.mkdir(parents=True)
+    lock_path = staging / LOCK_FILE
+    atomic_write_text(lock_path, lock.text)
+    if not lock.pins:
+        return staging
+    count = len(lock.pins)
+    log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
+    argv = [
+        sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site_dir),
+        "--no-warn-script-location", "--progress-bar", "off", "-r", str(lock_path),
+    ]
+    try:
+        _subprocess.run(argv, timeout=timeout, on_line=_progress)
+    except CommandError as exc:
+        raise InstallError(_explain(exc)) from exc
+    return staging
+
+
+def _progress(line: str) -> None:
+    if line.startswith(("Collecting ", "Installing collected packages", "Successfully installed")):
+        log.info("  %s", line.split(" (from -r", 1)[0])
+    else:
+        log.debug("pip: %s", line)
+
+
+def _explain(exc: CommandError) -> str:
+    output = exc.stderr + "\n" + exc.stdout
+    if exc.timed_out:
+        return f"pip install timed out on {indexes(output)}; is it reachable? (raise BOOTSTRAP_INSTALL_TIMEOUT if slow)"
+    if "No space left on device" in output:
+        return "the disk is full: free space in the packages folder's filesystem and sync again"
+    return f"pip install failed on {indexes(output)}: {last_error(output)}"
+
+
+def publish(layout: Layout, staging: Path, metadata: dict[str, Any]) -> Path:
+    """Move a verified staging folder into ``generations/`` (one rename); return its site folder.
+
+    The caller then writes the manifest, which is what makes it active: a
+    crash between the two leaves an unreferenced generation that gc removes.
+    """
+    atomic_write_text(staging / GENERATION_FILE, json.dumps(metadata, indent=2) + "\n")
+    final = layout.generation(staging.name)
+    try:
+        layout.generations.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, final)
+    except OSError as exc:
+        raise PublishError(f"cannot publish {staging.name} into {layout.generations} ({exc.strerror})") from exc
+    return final / SITE_DIR
+
+
+def read_generation(path: Path) -> dict[str, Any] | None:
+    """A published generation's own record, or None if it is incomplete."""
+    try:
+        data = json.loads((path / GENERATION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def clean_staging(layout: Layout) -> None:
+    """Remove what dead syncs left in staging (call with the build lock held)."""
+    if not layout.staging.is_dir():
+        return
+    for entry in layout.staging.iterdir():
+        if not entry.name.startswith("trash-"):
+            log.info("removing debris of an interrupted sync: staging/%s", entry.name)
+        shutil.rmtree(entry, ignore_errors=True)  # staging is never active: a half-deleted folder is harmless
+    for stray in layout.root.glob(".manifest.json.*.tmp"):
+        stray.unlink(missing_ok=True)
+
+
+def collect_garbage(layout: Layout, *, active: str | None, keep: int) -> list[str]:
+    """Remove generations beyond the newest ``keep`` (the active one always stays); return their ids."""
+    if not layout.generations.is_dir():
+        return []
+    ids = sorted((entry.name for entry in layout.generations.iterdir() if entry.is_dir()), reverse=True)
+    kept = [active] if active else []
+    removed = []
+    for generation_id in ids:
+        if generation_id in kept:
+            continue
+        complete = read_generation(layout.generation(generation_id)) is not None
+        if complete and len(kept) < keep:
+            kept.append(generation_id)
+            continue
+        remove_tree(layout.generation(generation_id), layout.staging)
+        removed.append(generation_id)
+    if removed:
+        log.info("removed %d old generation%s", len(removed), "" if len(removed) == 1 else "s")
+    return removed

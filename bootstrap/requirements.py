@@ -1,0 +1,281 @@
+"""Read and validate the committed requirements file.
+
+The file is the truth, but it is also input from anyone who can commit to the
+workflow repo. So it may name packages and versions (PEP 508), pin hashes, and
+include other files inside the repo folder; it may not say *where* packages
+come from (index options, URLs, paths, editables): that is the operator's
+choice, made in pip's own configuration. Every refusal is ``file:line: why``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from bootstrap._fs import file_sha256, text_sha256
+from bootstrap.errors import RequirementsError
+
+log = logging.getLogger("bootstrap")
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^(git|hg|svn|bzr)\+")
+_ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
+_ENV_VAR = re.compile(r"\$\{[A-Za-z0-9_]+\}")
+_HASH = re.compile(r"^(sha256|sha384|sha512):[0-9a-fA-F]+$")
+
+_WHERE_FROM = (
+    "where packages come from is the operator's choice, set in pip's configuration "
+    "(PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS or pip.conf), never in the committed file"
+)
+_INDEX_OPTIONS = frozenset(
+    {"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--trusted-host"}
+)
+_ALLOWED_GLOBAL_FLAGS = frozenset({"--pre", "--prefer-binary", "--require-hashes"})
+_INCLUDE_OPTIONS = {"-r": "requirement", "--requirement": "requirement", "-c": "constraint", "--constraint": "constraint"}
+
+
+@dataclass(frozen=True)
+class RequirementLine:
+    """One requirement, with where it was written."""
+
+    path: Path
+    line: int
+    requirement: Requirement
+    hashes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return canonicalize_name(self.requirement.name)
+
+    def normalized(self) -> str:
+        text = str(self.requirement)
+        return " ".join([text, *(f"--hash={h}" for h in self.hashes)])
+
+
+@dataclass
+class Desired:
+    """What the committed file asks for, validated and normalised."""
+
+    requirements_file: Path
+    exists: bool
+    requirements: list[RequirementLine] = field(default_factory=list)
+    constraints: list[RequirementLine] = field(default_factory=list)
+    global_options: list[str] = field(default_factory=list)
+    inputs: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def requested(self) -> frozenset[str]:
+        return frozenset(line.name for line in self.requirements)
+
+    @property
+    def has_hashes(self) -> bool:
+        return any(line.hashes for line in self.requirements) or "--require-hashes" in self.global_options
+
+    def input_text(self) -> str:
+        """The normalised requirements: what resolution depends on, comments and layout aside."""
+        lines = [*self.global_options, *(line.normalized() for line in self.requirements)]
+        return "\n".join(lines) + "\n"
+
+    def constraints_text(self) -> str:
+        return "".join(line.normalized() + "\n" for line in self.constraints)
+
+    @property
+    def input_sha256(self) -> str:
+        """Identifies the normalised input (requirements and constraints); a lock records it."""
+        return text_sha256(self.input_text() + "\0" + self.constraints_text())
+
+    def write_compile_input(self, folder: Path) -> Path:
+        """Write the pip-compile input (and its constraints file) into ``folder``."""
+        text = self.input_text()
+        if self.constraints:
+            constraints = folder / "constraints.txt"
+            constraints.write_text(self.constraints_text(), encoding="utf-8")
+            text = f"-c {constraints}\n" + text
+        path = folder / "requirements.in"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+def read(requirements_file: Path) -> Desired:
+    """Read and validate ``requirements_file``; a missing file is the empty set."""
+    requirements_file = Path(os.path.abspath(requirements_file))
+    desired = Desired(requirements_file=requirements_file, exists=requirements_file.is_file())
+    desired.inputs[str(requirements_file)] = file_sha256(requirements_file)
+    if not desired.exists:
+        log.info("%s does not exist: the desired set is empty", requirements_file)
+        return desired
+    repo_dir = Path(os.path.realpath(requirements_file.parent))
+    _Reader(desired, repo_dir).read_file(requirements_file, kind="requirement", chain=())
+    return desired
+
+
+class _Reader:
+    def __init__(self, desired: Desired, repo_dir: Path) -> None:
+        self.desired = desired
+        self.repo_dir = repo_dir
+        self.seen: dict[tuple[str, str], RequirementLine] = {}
+
+    def read_file(self, path: Path, *, kind: str, chain: tuple[Path, ...]) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RequirementsError(path, None, "is not UTF-8 text") from None
+        except OSError as exc:
+            raise RequirementsError(path, None, f"cannot be read ({exc.strerror})") from None
+        for line_no, line in _logical_lines(text):
+            self.read_line(path, line_no, line, kind=kind, chain=(*chain, path))
+
+    def read_line(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
+        if _ENV_VAR.search(line):
+            raise RequirementsError(
+                path, line_no, "environment variable references (${...}) are not allowed in a committed file"
+            )
+        if line.startswith("-"):
+            self.read_option(path, line_no, line, kind=kind, chain=chain)
+            return
+        requirement_line = _parse_requirement(path, line_no, line)
+        key = (kind, requirement_line.name)
+        earlier = self.seen.get(key)
+        if earlier is not None:
+            raise RequirementsError(
+                path,
+                line_no,
+                f"{requirement_line.requirement.name} is also required at {earlier.path.name}:{earlier.line} "
+                f"({earlier.requirement}); keep one line per package",
+            )
+        self.seen[key] = requirement_line
+        target = self.desired.requirements if kind == "requirement" else self.desired.constraints
+        target.append(requirement_line)
+
+    def read_option(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
+        try:
+            tokens = shlex.split(line)
+        except ValueError as exc:
+            raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
+        option, _, value = tokens[0].partition("=")
+        if not value and len(tokens) > 1:
+            value = tokens[1]
+        for short in ("-r", "-c", "-i", "-f", "-e"):  # "-rother.txt"
+            if option.startswith(short) and len(option) > 2 and not option.startswith("--"):
+                option, value = short, option[2:]
+        if option in _INDEX_OPTIONS:
+            raise RequirementsError(path, line_no, f"{option} is not allowed: {_WHERE_FROM}")
+        if option in ("-e", "--editable"):
+            raise RequirementsError(
+                path, line_no, f"editable installs ({option}) are not allowed: publish the package to the index "
+                "and require it by name"
+            )
+        if option == "--no-binary":
+            raise RequirementsError(
+                path, line_no, "--no-binary is not allowed: it makes pip build (run code) from source at start-up"
+            )
+        if option in _INCLUDE_OPTIONS:
+            if not value:
+                raise RequirementsError(path, line_no, f"{option} needs a file name")
+            self.include(path, line_no, value, kind=_INCLUDE_OPTIONS[option] if kind == "requirement" else kind,
+                         chain=chain)
+            return
+        if kind == "requirement" and option in _ALLOWED_GLOBAL_FLAGS and len(tokens) == 1:
+            self._global(option)
+            return
+        if kind == "requirement" and option == "--only-binary" and value:
+            self._global(f"--only-binary={value}")
+            return
+        raise RequirementsError(path, line_no, f"option {option} is not supported in a committed requirements file")
+
+    def _global(self, option: str) -> None:
+        if option not in self.desired.global_options:
+            self.desired.global_options.append(option)
+
+    def include(self, path: Path, line_no: int, value: str, *, kind: str, chain: tuple[Path, ...]) -> None:
+        if _URL_SCHEME.match(value):
+            raise RequirementsError(path, line_no, f"including {value} is not allowed: only files in the repo folder")
+        target = Path(os.path.realpath(path.parent / value))
+        if target != self.repo_dir and self.repo_dir not in target.parents:
+            raise RequirementsError(
+                path, line_no, f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included"
+            )
+        if target in chain:
+            raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
+        if not target.is_file():
+            raise RequirementsError(path, line_no, f"{value} does not exist")
+        self.desired.inputs[str(target)] = file_sha256(target)
+        self.read_file(target, kind=kind, chain=chain)
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Lines as pip reads them: comments stripped, backslash continuations joined."""
+    result: list[tuple[int, str]] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        line = _COMMENT.sub("", raw).rstrip()
+        if line.endswith("\\"):
+            pending.append(line[:-1])
+            continue
+        pending.append(line)
+        joined = " ".join(part.strip() for part in pending).strip()
+        pending = []
+        if joined:
+            result.append((start, joined))
+    if pending:
+        joined = " ".join(part.strip() for part in pending).strip()
+        if joined:
+            result.append((start, joined))
+    return result
+
+
+def _parse_requirement(path: Path, line_no: int, line: str) -> RequirementLine:
+    spec, hashes = _split_line_options(path, line_no, line)
+    if _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip()):
+        raise RequirementsError(path, line_no, f"direct references (URLs, archives, folders) are not allowed: "
+                                f"{_WHERE_FROM}; require the package by name")
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement as exc:
+        why = str(exc).splitlines()[0] if str(exc) else "invalid requirement"
+        raise RequirementsError(path, line_no, f"not a valid requirement ({why}): {spec}") from None
+    if requirement.url:
+        raise RequirementsError(
+            path, line_no, f"direct references ({requirement.name} @ URL) are not allowed: {_WHERE_FROM}; "
+            "require the package by name"
+        )
+    return RequirementLine(path=path, line=line_no, requirement=requirement, hashes=hashes)
+
+
+def _split_line_options(path: Path, line_no: int, line: str) -> tuple[str, tuple[str, ...]]:
+    match = re.search(r"\s--?[A-Za-z]", line)
+    if match is None:
+        return line.strip(), ()
+    spec, options = line[: match.start()].strip(), line[match.start():]
+    try:
+        tokens = shlex.split(options)
+    except ValueError as exc:
+        raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
+    hashes: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        name, _, value = token.partition("=")
+        if name == "--hash":
+            if not value and index + 1 < len(tokens):
+                index += 1
+                value = tokens[index]
+            if not _HASH.match(value):
+                raise RequirementsError(path, line_no, f"--hash must be algorithm:hexdigest (sha256:...), not {value!r}")
+            hashes.append(value)
+        else:
+            raise RequirementsError(
+                path, line_no, f"option {name} is not allowed on a requirement line (only --hash is)"
+            )
+        index += 1
+    return spec, tuple(hashes)

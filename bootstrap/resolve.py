@@ -1,0 +1,241 @@
+"""Resolve the desired set to exact pins with pip-tools, reusing what it can.
+
+In order: a committed lock that still matches the file is used as is; then a
+lock cached by the hash of every input (normalised requirements, interpreter,
+pip's index configuration, pip-tools version); only then ``pip-compile``,
+run as a program (its Python API is private), seeded with the active pins so
+an edit to one line does not move every other package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from bootstrap import _subprocess, manifest
+from bootstrap._fs import atomic_write_text, text_sha256
+from bootstrap._pipout import indexes, last_error, redact
+from bootstrap._paths import Layout
+from bootstrap.errors import CommandError, ResolutionError
+from bootstrap.requirements import Desired
+from bootstrap.settings import Settings
+
+log = logging.getLogger("bootstrap")
+
+_HEADER_KEY = "# bootstrap: input-sha256="
+
+# pip settings that change *what* resolves; the rest (logging, timeouts, cache) do not.
+_IRRELEVANT_PIP_ENV = frozenset(
+    {
+        "PIP_LOG", "PIP_LOG_FILE", "PIP_NO_INPUT", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_DEFAULT_TIMEOUT",
+        "PIP_TIMEOUT", "PIP_RETRIES", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR", "PIP_PROGRESS_BAR", "PIP_VERBOSE",
+        "PIP_QUIET", "PIP_NO_COLOR", "PIP_ROOT_USER_ACTION",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+    hashes: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return " ".join([f"{self.name}=={self.version}", *(f"--hash={h}" for h in self.hashes)])
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Exact pins, the text pip installs them from, and where they came from."""
+
+    pins: tuple[Pin, ...]
+    text: str
+    source: str  # "committed", "cache", "resolved" or "empty"
+    committed_file: Path | None = None
+
+    @property
+    def sha256(self) -> str:
+        """Identifies the pins themselves: the same set has the same hash whatever its comments."""
+        return text_sha256("".join(pin.line() + "\n" for pin in sorted(self.pins, key=lambda p: p.name)))
+
+
+def parse_lock(text: str, origin: str) -> tuple[Pin, ...]:
+    """Pins from a lock written by pip-compile (``name==version``, optional ``--hash`` lines)."""
+    pins: list[Pin] = []
+    for number, line in _joined_lines(text):
+        spec, *options = line.split(" --hash")
+        hashes = tuple(option.lstrip("=").strip() for option in options)
+        try:
+            requirement = Requirement(spec.strip())
+        except InvalidRequirement as exc:
+            raise ResolutionError(f"{origin}:{number}: not a valid pin ({exc}); regenerate the lock") from None
+        specifiers = list(requirement.specifier)
+        if len(specifiers) != 1 or specifiers[0].operator != "==" or "*" in specifiers[0].version:
+            raise ResolutionError(f"{origin}:{number}: {spec.strip()} is not an exact pin (name==version)")
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        pins.append(Pin(canonicalize_name(requirement.name), specifiers[0].version, hashes))
+    return tuple(pins)
+
+
+def _joined_lines(text: str) -> list[tuple[int, str]]:
+    result: list[tuple[int, str]] = []
+    pending = ""
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("--hash") else raw.strip()
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        line = (pending + line).strip()
+        pending = ""
+        if line and not line.startswith("-"):
+            result.append((start, line))
+    return result
+
+
+def lock_header(desired: Desired) -> str:
+    name = desired.requirements_file.name
+    return (
+        f"# Written by `python -m bootstrap lock` from {name}: commit it beside {name}.\n"
+        f"# `sync` installs exactly these pins while {name} is unchanged; run `lock` again after editing it.\n"
+        f"{_HEADER_KEY}{desired.input_sha256}\n"
+    )
+
+
+def _header_sha(text: str) -> str | None:
+    for line in text.splitlines()[:10]:
+        if line.startswith(_HEADER_KEY):
+            return line[len(_HEADER_KEY):].strip()
+    return None
+
+
+def pip_config_fingerprint() -> str:
+    """A hash of pip's configuration (env and config files): part of the cache key, never stored in clear."""
+    parts = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("PIP_") and k not in _IRRELEVANT_PIP_ENV]
+    candidates = [os.environ.get("PIP_CONFIG_FILE", ""), "/etc/pip.conf", os.path.join(sys.prefix, "pip.conf")]
+    candidates += [os.path.join(d, "pip", "pip.conf") for d in os.environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")]
+    candidates += [os.path.expanduser("~/.pip/pip.conf"), os.path.expanduser("~/.config/pip/pip.conf")]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate):
+            try:
+                parts.append(f"{candidate}:{Path(candidate).read_text(errors='replace')}")
+            except OSError:
+                continue
+    return text_sha256("\n".join(parts))
+
+
+def cache_key(desired: Desired, *, hashes: bool) -> str:
+    from importlib.metadata import version
+
+    key = {
+        "input": desired.input_text(),
+        "constraints": desired.constraints_text(),
+        "python": manifest.interpreter(),
+        "pip_config": pip_config_fingerprint(),
+        "hashes": hashes,
+        "pip_tools": version("pip-tools"),
+    }
+    return text_sha256(json.dumps(key, sort_keys=True))
+
+
+def resolve(settings: Settings, layout: Layout, desired: Desired, *, seed: str | None = None) -> Lock:
+    """The exact pins for ``desired``: committed lock, cached lock, or a fresh pip-compile."""
+    if not desired.requirements:
+        return Lock(pins=(), text="", source="empty")
+    committed = settings.committed_lock_file
+    if committed.is_file():
+        text = committed.read_text(encoding="utf-8")
+        recorded = _header_sha(text)
+        if recorded == desired.input_sha256:
+            log.info("using the committed lock %s", committed)
+            return Lock(parse_lock(text, str(committed)), text, "committed", committed)
+        why = "it was not written by `bootstrap lock`" if recorded is None else f"{desired.requirements_file.name} changed since it was written"
+        log.warning(
+            "the committed lock %s is stale (%s): resolving afresh; run `python -m bootstrap lock` and commit it",
+            committed, why,
+        )
+    cached = layout.lock_cache / f"{cache_key(desired, hashes=desired.has_hashes)}.txt"
+    if cached.is_file():
+        text = cached.read_text(encoding="utf-8")
+        log.info("using the cached resolution %s", cached.name[:12])
+        return Lock(parse_lock(text, str(cached)), text, "cache")
+    text = compile_lock(settings, desired, hashes=desired.has_hashes, seed=seed)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(cached, text)
+    return Lock(parse_lock(text, "pip-compile output"), text, "resolved")
+
+
+def write_committed_lock(settings: Settings, desired: Desired, *, hashes: bool) -> Lock:
+    """Resolve afresh (keeping the committed pins where they still fit) and write the lock for committing."""
+    committed = settings.committed_lock_file
+    seed = committed.read_text(encoding="utf-8") if committed.is_file() else None
+    text = compile_lock(settings, desired, hashes=hashes or desired.has_hashes, seed=seed) if desired.requirements else lock_header(desired)
+    atomic_write_text(committed, text)
+    return Lock(parse_lock(text, str(committed)), text, "committed", committed)
+
+
+def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: str | None) -> str:
+    """Run pip-compile on the normalised input; return the lock text with bootstrap's header."""
+    count = len(desired.requirements)
+    log.info("resolving %d requirement%s with pip-compile", count, "" if count == 1 else "s")
+    with tempfile.TemporaryDirectory(prefix="bootstrap-resolve-") as folder:
+        work = Path(folder)
+        input_file = desired.write_compile_input(work)
+        output = work / "requirements.lock"
+        if seed:
+            output.write_text(seed, encoding="utf-8")  # pip-compile keeps existing pins that still fit
+        argv = [
+            sys.executable, "-m", "piptools", "compile", "--verbose", "--no-header", "--strip-extras",
+            "--no-emit-options", "--allow-unsafe", "--output-file", output.name, input_file.name,
+        ]
+        if hashes:
+            argv.insert(5, "--generate-hashes")
+        try:
+            _subprocess.run(argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress)
+        except CommandError as exc:
+            raise ResolutionError(explain_failure(exc, desired)) from exc
+        body = output.read_text(encoding="utf-8")
+    return lock_header(desired) + body
+
+
+def _progress(line: str) -> None:
+    log.debug("pip-compile: %s", line)
+
+
+def explain_failure(exc: CommandError, desired: Desired) -> str:
+    """Turn pip-compile's traceback into one line: what failed, where it was asked, what to do."""
+    output = exc.stderr + "\n" + exc.stdout
+    where = indexes(output)
+    if exc.timed_out:
+        return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
+    not_found = re.search(r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output)
+    if not_found:
+        spec, versions = not_found.group(1), not_found.group(2).strip()
+        name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
+        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        available = f"available: {versions}" if versions and versions != "none" else "no versions at all"
+        return (
+            f"{origin}no version of {redact(spec)} found on {where} ({available}); "
+            "check the name and version, and that the index is the right one"
+        )
+    conflict = re.search(r"The conflict is caused by:\n((?:\s+.+\n?)+)", output)
+    if conflict:
+        sides = "; ".join(line.strip() for line in conflict.group(1).splitlines() if line.strip())
+        return f"the requirements conflict: {sides}; relax one of the pins"
+    unreachable = re.search(r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output)
+    if unreachable:
+        return f"could not reach {where} ({redact(unreachable.group(1))}); is it reachable and is PIP_INDEX_URL right?"
+    last = last_error(output)
+    return f"pip-compile failed on {where}: {last}"

@@ -1,0 +1,73 @@
+"""Settings, built once at the entry point and passed down.
+
+Every field is read from the environment with the prefix ``BOOTSTRAP_``
+(``BOOTSTRAP_PACKAGES_DIR`` and so on); the README documents each. pip's own
+settings (``PIP_INDEX_URL``, pip.conf, ...) are not bootstrap's: they reach
+pip and pip-compile unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, ENV_PREFIX, default_lock_file
+from bootstrap.errors import SettingsError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True)
+
+    requirements_file: Path = Field(
+        DEFAULT_REQUIREMENTS_FILE, description="The committed requirements file: the truth."
+    )
+    packages_dir: Path = Field(
+        DEFAULT_PACKAGES_DIR, description="The shared packages folder: generations, manifest, lock, cache."
+    )
+    lock_file: Path | None = Field(
+        None, description="The committed lock; default: requirements.lock beside the requirements file."
+    )
+    lock_timeout: float = Field(
+        900.0, gt=0, description="Seconds to wait for another process's sync before giving up."
+    )
+    generations_kept: int = Field(
+        3, ge=1, description="Published generations kept on disk (the active one included), for rollback."
+    )
+    skip_import_check: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(),
+        description="Comma-separated distributions whose modules are not import-checked (they need configuration).",
+    )
+    resolve_timeout: float = Field(600.0, gt=0, description="Seconds pip-compile may take.")
+    install_timeout: float = Field(1800.0, gt=0, description="Seconds pip install may take.")
+    import_check_timeout: float = Field(300.0, gt=0, description="Seconds the import check may take.")
+
+    @field_validator("requirements_file", "packages_dir", "lock_file", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return Path(os.path.abspath(value)) if value is not None else None
+
+    @field_validator("skip_import_check", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def committed_lock_file(self) -> Path:
+        return self.lock_file if self.lock_file is not None else default_lock_file(self.requirements_file)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment; a bad value is a ``SettingsError``, not a traceback."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid setting: {problems}") from None

@@ -1,0 +1,210 @@
+"""One sync: make the packages folder hold exactly what the requirements file asks for.
+
+read + validate -> same as active? -> resolve -> build in staging -> verify
+-> publish -> manifest -> gc. One builder at a time (an inter-process lock
+beside the manifest); a waiter re-reads the manifest once it has the lock,
+since the work is often done by then. Any failure is recorded in the
+manifest beside the generation that keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bootstrap import install, manifest, requirements, resolve, verify
+from bootstrap._fs import atomic_write_text, file_sha256
+from bootstrap._paths import Layout
+from bootstrap._pipout import redact
+from bootstrap.activate import stale_reason
+from bootstrap.errors import BootstrapError, LockTimeoutError, SettingsError
+from bootstrap.settings import Settings
+
+log = logging.getLogger("bootstrap")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    changed: bool  # a new generation was published
+    manifest: dict[str, Any]
+
+
+def sync(settings: Settings) -> SyncResult:
+    """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails."""
+    layout = Layout(settings.packages_dir)
+    current = manifest.read(layout.manifest)
+    if current is not None and current.get("status") == "ok" and stale_reason(current, settings.requirements_file) is None:
+        log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
+        return SyncResult(changed=False, manifest=current)
+    _prepare_folder(layout)
+    with build_lock(layout, settings.lock_timeout):
+        current, damage = manifest.load(layout.manifest)
+        if damage:
+            log.warning("%s: it will be rewritten", damage)
+        try:
+            return _sync_locked(settings, layout, current)
+        except BootstrapError as exc:
+            _record_failure(settings, layout, current, exc)
+            raise
+
+
+def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | None) -> SyncResult:
+    started = time.monotonic()
+    desired = requirements.read(settings.requirements_file)
+    inputs = {**desired.inputs, str(settings.committed_lock_file): file_sha256(settings.committed_lock_file)}
+    if current is not None and stale_reason(current, settings.requirements_file) is None:
+        if current.get("status") != "ok":  # the file is back to what the active generation serves
+            current = {**current, "status": "ok", "error": None, "updated_at": manifest.now_iso()}
+            manifest.write(layout.manifest, current)
+        log.info("up to date: generation %s (synced by another process)", current.get("generation"))
+        return SyncResult(changed=False, manifest=current)
+    install.clean_staging(layout)
+    lock = resolve.resolve(settings, layout, desired, seed=_active_lock_text(current))
+    fields = {
+        "requirements_file": str(settings.requirements_file),
+        "requirements_sha256": inputs[str(settings.requirements_file)],
+        "lock_file": str(lock.committed_file) if lock.committed_file else None,
+        "lock_sha256": lock.sha256,
+        "lock_source": lock.source,
+        "inputs": inputs,
+        "status": "ok",
+        "error": None,
+        "updated_at": manifest.now_iso(),
+    }
+    if _serves_lock(current, lock):
+        assert current is not None
+        log.info("the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"])
+        updated = {**current, **fields}
+        manifest.write(layout.manifest, updated)
+        return SyncResult(changed=False, manifest=updated)
+
+    staging = install.build(layout, lock, timeout=settings.install_timeout)
+    try:
+        dists = verify.verify_generation(
+            staging / install.SITE_DIR,
+            {pin.name: pin.version for pin in lock.pins},
+            skip=frozenset(settings.skip_import_check),
+            timeout=settings.import_check_timeout,
+        )
+        packages = [
+            {"name": dist.display_name, "version": dist.version, "requested": dist.name in desired.requested}
+            for dist in sorted(dists, key=lambda d: d.name)
+        ]
+        generation_id = staging.name
+        metadata = {
+            "generation": generation_id,
+            "created_at": manifest.now_iso(),
+            "packages": packages,
+            "python": manifest.interpreter(),
+            "requirements_file": fields["requirements_file"],
+            "requirements_sha256": fields["requirements_sha256"],
+            "lock_sha256": lock.sha256,
+        }
+        site_dir = install.publish(layout, staging, metadata)
+    except BaseException:
+        install.clean_staging(layout)
+        raise
+    new = {
+        "schema_version": manifest.SCHEMA_VERSION,
+        "generation": generation_id,
+        "site_dir": str(site_dir),
+        "packages": packages,
+        "python": manifest.interpreter(),
+        **fields,
+    }
+    manifest.write(layout.manifest, {key: new[key] for key in manifest.MANIFEST_KEYS})
+    install.collect_garbage(layout, active=generation_id, keep=settings.generations_kept)
+    log.info(
+        "published generation %s: %d package%s in %.1fs",
+        generation_id, len(packages), "" if len(packages) == 1 else "s", time.monotonic() - started,
+    )
+    return SyncResult(changed=True, manifest=new)
+
+
+def _serves_lock(current: dict[str, Any] | None, lock: resolve.Lock) -> bool:
+    """True when the active generation already holds exactly these pins, intact, for this interpreter."""
+    if current is None or not current.get("site_dir") or current.get("lock_sha256") != lock.sha256:
+        return False
+    if not manifest.built_for_this_interpreter(current.get("python")):
+        return False
+    site_dir = Path(current["site_dir"])
+    return site_dir.is_dir() and not verify.missing_files(site_dir, verify.installed(site_dir))
+
+
+def _active_lock_text(current: dict[str, Any] | None) -> str | None:
+    if current is None or not current.get("site_dir"):
+        return None
+    try:
+        return (Path(current["site_dir"]).parent / install.LOCK_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _record_failure(
+    settings: Settings, layout: Layout, current: dict[str, Any] | None, exc: BootstrapError
+) -> None:
+    base = current if current is not None else manifest.blank(settings.requirements_file)
+    now = manifest.now_iso()
+    failed = {**base, "status": "failed", "updated_at": now,
+              "error": {"message": redact(exc.message), "stage": exc.stage, "at": now,
+                        "requirements_sha256": file_sha256(settings.requirements_file)}}
+    try:
+        manifest.write(layout.manifest, failed)
+    except OSError as write_error:
+        log.error("could not record the failure in %s: %s", layout.manifest, write_error)
+
+
+def _prepare_folder(layout: Layout) -> None:
+    try:
+        layout.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot create the packages folder {layout.root} ({exc.strerror}); set BOOTSTRAP_PACKAGES_DIR "
+            "to a writable folder"
+        ) from None
+    if not os.access(layout.root, os.W_OK):
+        raise SettingsError(f"the packages folder {layout.root} is not writable; set BOOTSTRAP_PACKAGES_DIR")
+
+
+@contextmanager
+def build_lock(layout: Layout, timeout: float) -> Iterator[None]:
+    """The inter-process build lock beside the manifest; the holder is named in ``.owner``."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(layout.build_lock))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another sync (%s)", _owner(layout))
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise LockTimeoutError(
+                f"another sync ({_owner(layout)}) has held {layout.build_lock} for over {timeout:.0f}s; "
+                "if that process is gone, its lock is released by the OS; otherwise wait, or raise "
+                "BOOTSTRAP_LOCK_TIMEOUT"
+            ) from None
+    try:
+        atomic_write_text(
+            layout.lock_owner,
+            json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": manifest.now_iso()}) + "\n",
+        )
+        yield
+    finally:
+        lock.release()
+
+
+def _owner(layout: Layout) -> str:
+    try:
+        owner = json.loads(layout.lock_owner.read_text(encoding="utf-8"))
+        return f"pid {owner['pid']} on {owner['host']}, since {owner['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
