@@ -9,7 +9,7 @@ machinery loads only when a sync is needed.
 
 from __future__ import annotations
 
-from bootstrap.activate import activate, read_manifest, startup
+from bootstrap.activation import activate, read_manifest, startup
 
 __all__ = ["activate", "read_manifest", "startup"]
 __version__ = "0.1.0"

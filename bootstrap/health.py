@@ -8,7 +8,7 @@ from typing import Any
 from bootstrap import install, manifest, verify
 from bootstrap._fs import human_size, tree_size
 from bootstrap._paths import Layout
-from bootstrap.activate import stale_reason
+from bootstrap.activation import stale_reason
 from bootstrap.settings import Settings
 
 

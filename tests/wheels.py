@@ -1,0 +1,79 @@
+"""Tiny wheels written with zipfile, for hermetic tests (no network, no build backend)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Dist:
+    name: str
+    version: str
+    files: dict[str, str]  # path inside the wheel -> text
+    requires: tuple[str, ...] = ()
+    extra_metadata: tuple[str, ...] = field(default=())
+
+    @property
+    def filename_stem(self) -> str:
+        return f"{self.name.replace('-', '_').replace('.', '_')}-{self.version}"
+
+
+def _record_hash(data: bytes) -> str:
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def build_wheel(dist: Dist, folder: Path) -> Path:
+    """Write ``dist`` as a py3-none-any wheel into ``folder``; return its path."""
+    stem = dist.filename_stem
+    dist_info = f"{stem}.dist-info"
+    metadata = [f"Metadata-Version: 2.1", f"Name: {dist.name}", f"Version: {dist.version}"]
+    metadata += [f"Requires-Dist: {req}" for req in dist.requires]
+    metadata += list(dist.extra_metadata)
+    contents: dict[str, bytes] = {path: text.encode() for path, text in dist.files.items()}
+    contents[f"{dist_info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
+    contents[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record_lines = [f"{path},{_record_hash(data)},{len(data)}" for path, data in contents.items()]
+    record_lines.append(f"{dist_info}/RECORD,,")
+    contents[f"{dist_info}/RECORD"] = ("\n".join(record_lines) + "\n").encode()
+    path = folder / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in contents.items():
+            archive.writestr(name, data)
+    return path
+
+
+def module(name: str, version: str, body: str = "") -> dict[str, str]:
+    """A plain package ``name`` whose ``__version__`` is ``version``."""
+    return {f"{name}/__init__.py": f"__version__ = {version!r}\n{body}"}
+
+
+# The fixture index: every test's packages come from here.
+FIXTURE_DISTS = [
+    Dist("bsf-alpha", "1.0", module("bsf_alpha", "1.0")),
+    Dist("bsf-alpha", "2.0", module("bsf_alpha", "2.0")),
+    Dist("bsf-beta", "1.0", module("bsf_beta", "1.0", "import bsf_alpha\n"), requires=("bsf-alpha>=1.0",)),
+    Dist("bsf-beta", "2.0", module("bsf_beta", "2.0", "import bsf_alpha\n"), requires=("bsf-alpha>=2.0",)),
+    Dist("bsf-gamma", "1.0", {"bsf_gamma.py": "__version__ = '1.0'\n"}),
+    # Two distributions sharing the namespace folder "jaraco" (PEP 420: no jaraco/__init__.py).
+    Dist("jaraco.functools", "1.0", {"jaraco/functools/__init__.py": "__version__ = '1.0'\n"}),
+    Dist("jaraco.functools", "2.0", {"jaraco/functools/__init__.py": "__version__ = '2.0'\n"}),
+    Dist("jaraco.context", "1.0", {"jaraco/context.py": "__version__ = '1.0'\n"}),
+    # Imports only with configuration: needs BOOTSTRAP_SKIP_IMPORT_CHECK.
+    Dist("bsf-needs-config", "1.0", module("bsf_needs_config", "1.0", "import os\nos.environ['BSF_CONFIG']\n")),
+    # Broken at import for everyone.
+    Dist("bsf-broken", "1.0", module("bsf_broken", "1.0", "raise RuntimeError('boom at import')\n")),
+    # Conflicts: bsf-beta 2.0 needs alpha>=2, bsf-pinned-alpha needs alpha<2.
+    Dist("bsf-old-alpha-user", "1.0", module("bsf_old_alpha_user", "1.0"), requires=("bsf-alpha<2",)),
+]
+
+
+def build_wheelhouse(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for dist in FIXTURE_DISTS:
+        build_wheel(dist, folder)
+    return folder
