@@ -5,6 +5,7 @@ Light on imports: ``file_sha256`` runs on the start-up fast path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -52,10 +53,8 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     _fsync_dir(path.parent)
 

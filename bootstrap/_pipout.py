@@ -24,7 +24,7 @@ def indexes(output: str) -> str:
     for number, line in enumerate(lines):
         stripped = line.strip()
         if stripped == "Using indexes:":  # pip-compile --verbose
-            for following in lines[number + 1:]:
+            for following in lines[number + 1 :]:
                 if not following.startswith("  ") or not following.strip():
                     break
                 found.append(following.strip())
@@ -42,7 +42,7 @@ def last_error(output: str) -> str:
     for line in reversed(output.splitlines()):
         stripped = line.strip()
         if stripped.startswith("ERROR:"):
-            return redact(stripped[len("ERROR:"):].strip())
+            return redact(stripped[len("ERROR:") :].strip())
     for line in reversed(output.splitlines()):
         if line.strip() and not line.startswith(" "):
             return redact(line.strip())

@@ -19,10 +19,8 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
 
     result = sync(settings)
     manifest = result.manifest
-    if not result.changed:
-        print(f"up to date: generation {manifest.get('generation')} ({len(manifest.get('packages', []))} packages)")
-    else:
-        print(f"synced: generation {manifest['generation']} ({len(manifest['packages'])} packages) at {manifest['site_dir']}")
+    summary = f"generation {manifest.get('generation')} ({len(manifest.get('packages', []))} packages)"
+    print(f"synced: {summary} at {manifest['site_dir']}" if result.changed else f"up to date: {summary}")
     return 0
 
 

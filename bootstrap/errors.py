@@ -70,10 +70,7 @@ class CommandError(BootstrapError):
         self.stdout = stdout
         self.stderr = stderr
         self.timed_out = timed_out
-        if timed_out:
-            summary = "timed out"
-        else:
-            summary = f"exited with code {returncode}"
+        summary = "timed out" if timed_out else f"exited with code {returncode}"
         last = last_line(stderr) or last_line(stdout)
         super().__init__(f"{' '.join(self.argv[:4])} ... {summary}" + (f": {last}" if last else ""))
 

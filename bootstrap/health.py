@@ -51,16 +51,21 @@ def status(settings: Settings) -> dict[str, Any]:
     if layout.generations.is_dir():
         for path in sorted(layout.generations.iterdir(), reverse=True):
             record = install.read_generation(path) or {}
-            generations.append({
-                "generation": path.name,
-                "active": path.name == active,
-                "complete": bool(record),
-                "created_at": record.get("created_at"),
-                "packages": len(record.get("packages", [])),
-                "bytes": tree_size(path),
-            })
-    unmanaged = sorted(entry.name for entry in layout.root.iterdir() if not layout.is_managed(entry.name)) \
-        if layout.root.is_dir() else []
+            generations.append(
+                {
+                    "generation": path.name,
+                    "active": path.name == active,
+                    "complete": bool(record),
+                    "created_at": record.get("created_at"),
+                    "packages": len(record.get("packages", [])),
+                    "bytes": tree_size(path),
+                }
+            )
+    unmanaged = (
+        sorted(entry.name for entry in layout.root.iterdir() if not layout.is_managed(entry.name))
+        if layout.root.is_dir()
+        else []
+    )
     staging = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
     return {
         "packages_dir": str(layout.root),
@@ -104,7 +109,9 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("generations")
         for gen in report["generations"]:
             flag = "active" if gen["active"] else ("" if gen["complete"] else "incomplete")
-            lines.append(f"  {gen['generation']}  {human_size(gen['bytes']):>10}  {gen['packages']:>3} packages  {flag}".rstrip())
+            lines.append(
+                f"  {gen['generation']}  {human_size(gen['bytes']):>10}  {gen['packages']:>3} packages  {flag}".rstrip()
+            )
     if report["staging"]:
         lines.append("staging (debris of an interrupted sync; the next sync removes it)")
         lines.extend(f"  {name}" for name in report["staging"])

@@ -49,8 +49,18 @@ def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
     count = len(lock.pins)
     log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
     argv = [
-        sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site_dir),
-        "--no-warn-script-location", "--progress-bar", "off", "-r", str(lock_path),
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-deps",
+        "--target",
+        str(site_dir),
+        "--no-warn-script-location",
+        "--progress-bar",
+        "off",
+        "-r",
+        str(lock_path),
     ]
     try:
         _subprocess.run(argv, timeout=timeout, on_line=_progress)

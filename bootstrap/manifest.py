@@ -42,7 +42,7 @@ PACKAGE_KEYS = ("name", "version", "requested")
 def interpreter() -> dict[str, str]:
     """The running interpreter, as far as installed packages care."""
     return {
-        "version": "%d.%d.%d" % sys.version_info[:3],
+        "version": ".".join(str(part) for part in sys.version_info[:3]),
         "implementation": sys.implementation.name,
         "tag": f"{sys.implementation.cache_tag}{sys.abiflags}",
         "platform": sysconfig.get_platform(),

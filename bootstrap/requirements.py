@@ -38,7 +38,12 @@ _INDEX_OPTIONS = frozenset(
     {"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--trusted-host"}
 )
 _ALLOWED_GLOBAL_FLAGS = frozenset({"--pre", "--prefer-binary", "--require-hashes"})
-_INCLUDE_OPTIONS = {"-r": "requirement", "--requirement": "requirement", "-c": "constraint", "--constraint": "constraint"}
+_INCLUDE_OPTIONS = {
+    "-r": "requirement",
+    "--requirement": "requirement",
+    "-c": "constraint",
+    "--constraint": "constraint",
+}
 
 
 @dataclass(frozen=True)
@@ -169,8 +174,10 @@ class _Reader:
             raise RequirementsError(path, line_no, f"{option} is not allowed: {_WHERE_FROM}")
         if option in ("-e", "--editable"):
             raise RequirementsError(
-                path, line_no, f"editable installs ({option}) are not allowed: publish the package to the index "
-                "and require it by name"
+                path,
+                line_no,
+                f"editable installs ({option}) are not allowed: publish the package to the index "
+                "and require it by name",
             )
         if option == "--no-binary":
             raise RequirementsError(
@@ -179,8 +186,9 @@ class _Reader:
         if option in _INCLUDE_OPTIONS:
             if not value:
                 raise RequirementsError(path, line_no, f"{option} needs a file name")
-            self.include(path, line_no, value, kind=_INCLUDE_OPTIONS[option] if kind == "requirement" else kind,
-                         chain=chain)
+            self.include(
+                path, line_no, value, kind=_INCLUDE_OPTIONS[option] if kind == "requirement" else kind, chain=chain
+            )
             return
         if kind == "requirement" and option in _ALLOWED_GLOBAL_FLAGS and len(tokens) == 1:
             self._global(option)
@@ -200,7 +208,9 @@ class _Reader:
         target = Path(os.path.realpath(path.parent / value))
         if target != self.repo_dir and self.repo_dir not in target.parents:
             raise RequirementsError(
-                path, line_no, f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included"
+                path,
+                line_no,
+                f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included",
             )
         if target in chain:
             raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
@@ -237,8 +247,11 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 def _parse_requirement(path: Path, line_no: int, line: str) -> RequirementLine:
     spec, hashes = _split_line_options(path, line_no, line)
     if _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip()):
-        raise RequirementsError(path, line_no, f"direct references (URLs, archives, folders) are not allowed: "
-                                f"{_WHERE_FROM}; require the package by name")
+        raise RequirementsError(
+            path,
+            line_no,
+            f"direct references (URLs, archives, folders) are not allowed: {_WHERE_FROM}; require the package by name",
+        )
     try:
         requirement = Requirement(spec)
     except InvalidRequirement as exc:
@@ -246,8 +259,9 @@ def _parse_requirement(path: Path, line_no: int, line: str) -> RequirementLine:
         raise RequirementsError(path, line_no, f"not a valid requirement ({why}): {spec}") from None
     if requirement.url:
         raise RequirementsError(
-            path, line_no, f"direct references ({requirement.name} @ URL) are not allowed: {_WHERE_FROM}; "
-            "require the package by name"
+            path,
+            line_no,
+            f"direct references ({requirement.name} @ URL) are not allowed: {_WHERE_FROM}; require the package by name",
         )
     return RequirementLine(path=path, line=line_no, requirement=requirement, hashes=hashes)
 
@@ -256,7 +270,7 @@ def _split_line_options(path: Path, line_no: int, line: str) -> tuple[str, tuple
     match = re.search(r"\s--?[A-Za-z]", line)
     if match is None:
         return line.strip(), ()
-    spec, options = line[: match.start()].strip(), line[match.start():]
+    spec, options = line[: match.start()].strip(), line[match.start() :]
     try:
         tokens = shlex.split(options)
     except ValueError as exc:
@@ -271,7 +285,9 @@ def _split_line_options(path: Path, line_no: int, line: str) -> tuple[str, tuple
                 index += 1
                 value = tokens[index]
             if not _HASH.match(value):
-                raise RequirementsError(path, line_no, f"--hash must be algorithm:hexdigest (sha256:...), not {value!r}")
+                raise RequirementsError(
+                    path, line_no, f"--hash must be algorithm:hexdigest (sha256:...), not {value!r}"
+                )
             hashes.append(value)
         else:
             raise RequirementsError(

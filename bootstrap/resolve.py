@@ -23,8 +23,8 @@ from packaging.utils import canonicalize_name
 
 from bootstrap import _subprocess, manifest
 from bootstrap._fs import atomic_write_text, text_sha256
-from bootstrap._pipout import indexes, last_error, redact
 from bootstrap._paths import Layout
+from bootstrap._pipout import indexes, last_error, redact
 from bootstrap.errors import CommandError, ResolutionError
 from bootstrap.requirements import Desired
 from bootstrap.settings import Settings
@@ -36,9 +36,20 @@ _HEADER_KEY = "# bootstrap: input-sha256="
 # pip settings that change *what* resolves; the rest (logging, timeouts, cache) do not.
 _IRRELEVANT_PIP_ENV = frozenset(
     {
-        "PIP_LOG", "PIP_LOG_FILE", "PIP_NO_INPUT", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_DEFAULT_TIMEOUT",
-        "PIP_TIMEOUT", "PIP_RETRIES", "PIP_CACHE_DIR", "PIP_NO_CACHE_DIR", "PIP_PROGRESS_BAR", "PIP_VERBOSE",
-        "PIP_QUIET", "PIP_NO_COLOR", "PIP_ROOT_USER_ACTION",
+        "PIP_LOG",
+        "PIP_LOG_FILE",
+        "PIP_NO_INPUT",
+        "PIP_DISABLE_PIP_VERSION_CHECK",
+        "PIP_DEFAULT_TIMEOUT",
+        "PIP_TIMEOUT",
+        "PIP_RETRIES",
+        "PIP_CACHE_DIR",
+        "PIP_NO_CACHE_DIR",
+        "PIP_PROGRESS_BAR",
+        "PIP_VERBOSE",
+        "PIP_QUIET",
+        "PIP_NO_COLOR",
+        "PIP_ROOT_USER_ACTION",
     }
 )
 
@@ -117,7 +128,7 @@ def lock_header(desired: Desired) -> str:
 def _header_sha(text: str) -> str | None:
     for line in text.splitlines()[:10]:
         if line.startswith(_HEADER_KEY):
-            return line[len(_HEADER_KEY):].strip()
+            return line[len(_HEADER_KEY) :].strip()
     return None
 
 
@@ -161,10 +172,15 @@ def resolve(settings: Settings, layout: Layout, desired: Desired, *, seed: str |
         if recorded == desired.input_sha256:
             log.info("using the committed lock %s", committed)
             return Lock(parse_lock(text, str(committed)), text, "committed", committed)
-        why = "it was not written by `bootstrap lock`" if recorded is None else f"{desired.requirements_file.name} changed since it was written"
+        why = (
+            "it was not written by `bootstrap lock`"
+            if recorded is None
+            else f"{desired.requirements_file.name} changed since it was written"
+        )
         log.warning(
             "the committed lock %s is stale (%s): resolving afresh; run `python -m bootstrap lock` and commit it",
-            committed, why,
+            committed,
+            why,
         )
     cached = layout.lock_cache / f"{cache_key(desired, hashes=desired.has_hashes)}.txt"
     if cached.is_file():
@@ -181,7 +197,11 @@ def write_committed_lock(settings: Settings, desired: Desired, *, hashes: bool) 
     """Resolve afresh (keeping the committed pins where they still fit) and write the lock for committing."""
     committed = settings.committed_lock_file
     seed = committed.read_text(encoding="utf-8") if committed.is_file() else None
-    text = compile_lock(settings, desired, hashes=hashes or desired.has_hashes, seed=seed) if desired.requirements else lock_header(desired)
+    text = (
+        compile_lock(settings, desired, hashes=hashes or desired.has_hashes, seed=seed)
+        if desired.requirements
+        else lock_header(desired)
+    )
     atomic_write_text(committed, text)
     return Lock(parse_lock(text, str(committed)), text, "committed", committed)
 
@@ -197,8 +217,18 @@ def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: st
         if seed:
             output.write_text(seed, encoding="utf-8")  # pip-compile keeps existing pins that still fit
         argv = [
-            sys.executable, "-m", "piptools", "compile", "--verbose", "--no-header", "--strip-extras",
-            "--no-emit-options", "--allow-unsafe", "--output-file", output.name, input_file.name,
+            sys.executable,
+            "-m",
+            "piptools",
+            "compile",
+            "--verbose",
+            "--no-header",
+            "--strip-extras",
+            "--no-emit-options",
+            "--allow-unsafe",
+            "--output-file",
+            output.name,
+            input_file.name,
         ]
         if hashes:
             argv.insert(5, "--generate-hashes")
@@ -220,7 +250,9 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
     where = indexes(output)
     if exc.timed_out:
         return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
-    not_found = re.search(r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output)
+    not_found = re.search(
+        r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output
+    )
     if not_found:
         spec, versions = not_found.group(1), not_found.group(2).strip()
         name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
@@ -234,7 +266,9 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
     if conflict:
         sides = "; ".join(line.strip() for line in conflict.group(1).splitlines() if line.strip())
         return f"the requirements conflict: {sides}; relax one of the pins"
-    unreachable = re.search(r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output)
+    unreachable = re.search(
+        r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output
+    )
     if unreachable:
         return f"could not reach {where} ({redact(unreachable.group(1))}); is it reachable and is PIP_INDEX_URL right?"
     last = last_error(output)

@@ -31,9 +31,7 @@ class Settings(BaseSettings):
     lock_file: Path | None = Field(
         None, description="The committed lock; default: requirements.lock beside the requirements file."
     )
-    lock_timeout: float = Field(
-        900.0, gt=0, description="Seconds to wait for another process's sync before giving up."
-    )
+    lock_timeout: float = Field(900.0, gt=0, description="Seconds to wait for another process's sync before giving up.")
     generations_kept: int = Field(
         3, ge=1, description="Published generations kept on disk (the active one included), for rollback."
     )

@@ -41,7 +41,11 @@ def sync(settings: Settings) -> SyncResult:
     """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails."""
     layout = Layout(settings.packages_dir)
     current = manifest.read(layout.manifest)
-    if current is not None and current.get("status") == "ok" and stale_reason(current, settings.requirements_file) is None:
+    if (
+        current is not None
+        and current.get("status") == "ok"
+        and stale_reason(current, settings.requirements_file) is None
+    ):
         log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
         return SyncResult(changed=False, manifest=current)
     _prepare_folder(layout)
@@ -81,7 +85,9 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
     }
     if _serves_lock(current, lock):
         assert current is not None
-        log.info("the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"])
+        log.info(
+            "the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"]
+        )
         updated = {**current, **fields}
         manifest.write(layout.manifest, updated)
         return SyncResult(changed=False, manifest=updated)
@@ -124,7 +130,10 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
     install.collect_garbage(layout, active=generation_id, keep=settings.generations_kept)
     log.info(
         "published generation %s: %d package%s in %.1fs",
-        generation_id, len(packages), "" if len(packages) == 1 else "s", time.monotonic() - started,
+        generation_id,
+        len(packages),
+        "" if len(packages) == 1 else "s",
+        time.monotonic() - started,
     )
     return SyncResult(changed=True, manifest=new)
 
@@ -148,14 +157,20 @@ def _active_lock_text(current: dict[str, Any] | None) -> str | None:
         return None
 
 
-def _record_failure(
-    settings: Settings, layout: Layout, current: dict[str, Any] | None, exc: BootstrapError
-) -> None:
+def _record_failure(settings: Settings, layout: Layout, current: dict[str, Any] | None, exc: BootstrapError) -> None:
     base = current if current is not None else manifest.blank(settings.requirements_file)
     now = manifest.now_iso()
-    failed = {**base, "status": "failed", "updated_at": now,
-              "error": {"message": redact(exc.message), "stage": exc.stage, "at": now,
-                        "requirements_sha256": file_sha256(settings.requirements_file)}}
+    failed = {
+        **base,
+        "status": "failed",
+        "updated_at": now,
+        "error": {
+            "message": redact(exc.message),
+            "stage": exc.stage,
+            "at": now,
+            "requirements_sha256": file_sha256(settings.requirements_file),
+        },
+    }
     try:
         manifest.write(layout.manifest, failed)
     except OSError as write_error:

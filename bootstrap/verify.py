@@ -111,8 +111,11 @@ def check_set(dists: list[Distribution], expected: dict[str, str]) -> None:
             raise VerificationError(f"{dist.display_name} is installed twice ({seen[dist.name]} and {dist.version})")
         seen[dist.name] = dist.version
     problems = [f"{name} {version} is missing" for name, version in expected.items() if name not in seen]
-    problems += [f"{name} is {seen[name]}, not {version}" for name, version in expected.items()
-                 if name in seen and seen[name] != version]
+    problems += [
+        f"{name} is {seen[name]}, not {version}"
+        for name, version in expected.items()
+        if name in seen and seen[name] != version
+    ]
     problems += [f"{name} {version} was not asked for" for name, version in seen.items() if name not in expected]
     if problems:
         raise VerificationError("the installed set differs from the lock: " + "; ".join(sorted(problems)))
@@ -141,7 +144,7 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
     )
     if result_line is None:
         raise VerificationError("the import check printed no result (a module ended the interpreter at import?)")
-    failed: dict[str, str] = json.loads(result_line[len(_RESULT_MARK):])
+    failed: dict[str, str] = json.loads(result_line[len(_RESULT_MARK) :])
     if failed:
         details = "; ".join(
             f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"

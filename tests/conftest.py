@@ -45,9 +45,7 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_pip(
-    monkeypatch: pytest.MonkeyPatch, wheelhouse: Path, empty_pip_conf: Path, cache_home: Path
-) -> None:
+def isolated_pip(monkeypatch: pytest.MonkeyPatch, wheelhouse: Path, empty_pip_conf: Path, cache_home: Path) -> None:
     for key in list(os.environ):
         if key.startswith(("PIP_", "BOOTSTRAP_")) or key in ("PYTHONPATH", "VIRTUAL_ENV_PROMPT"):
             monkeypatch.delenv(key)
@@ -134,6 +132,10 @@ def python_in(site_dir: str | Path, code: str) -> subprocess.CompletedProcess[st
 def python_with_bootstrap(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter of the test environment (bootstrap importable)."""
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env or dict(os.environ),
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env or dict(os.environ),
         cwd=str(Path(__file__).resolve().parent.parent),
     )

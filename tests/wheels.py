@@ -31,7 +31,7 @@ def build_wheel(dist: Dist, folder: Path) -> Path:
     """Write ``dist`` as a py3-none-any wheel into ``folder``; return its path."""
     stem = dist.filename_stem
     dist_info = f"{stem}.dist-info"
-    metadata = [f"Metadata-Version: 2.1", f"Name: {dist.name}", f"Version: {dist.version}"]
+    metadata = ["Metadata-Version: 2.1", f"Name: {dist.name}", f"Version: {dist.version}"]
     metadata += [f"Requires-Dist: {req}" for req in dist.requires]
     metadata += list(dist.extra_metadata)
     contents: dict[str, bytes] = {path: text.encode() for path, text in dist.files.items()}
