@@ -65,6 +65,33 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"leaked threads: {leaked}"
 
 
+@pytest.fixture
+def slow_index(wheelhouse: Path) -> Iterator[str]:
+    """A real find-links server on 127.0.0.1 that serves each wheel slowly (for kills mid-download)."""
+    import functools
+    import http.server
+    import time
+
+    class SlowHandler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.endswith(".whl"):
+                time.sleep(1.5)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(SlowHandler, directory=str(wheelhouse))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class Repo:
     """A workflow repo and a packages folder, with BOOTSTRAP_* pointing at them."""
