@@ -51,7 +51,7 @@ def run(
 ) -> Completed:
     """Run ``argv`` to completion; raise ``CommandError`` on a non-zero exit or time-out.
 
-    ``on_line`` sees each stdout line as it arrives (progress for long work).
+    ``on_line`` sees each line of output (stdout and stderr) as it arrives: progress for long work.
     """
     argv = [str(part) for part in argv]
     log.debug("running %s", " ".join(argv))
@@ -67,8 +67,15 @@ def run(
         errors="replace",
     )
     stderr_chunks: list[str] = []
-    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read() if proc.stderr else ""))
-    reader.daemon = True
+
+    def _read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stderr_chunks.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+
+    reader = threading.Thread(target=_read_stderr, daemon=True)
     reader.start()
     timed_out = threading.Event()
 

@@ -70,8 +70,11 @@ def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
 
 
 def _progress(line: str) -> None:
-    if line.startswith(("Collecting ", "Installing collected packages", "Successfully installed")):
-        log.info("  %s", line.split(" (from -r", 1)[0])
+    if line.startswith(("Collecting ", "Processing ")):  # one per distribution fetched
+        what = line.split(" ", 1)[1].split(" (from ", 1)[0]
+        log.info("  fetching %s", os.path.basename(what))
+    elif line.startswith("Installing collected packages"):
+        log.info("  %s", line)
     else:
         log.debug("pip: %s", line)
 

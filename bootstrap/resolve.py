@@ -241,7 +241,11 @@ def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: st
 
 
 def _progress(line: str) -> None:
-    log.debug("pip-compile: %s", line)
+    stripped = line.strip()
+    if stripped.startswith("Collecting "):  # one per distribution considered
+        log.info("  resolving %s", stripped[len("Collecting ") :].split(" (from ", 1)[0])
+    else:
+        log.debug("pip-compile: %s", line)
 
 
 def explain_failure(exc: CommandError, desired: Desired) -> str:
