@@ -28,13 +28,17 @@ def indexes(output: str) -> str:
                 if not following.startswith("  ") or not following.strip():
                     break
                 found.append(following.strip())
-        elif stripped.startswith(("Looking in indexes:", "Looking in links:")):  # pip install
+        elif stripped.startswith("Looking in indexes:"):  # pip install
             found.extend(part.strip() for part in stripped.split(":", 1)[1].split(","))
+    places = []
     if found:
-        return "index " + ", ".join(dict.fromkeys(redact(url) for url in found))
-    if os.environ.get("PIP_NO_INDEX") and os.environ.get("PIP_FIND_LINKS"):
-        return f"find-links {redact(os.environ['PIP_FIND_LINKS'])} (no package index)"
-    return "the configured package index"
+        places.append("index " + ", ".join(dict.fromkeys(redact(url) for url in found)))
+    find_links = os.environ.get("PIP_FIND_LINKS")
+    if find_links:
+        places.append(f"find-links {redact(find_links)}")
+    if not places:
+        return "the configured package index"
+    return " and ".join(places) + (" (no package index)" if not found and os.environ.get("PIP_NO_INDEX") else "")
 
 
 def last_error(output: str) -> str:

@@ -77,17 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool, quiet: bool) -> None:
+def _configure_logging(verbose: bool, quiet: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("bootstrap: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging(args.verbose, args.quiet)
+    saved = (log.level, log.propagate)  # main() may be called in-process: leave the logger as found
+    handler = _configure_logging(args.verbose, args.quiet)
     try:
         return int(args.func(load_settings(), args))
     except BootstrapError as exc:
@@ -98,5 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bootstrap: interrupted", file=sys.stderr)
         return 130
     finally:
-        for handler in list(log.handlers):
-            log.removeHandler(handler)
+        log.removeHandler(handler)
+        log.setLevel(saved[0])
+        log.propagate = saved[1]

@@ -266,9 +266,10 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
             f"{origin}no version of {redact(spec)} found on {where} ({available}); "
             "check the name and version, and that the index is the right one"
         )
-    conflict = re.search(r"The conflict is caused by:\n((?:\s+.+\n?)+)", output)
-    if conflict:
-        sides = "; ".join(line.strip() for line in conflict.group(1).splitlines() if line.strip())
+    # pip-compile may retry without the seeded pins: the last conflict block is the real one.
+    conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)
+    if conflicts:
+        sides = "; ".join(line.strip() for line in conflicts[-1].splitlines() if line.strip())
         return f"the requirements conflict: {sides}; relax one of the pins"
     unreachable = re.search(
         r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output

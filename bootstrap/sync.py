@@ -41,11 +41,7 @@ def sync(settings: Settings) -> SyncResult:
     """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails."""
     layout = Layout(settings.packages_dir)
     current = manifest.read(layout.manifest)
-    if (
-        current is not None
-        and current.get("status") == "ok"
-        and stale_reason(current, settings.requirements_file) is None
-    ):
+    if current is not None and current.get("status") == "ok" and _is_current(current, settings):
         log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
         return SyncResult(changed=False, manifest=current)
     _prepare_folder(layout)
@@ -64,7 +60,7 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
     started = time.monotonic()
     desired = requirements.read(settings.requirements_file)
     inputs = {**desired.inputs, str(settings.committed_lock_file): file_sha256(settings.committed_lock_file)}
-    if current is not None and stale_reason(current, settings.requirements_file) is None:
+    if current is not None and _is_current(current, settings):
         if current.get("status") != "ok":  # the file is back to what the active generation serves
             current = {**current, "status": "ok", "error": None, "updated_at": manifest.now_iso()}
             manifest.write(layout.manifest, current)
@@ -92,8 +88,8 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         manifest.write(layout.manifest, updated)
         return SyncResult(changed=False, manifest=updated)
 
-    staging = install.build(layout, lock, timeout=settings.install_timeout)
     try:
+        staging = install.build(layout, lock, timeout=settings.install_timeout)
         dists = verify.verify_generation(
             staging / install.SITE_DIR,
             {pin.name: pin.version for pin in lock.pins},
@@ -138,14 +134,27 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
     return SyncResult(changed=True, manifest=new)
 
 
+def _is_current(current: dict[str, Any], settings: Settings) -> bool:
+    """The active generation serves the file as it is now, and none of its files went missing."""
+    return stale_reason(current, settings.requirements_file) is None and _intact(current)
+
+
+def _intact(current: dict[str, Any]) -> bool:
+    """Every file the active generation's RECORDs list is there (a stat each: not for the start-up fast path)."""
+    site_dir = Path(current["site_dir"]) if current.get("site_dir") else None
+    if site_dir is None or not site_dir.is_dir():
+        return False
+    try:
+        return not verify.missing_files(site_dir, verify.installed(site_dir))
+    except BootstrapError:  # a dist-info lost its METADATA or RECORD
+        return False
+
+
 def _serves_lock(current: dict[str, Any] | None, lock: resolve.Lock) -> bool:
     """True when the active generation already holds exactly these pins, intact, for this interpreter."""
-    if current is None or not current.get("site_dir") or current.get("lock_sha256") != lock.sha256:
+    if current is None or current.get("lock_sha256") != lock.sha256:
         return False
-    if not manifest.built_for_this_interpreter(current.get("python")):
-        return False
-    site_dir = Path(current["site_dir"])
-    return site_dir.is_dir() and not verify.missing_files(site_dir, verify.installed(site_dir))
+    return manifest.built_for_this_interpreter(current.get("python")) and _intact(current)
 
 
 def _active_lock_text(current: dict[str, Any] | None) -> str | None:

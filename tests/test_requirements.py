@@ -1,0 +1,304 @@
+"""Unit tests of ``bootstrap.requirements.read``: what a committed file may say, and every refusal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bootstrap.errors import RequirementsError
+from bootstrap.requirements import Desired, read
+
+HASH_A = "sha256:" + "a" * 64
+HASH_B = "sha256:" + "b" * 64
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """The repo folder (real path, so error messages name the same path the reader computes)."""
+    repo = tmp_path.resolve() / "repo"
+    repo.mkdir()
+    return repo
+
+
+def write(path: Path, *lines: str) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_lines(folder: Path, *lines: str) -> Desired:
+    return read(write(folder / "requirements.txt", *lines))
+
+
+def refusal(folder: Path, *lines: str, filename: str = "requirements.txt") -> RequirementsError:
+    path = write(folder / filename, *lines)
+    with pytest.raises(RequirementsError) as info:
+        read(path)
+    return info.value
+
+
+def assert_refused_at(error: RequirementsError, path: Path, line: int) -> None:
+    """The message is exactly ``<path>:<line>: <why>``."""
+    assert error.line == line
+    assert str(error) == f"{path}:{line}: {error.why}"
+    assert error.why
+    assert error.stage == "read"
+
+
+def specs(desired: Desired) -> dict[str, str]:
+    return {line.name: str(line.requirement) for line in desired.requirements}
+
+
+# -- what is allowed ---------------------------------------------------------------------------
+
+
+def test_comments_blank_lines_and_inline_comments(folder: Path) -> None:
+    desired = read_lines(
+        folder,
+        "# the reporting workflow",
+        "",
+        "bsf-alpha==1.0  # pinned for reports",
+        "   ",
+        "   bsf-gamma",
+        "# trailing comment",
+    )
+    assert desired.exists
+    assert specs(desired) == {"bsf-alpha": "bsf-alpha==1.0", "bsf-gamma": "bsf-gamma"}
+    assert [line.line for line in desired.requirements] == [3, 5]
+    assert desired.requested == frozenset({"bsf-alpha", "bsf-gamma"})
+
+
+def test_backslash_continuation_is_one_requirement_at_its_first_line(folder: Path) -> None:
+    desired = read_lines(folder, "# header", "bsf-alpha>=1.0, \\", "    <3", "bsf-gamma")
+    assert specs(desired)["bsf-alpha"] in ("bsf-alpha<3,>=1.0", "bsf-alpha>=1.0,<3")
+    assert [(line.name, line.line) for line in desired.requirements] == [("bsf-alpha", 2), ("bsf-gamma", 4)]
+
+
+def test_extras_and_markers(folder: Path) -> None:
+    desired = read_lines(
+        folder,
+        "requests[security,socks]>=2.31",
+        'colorama>=0.4; sys_platform == "win32"',
+        "tomli; python_version < '3.11'",
+    )
+    by_name = {line.name: line.requirement for line in desired.requirements}
+    assert by_name["requests"].extras == {"security", "socks"}
+    assert str(by_name["requests"].specifier) == ">=2.31"
+    assert by_name["colorama"].marker is not None
+    assert "sys_platform" in str(by_name["colorama"].marker)
+    assert by_name["tomli"].marker is not None
+
+
+def test_names_are_canonicalised(folder: Path) -> None:
+    desired = read_lines(folder, "Jaraco.Functools==1.0", "BSF_Alpha")
+    assert desired.requested == frozenset({"jaraco-functools", "bsf-alpha"})
+
+
+def test_hashes_per_line_and_on_continuation_lines(folder: Path) -> None:
+    desired = read_lines(
+        folder,
+        f"bsf-alpha==1.0 --hash={HASH_A}",
+        "bsf-gamma==1.0 \\",
+        f"    --hash={HASH_A} \\",
+        f"    --hash {HASH_B}",
+    )
+    hashes = {line.name: line.hashes for line in desired.requirements}
+    assert hashes == {"bsf-alpha": (HASH_A,), "bsf-gamma": (HASH_A, HASH_B)}
+    assert desired.has_hashes
+    assert f"bsf-gamma==1.0 --hash={HASH_A} --hash={HASH_B}" in desired.input_text()
+
+
+def test_no_hashes_means_no_hash_mode(folder: Path) -> None:
+    assert not read_lines(folder, "bsf-alpha").has_hashes
+
+
+def test_include_and_constraints_inside_the_repo_folder(folder: Path) -> None:
+    (folder / "reqs").mkdir()
+    other = write(folder / "reqs" / "other.txt", "# included", "bsf-gamma")
+    constraints = write(folder / "constraints.txt", "bsf-alpha<2")
+    desired = read_lines(folder, "bsf-alpha", "-r reqs/other.txt", "--constraint=constraints.txt")
+    assert specs(desired) == {"bsf-alpha": "bsf-alpha", "bsf-gamma": "bsf-gamma"}
+    gamma = next(line for line in desired.requirements if line.name == "bsf-gamma")
+    assert gamma.path == other and gamma.line == 2
+    assert [str(line.requirement) for line in desired.constraints] == ["bsf-alpha<2"]
+    assert desired.requested == frozenset({"bsf-alpha", "bsf-gamma"})  # constraints are not requests
+    assert set(desired.inputs) == {str(folder / "requirements.txt"), str(other), str(constraints)}
+    assert all(desired.inputs.values())
+
+
+def test_short_include_without_a_space(folder: Path) -> None:
+    write(folder / "other.txt", "bsf-gamma")
+    assert specs(read_lines(folder, "-rother.txt")) == {"bsf-gamma": "bsf-gamma"}
+
+
+def test_constraints_change_the_input_hash(folder: Path) -> None:
+    write(folder / "constraints.txt", "bsf-alpha<2")
+    with_constraints = read_lines(folder, "bsf-alpha", "-c constraints.txt").input_sha256
+    without = read_lines(folder, "bsf-alpha").input_sha256
+    assert with_constraints != without
+
+
+def test_pre_is_a_global_option(folder: Path) -> None:
+    desired = read_lines(folder, "--pre", "bsf-alpha")
+    assert desired.global_options == ["--pre"]
+    assert desired.input_text().splitlines()[0] == "--pre"
+
+
+def test_missing_file_is_the_empty_set(folder: Path) -> None:
+    desired = read(folder / "requirements.txt")
+    assert desired.exists is False
+    assert desired.requirements == [] and desired.constraints == []
+    assert desired.requested == frozenset()
+    assert desired.inputs == {str(folder / "requirements.txt"): None}
+
+
+def test_relative_path_is_made_absolute(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(folder / "requirements.txt", "bsf-alpha")
+    monkeypatch.chdir(folder)
+    desired = read(Path("requirements.txt"))
+    assert desired.requirements_file == Path(os.path.abspath(folder / "requirements.txt"))
+
+
+def test_input_hash_ignores_comments_and_layout(folder: Path) -> None:
+    plain = read_lines(folder, "bsf-alpha==1.0", "bsf-gamma").input_sha256
+    decorated = read_lines(
+        folder,
+        "# a comment",
+        "",
+        "bsf-alpha == 1.0   # why",
+        "",
+        "   bsf-gamma   ",
+    ).input_sha256
+    assert decorated == plain
+
+
+def test_input_hash_changes_with_a_version(folder: Path) -> None:
+    one = read_lines(folder, "bsf-alpha==1.0").input_sha256
+    two = read_lines(folder, "bsf-alpha==2.0").input_sha256
+    assert one != two
+    assert read_lines(folder, "bsf-alpha==1.0", "bsf-gamma").input_sha256 not in (one, two)
+
+
+# -- what is refused: file:line: why -----------------------------------------------------------
+
+PRELUDE = ("# comment", "", "bsf-alpha")  # the bad line is always line 4
+
+
+@pytest.mark.parametrize(
+    ("bad", "why_contains"),
+    [
+        ("colorama>=>1", "not a valid requirement"),
+        ("--index-url https://pypi.example/simple", "PIP_INDEX_URL"),
+        ("-i https://pypi.example/simple", "PIP_INDEX_URL"),
+        ("--extra-index-url=https://user:pw@pypi.example/simple", "PIP_INDEX_URL"),
+        ("--find-links ./wheels", "PIP_INDEX_URL"),
+        ("-f https://example.com/wheels/", "PIP_INDEX_URL"),
+        ("--trusted-host pypi.example", "PIP_INDEX_URL"),
+        ("--no-index", "PIP_INDEX_URL"),
+        ("-e .", "editable"),
+        ("--editable ./src", "editable"),
+        ("bsf-gamma @ https://example.com/bsf_gamma-1.0-py3-none-any.whl", "direct references"),
+        ("bsf-gamma @ https://example.com/src/bsf-gamma", "direct references"),
+        ("https://x/y.whl", "direct references"),
+        ("git+https://github.com/example/pkg.git#egg=pkg", "direct references"),
+        ("./pkg", "direct references"),
+        ("/abs/pkg", "direct references"),
+        ("pkg-1.0.tar.gz", "direct references"),
+        ("bsf-gamma==${VERSION}", "environment variable"),
+        ("--index-url https://${TOKEN}@pypi.example/simple", "environment variable"),
+        ("bsf-gamma --global-option=--fast", "--global-option"),
+        ("--global-option=--fast", "--global-option"),
+        ("--no-binary :all:", "--no-binary"),
+        ("--no-binary=bsf-gamma", "--no-binary"),
+        ("bsf-gamma --hash=md5:abc", "--hash must be"),
+        ("-r", "needs a file name"),
+    ],
+)
+def test_refusals_name_the_file_and_line(folder: Path, bad: str, why_contains: str) -> None:
+    error = refusal(folder, *PRELUDE, bad, "bsf-gamma")
+    assert_refused_at(error, folder / "requirements.txt", 4)
+    assert why_contains in error.why
+
+
+@pytest.mark.parametrize(
+    "option", ["--index-url https://x/simple", "--extra-index-url https://x/simple", "--find-links ./w", "--no-index"]
+)
+def test_index_options_point_at_pip_configuration(folder: Path, option: str) -> None:
+    error = refusal(folder, option)
+    assert_refused_at(error, folder / "requirements.txt", 1)
+    assert "PIP_INDEX_URL" in error.why and "pip" in error.why
+    assert option.split()[0] in error.why
+
+
+def test_refusal_after_a_continuation_counts_physical_lines(folder: Path) -> None:
+    error = refusal(folder, "bsf-alpha>=1, \\", "    <3", "", "colorama>=>1")
+    assert_refused_at(error, folder / "requirements.txt", 4)
+    assert "colorama>=>1" in error.why
+
+
+def test_include_outside_the_repo_folder(folder: Path) -> None:
+    write(folder.parent / "outside.txt", "bsf-gamma")
+    error = refusal(folder, "bsf-alpha", "-r ../outside.txt")
+    assert_refused_at(error, folder / "requirements.txt", 2)
+    assert "outside the repo folder" in error.why and "../outside.txt" in error.why
+
+
+def test_include_through_a_symlink_out_of_the_repo_folder(folder: Path) -> None:
+    write(folder.parent / "outside.txt", "bsf-gamma")
+    (folder / "inside.txt").symlink_to(folder.parent / "outside.txt")
+    error = refusal(folder, "-r inside.txt")
+    assert_refused_at(error, folder / "requirements.txt", 1)
+    assert "outside the repo folder" in error.why
+
+
+def test_include_of_a_url(folder: Path) -> None:
+    error = refusal(folder, "bsf-alpha", "", "-r https://example.com/reqs.txt")
+    assert_refused_at(error, folder / "requirements.txt", 3)
+
+
+def test_include_of_a_missing_file(folder: Path) -> None:
+    error = refusal(folder, "-c nothere.txt")
+    assert_refused_at(error, folder / "requirements.txt", 1)
+    assert "nothere.txt does not exist" in error.why
+
+
+def test_include_cycle(folder: Path) -> None:
+    write(folder / "other.txt", "bsf-gamma", "-r requirements.txt")
+    error = refusal(folder, "bsf-alpha", "-r other.txt")
+    assert_refused_at(error, folder / "other.txt", 2)
+    assert "cycle" in error.why
+
+
+def test_error_inside_an_included_file_names_that_file(folder: Path) -> None:
+    write(folder / "other.txt", "# included", "", "--extra-index-url https://x/simple")
+    error = refusal(folder, "bsf-alpha", "-r other.txt")
+    assert_refused_at(error, folder / "other.txt", 3)
+
+
+def test_duplicate_package_names_both_lines(folder: Path) -> None:
+    error = refusal(folder, "bsf-alpha>=1", "# again:", "BSF_Alpha==2.0")
+    assert_refused_at(error, folder / "requirements.txt", 3)
+    assert "requirements.txt:1" in error.why  # the earlier line
+    assert "bsf-alpha>=1" in error.why
+
+
+def test_duplicate_across_an_include(folder: Path) -> None:
+    write(folder / "other.txt", "bsf-alpha==2.0")
+    error = refusal(folder, "bsf-alpha", "-r other.txt")
+    assert_refused_at(error, folder / "other.txt", 1)
+    assert "requirements.txt:1" in error.why
+
+
+def test_a_constraint_may_repeat_a_requirement(folder: Path) -> None:
+    write(folder / "constraints.txt", "bsf-alpha<2")
+    desired = read_lines(folder, "bsf-alpha", "-c constraints.txt")
+    assert [line.name for line in desired.constraints] == ["bsf-alpha"]
+
+
+def test_not_utf8(folder: Path) -> None:
+    path = folder / "requirements.txt"
+    path.write_bytes(b"bsf-alpha\n\xff\xfe\n")
+    with pytest.raises(RequirementsError) as info:
+        read(path)
+    assert str(info.value) == f"{path}: is not UTF-8 text"
