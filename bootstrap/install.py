@@ -23,6 +23,7 @@ from bootstrap._fs import atomic_write_text, remove_tree
 from bootstrap._paths import Layout
 from bootstrap._pipout import indexes, last_error
 from bootstrap.errors import CommandError, InstallError, PublishError
+from bootstrap.requirements import Desired
 from bootstrap.resolve import Lock
 
 log = logging.getLogger("bootstrap")
@@ -37,36 +38,62 @@ def new_generation_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
 
 
-def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
-    """Install ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
+def _new_staging(layout: Layout) -> Path:
     staging = layout.staging / new_generation_id()
-    site_dir = staging / SITE_DIR
-    site_dir.mkdir(parents=True)
-    lock_path = staging / LOCK_FILE
-    atomic_write_text(lock_path, lock.text)
-    if not lock.pins:
-        return staging
-    count = len(lock.pins)
-    log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
-    argv = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--no-deps",
-        "--target",
-        str(site_dir),
-        "--no-warn-script-location",
-        "--progress-bar",
-        "off",
-        "-r",
-        str(lock_path),
-    ]
+    (staging / SITE_DIR).mkdir(parents=True)
+    return staging
+
+
+def _pip_install(site_dir: Path, requirements: Path, *, no_deps: bool, timeout: float, quiet: bool = False) -> None:
+    argv = [sys.executable, "-m", "pip", "install", "--target", str(site_dir), "--no-warn-script-location"]
+    argv += ["--progress-bar", "off", *(["--no-deps"] if no_deps else []), "-r", str(requirements)]
     try:
-        _subprocess.run(argv, timeout=timeout, on_line=_progress)
+        _subprocess.run(argv, timeout=timeout, on_line=_quiet_progress if quiet else _progress)
     except CommandError as exc:
         raise InstallError(_explain(exc)) from exc
+
+
+def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
+    """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
+    staging = _new_staging(layout)
+    lock_path = staging / LOCK_FILE
+    atomic_write_text(lock_path, lock.text)
+    if lock.pins:
+        count = len(lock.pins)
+        log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
+        _pip_install(staging / SITE_DIR, lock_path, no_deps=True, timeout=timeout)
     return staging
+
+
+def build_speculatively(layout: Layout, desired: Desired, *, timeout: float) -> Path:
+    """Install ``desired`` with pip's own resolver into a new staging folder, while pip-compile resolves.
+
+    Only ever kept through ``adopt``, when what pip installed is exactly what
+    pip-tools pinned: pip-tools stays the only source of pins, and a cold sync
+    costs about one install instead of a resolution plus an install.
+    """
+    staging = _new_staging(layout)
+    input_file = desired.write_compile_input(staging)
+    log.info("installing while resolving (kept only if it matches the lock)")
+    _pip_install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True)
+    return staging
+
+
+def adopt(staging: Path, lock: Lock) -> bool:
+    """Keep a speculative install if it holds exactly the lock's pins; record the lock in it."""
+    from bootstrap.verify import installed
+
+    found = {dist.name: dist.version for dist in installed(staging / SITE_DIR)}
+    if found != {pin.name: pin.version for pin in lock.pins} or len(found) != len(lock.pins):
+        return False
+    for scratch in ("requirements.in", "constraints.txt"):
+        (staging / scratch).unlink(missing_ok=True)
+    atomic_write_text(staging / LOCK_FILE, lock.text)
+    return True
+
+
+def _quiet_progress(line: str) -> None:
+    log.debug("pip (speculative): %s", line)
 
 
 def _progress(line: str) -> None:

@@ -163,6 +163,11 @@ def cache_key(desired: Desired, *, hashes: bool) -> str:
 
 def resolve(settings: Settings, layout: Layout, desired: Desired, *, seed: str | None = None) -> Lock:
     """The exact pins for ``desired``: committed lock, cached lock, or a fresh pip-compile."""
+    return reuse(settings, layout, desired) or compile_and_cache(settings, layout, desired, seed=seed)
+
+
+def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
+    """A lock that needs no resolution: the empty set, the committed lock, or the cached one."""
     if not desired.requirements:
         return Lock(pins=(), text="", source="empty")
     committed = settings.committed_lock_file
@@ -182,11 +187,21 @@ def resolve(settings: Settings, layout: Layout, desired: Desired, *, seed: str |
             committed,
             why,
         )
-    cached = layout.lock_cache / f"{cache_key(desired, hashes=desired.has_hashes)}.txt"
+    cached = _cache_path(layout, desired)
     if cached.is_file():
         text = cached.read_text(encoding="utf-8")
         log.info("using the cached resolution %s", cached.name[:12])
         return Lock(parse_lock(text, str(cached)), text, "cache")
+    return None
+
+
+def _cache_path(layout: Layout, desired: Desired) -> Path:
+    return layout.lock_cache / f"{cache_key(desired, hashes=desired.has_hashes)}.txt"
+
+
+def compile_and_cache(settings: Settings, layout: Layout, desired: Desired, *, seed: str | None) -> Lock:
+    """Resolve with pip-compile and cache the result under the hash of its inputs."""
+    cached = _cache_path(layout, desired)
     text = compile_lock(settings, desired, hashes=desired.has_hashes, seed=seed)
     cached.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cached, text)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,7 +68,7 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         log.info("up to date: generation %s (synced by another process)", current.get("generation"))
         return SyncResult(changed=False, manifest=current)
     install.clean_staging(layout)
-    lock = resolve.resolve(settings, layout, desired, seed=_active_lock_text(current))
+    lock, staging = _resolve(settings, layout, desired, seed=_active_lock_text(current))
     fields = {
         "requirements_file": str(settings.requirements_file),
         "requirements_sha256": inputs[str(settings.requirements_file)],
@@ -89,7 +90,8 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         return SyncResult(changed=False, manifest=updated)
 
     try:
-        staging = install.build(layout, lock, timeout=settings.install_timeout)
+        if staging is None:
+            staging = install.build(layout, lock, timeout=settings.install_timeout)
         dists = verify.verify_generation(
             staging / install.SITE_DIR,
             {pin.name: pin.version for pin in lock.pins},
@@ -132,6 +134,47 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         time.monotonic() - started,
     )
     return SyncResult(changed=True, manifest=new)
+
+
+def _resolve(
+    settings: Settings, layout: Layout, desired: requirements.Desired, *, seed: str | None
+) -> tuple[resolve.Lock, Path | None]:
+    """The lock, and a staging folder already holding it when one could be built while resolving.
+
+    A cold resolution (no committed, cached or active pins to honour, no
+    hashes to check) runs pip-compile and a speculative ``pip install`` side
+    by side; the install is kept only if it matches pip-compile's pins exactly.
+    """
+    reused = resolve.reuse(settings, layout, desired)
+    if reused is not None:
+        return reused, None
+    if seed is not None or desired.has_hashes:
+        return resolve.compile_and_cache(settings, layout, desired, seed=seed), None
+    outcome: dict[str, Any] = {}
+
+    def speculate() -> None:
+        try:
+            outcome["staging"] = install.build_speculatively(layout, desired, timeout=settings.install_timeout)
+        except BootstrapError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=speculate, name="bootstrap-speculative-install", daemon=True)
+    worker.start()
+    try:
+        lock = resolve.compile_and_cache(settings, layout, desired, seed=None)
+    except BaseException:
+        worker.join()
+        install.clean_staging(layout)
+        raise
+    worker.join()
+    staging: Path | None = outcome.get("staging")
+    if staging is not None and install.adopt(staging, lock):
+        log.info("the install made while resolving matches the lock: kept")
+        return lock, staging
+    log.info("the install made while resolving does not match the lock: installing from the lock")
+    log.debug("speculative install discarded: %s", outcome.get("error", "its set differs from the lock"))
+    install.clean_staging(layout)
+    return lock, None
 
 
 def _is_current(current: dict[str, Any], settings: Settings) -> bool:

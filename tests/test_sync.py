@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from bootstrap import manifest as manifest_mod
+from bootstrap.errors import BootstrapError
 from bootstrap.sync import sync
 from tests.conftest import Repo, python_in
 
@@ -143,3 +146,39 @@ def test_old_generations_are_collected_beyond_the_setting(repo: Repo) -> None:
     generations = sorted(p.name for p in (repo.packages_dir / "generations").iterdir())
     assert len(generations) == 2
     assert repo.manifest()["generation"] in generations
+
+
+def test_a_cold_sync_installs_while_resolving_and_keeps_it_only_if_it_matches(
+    repo: Repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.write("bsf-beta==1.0", "jaraco.context")
+    with caplog.at_level("INFO", logger="bootstrap"):
+        sync(repo.settings())
+    assert any("matches the lock: kept" in r.getMessage() for r in caplog.records)
+    site_dir = Path(repo.manifest()["site_dir"])
+    assert sorted(p.name for p in site_dir.parent.iterdir()) == ["generation.json", "lock.txt", "site"]
+    assert repo.installed() == {"bsf-alpha": "2.0", "bsf-beta": "1.0", "jaraco.context": "1.0"}
+
+
+def test_a_speculative_install_that_differs_from_the_lock_is_not_adopted(repo: Repo, tmp_path: Path) -> None:
+    from bootstrap import install, requirements
+    from bootstrap._paths import Layout
+    from bootstrap.resolve import Lock, Pin
+
+    repo.write("bsf-beta==1.0")
+    layout = Layout(repo.packages_dir)
+    staging = install.build_speculatively(layout, requirements.read(repo.requirements), timeout=120)
+    # pip's own resolver took bsf-alpha 2.0; a lock that pinned 1.0 must not adopt it.
+    other = Lock((Pin("bsf-alpha", "1.0"), Pin("bsf-beta", "1.0")), "", "resolved")
+    assert not install.adopt(staging, other)
+    same = Lock((Pin("bsf-alpha", "2.0"), Pin("bsf-beta", "1.0")), "bsf-alpha==2.0\nbsf-beta==1.0\n", "resolved")
+    assert install.adopt(staging, same)
+    assert (staging / "lock.txt").read_text() == same.text
+
+
+def test_a_failed_resolution_leaves_no_speculative_debris(repo: Repo) -> None:
+    repo.write("bsf-nonexistent")
+    with pytest.raises(BootstrapError):
+        sync(repo.settings())
+    staging = repo.packages_dir / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
