@@ -5,13 +5,15 @@ Light on imports: ``file_sha256`` runs on the start-up fast path.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and pathlib stay off the start-up fast path
+    from pathlib import Path
 
 
-def file_sha256(path: Path) -> str | None:
+def file_sha256(path: str | os.PathLike[str]) -> str | None:
     """The hex sha256 of a file's bytes, or None when there is no such file."""
     try:
         with open(path, "rb") as handle:
@@ -24,7 +26,7 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -37,14 +39,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` so a reader sees the old file or the new one, never a mix.
 
     A temp file in the same folder (same filesystem), flushed to disk, then
     ``os.replace``: a crash at any instruction leaves at worst a stray
     ``.<name>.<pid>.<rand>.tmp`` that the next sync removes.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -53,10 +56,10 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(folder)
 
 
 def tree_size(path: Path) -> int:

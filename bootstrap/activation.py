@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bootstrap import manifest as manifest_mod
 from bootstrap._fs import file_sha256
-from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, Layout, env_path
+from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, MANIFEST_NAME, env_path
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and pathlib stay off the fast path
     import logging
+    from typing import Any
 
     from bootstrap.settings import Settings
 
@@ -32,26 +32,29 @@ def _logger() -> logging.Logger:
     return logging.getLogger("bootstrap")
 
 
-def _packages_dir(packages_dir: str | os.PathLike[str] | None) -> Path:
-    return Path(packages_dir) if packages_dir is not None else env_path("packages_dir", DEFAULT_PACKAGES_DIR)
+def _packages_dir(packages_dir: str | os.PathLike[str] | None) -> str:
+    if packages_dir is None:
+        return env_path("packages_dir", DEFAULT_PACKAGES_DIR)
+    return os.path.abspath(packages_dir)
 
 
 def read_manifest(packages_dir: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
     """The manifest of ``packages_dir`` (default: ``BOOTSTRAP_PACKAGES_DIR``), or None if absent or damaged."""
-    return manifest_mod.read(Layout(_packages_dir(packages_dir)).manifest)
+    return manifest_mod.read(os.path.join(_packages_dir(packages_dir), MANIFEST_NAME))
 
 
-def stale_reason(manifest: dict[str, Any] | None, requirements_file: Path) -> str | None:
+def stale_reason(manifest: dict[str, Any] | None, requirements_file: str | os.PathLike[str]) -> str | None:
     """Why the active generation does not serve ``requirements_file`` as it is now; None if it does."""
     if manifest is None or not manifest.get("site_dir"):
         return "never synced"
-    if manifest.get("requirements_file") != str(requirements_file):
+    requirements_file = os.fspath(requirements_file)
+    if manifest.get("requirements_file") != requirements_file:
         return f"the requirements file is now {requirements_file} (built from {manifest.get('requirements_file')})"
     inputs = manifest.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         return "the manifest does not record what it was built from"
     for path, sha256 in inputs.items():
-        if file_sha256(Path(path)) != sha256:
+        if file_sha256(path) != sha256:
             return f"{path} changed since the last sync"
     if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
         python = manifest.get("python") or {}
@@ -110,8 +113,7 @@ def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> 
         requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
         packages_dir = _packages_dir(None)
     else:
-        requirements_file, packages_dir = settings.requirements_file, settings.packages_dir
-    requirements_file = Path(os.path.abspath(requirements_file))
+        requirements_file, packages_dir = str(settings.requirements_file), str(settings.packages_dir)
     manifest = read_manifest(packages_dir)
     if manifest is not None and manifest.get("status") == "ok" and stale_reason(manifest, requirements_file) is None:
         activate(packages_dir)

@@ -7,8 +7,8 @@ from typing import Any
 
 from bootstrap import install, manifest, verify
 from bootstrap._fs import human_size, tree_size
-from bootstrap._paths import Layout
 from bootstrap.activation import stale_reason
+from bootstrap.layout import Layout
 from bootstrap.settings import Settings
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from bootstrap import _subprocess
 from bootstrap._fs import atomic_write_text, remove_tree
-from bootstrap._paths import Layout
 from bootstrap._pipout import indexes, last_error
 from bootstrap.errors import CommandError, InstallError, PublishError
+from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
 from bootstrap.resolve import Lock
 

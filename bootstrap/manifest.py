@@ -3,18 +3,20 @@
 ``<packages_dir>/manifest.json`` is the pointer to the active generation and
 the record of the last failure. Workflows, health checks and other tools read
 it; ``MANIFEST_KEYS`` is the promise (a test pins it). This module is on the
-start-up fast path: json, os, sys and sysconfig only.
+start-up fast path: json, os and sys only (no pathlib, typing or sysconfig).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-import sysconfig
-from pathlib import Path
-from typing import Any
 
 from bootstrap._fs import atomic_write_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 1
 
@@ -45,8 +47,17 @@ def interpreter() -> dict[str, str]:
         "version": ".".join(str(part) for part in sys.version_info[:3]),
         "implementation": sys.implementation.name,
         "tag": f"{sys.implementation.cache_tag}{sys.abiflags}",
-        "platform": sysconfig.get_platform(),
+        "platform": platform_tag(),
     }
+
+
+def platform_tag() -> str:
+    """``linux-x86_64`` and the like: what sysconfig.get_platform() says, without importing sysconfig on Unix."""
+    if hasattr(os, "uname") and sys.platform.startswith("linux"):
+        return f"linux-{os.uname().machine}"
+    import sysconfig
+
+    return sysconfig.get_platform()
 
 
 def built_for_this_interpreter(python: object) -> bool:
@@ -63,10 +74,12 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def load(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:
     """Read a manifest: ``(manifest, None)``, ``(None, None)`` if absent, ``(None, why)`` if damaged."""
+    path = os.fspath(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read()
     except FileNotFoundError:
         return None, None
     except OSError as exc:
@@ -82,19 +95,19 @@ def load(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
-def read(path: Path) -> dict[str, Any] | None:
+def read(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The manifest, or None when it is absent or damaged (a sync repairs it)."""
     return load(path)[0]
 
 
-def blank(requirements_file: Path) -> dict[str, Any]:
+def blank(requirements_file: str | os.PathLike[str]) -> dict[str, Any]:
     """A manifest with no active generation (before the first successful sync)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
         "generation": None,
         "site_dir": None,
-        "requirements_file": str(requirements_file),
+        "requirements_file": os.fspath(requirements_file),
         "requirements_sha256": None,
         "lock_file": None,
         "lock_sha256": None,
@@ -107,7 +120,7 @@ def blank(requirements_file: Path) -> dict[str, Any]:
     }
 
 
-def write(path: Path, manifest: dict[str, Any]) -> None:
+def write(path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
     missing = [key for key in MANIFEST_KEYS if key not in manifest]
     if missing:
         raise ValueError(f"manifest is missing keys {missing}")

@@ -23,9 +23,9 @@ from packaging.utils import canonicalize_name
 
 from bootstrap import _subprocess, manifest
 from bootstrap._fs import atomic_write_text, text_sha256
-from bootstrap._paths import Layout
 from bootstrap._pipout import indexes, last_error, redact
 from bootstrap.errors import CommandError, ResolutionError
+from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
 from bootstrap.settings import Settings
 

@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, ENV_PREFIX, default_lock_file
+from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, ENV_PREFIX
 from bootstrap.errors import SettingsError
 
 
@@ -23,10 +23,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True)
 
     requirements_file: Path = Field(
-        DEFAULT_REQUIREMENTS_FILE, description="The committed requirements file: the truth."
+        Path(DEFAULT_REQUIREMENTS_FILE), description="The committed requirements file: the truth."
     )
     packages_dir: Path = Field(
-        DEFAULT_PACKAGES_DIR, description="The shared packages folder: generations, manifest, lock, cache."
+        Path(DEFAULT_PACKAGES_DIR), description="The shared packages folder: generations, manifest, lock, cache."
     )
     lock_file: Path | None = Field(
         None, description="The committed lock; default: requirements.lock beside the requirements file."
@@ -57,7 +57,8 @@ class Settings(BaseSettings):
 
     @property
     def committed_lock_file(self) -> Path:
-        return self.lock_file if self.lock_file is not None else default_lock_file(self.requirements_file)
+        """The committed lock: ``requirements.lock`` beside the requirements file unless set."""
+        return self.lock_file if self.lock_file is not None else self.requirements_file.with_suffix(".lock")
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -23,10 +23,10 @@ from typing import Any
 
 from bootstrap import install, manifest, requirements, resolve, verify
 from bootstrap._fs import atomic_write_text, file_sha256
-from bootstrap._paths import Layout
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
 from bootstrap.errors import BootstrapError, LockTimeoutError, SettingsError
+from bootstrap.layout import Layout
 from bootstrap.settings import Settings
 
 log = logging.getLogger("bootstrap")

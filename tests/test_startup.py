@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -168,3 +169,28 @@ def test_colorama_from_the_public_index(repo: Repo, monkeypatch: pytest.MonkeyPa
     proc = python_with_bootstrap("import bootstrap; bootstrap.startup(); import colorama; print(colorama.Fore.RED)")
     assert proc.returncode == 0 and "\x1b[31m" in proc.stdout, proc.stderr
     assert json.loads(repo.manifest_path.read_text())["lock_source"] == "resolved"
+
+
+def test_fast_path_imports_no_more_than_json_hashlib_and_site(repo: Repo) -> None:
+    """Measured without site-packages (-S), so nothing else preloads pathlib or typing."""
+    repo.write("bsf-alpha")
+    sync(repo.settings())
+    root = str(Path(__file__).resolve().parent.parent)
+    probe = "import sys; before = set(sys.modules)\n{}\nprint(sorted(set(sys.modules) - before))"
+    baseline = subprocess.run(
+        [sys.executable, "-S", "-c", probe.format("import json, hashlib, site")], capture_output=True, text=True
+    )
+    ours = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-c",
+            f"import sys; sys.path.insert(0, {root!r})\n" + probe.format("import bootstrap; bootstrap.startup()"),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
+    assert ours.returncode == 0, ours.stderr
+    extra = set(ast.literal_eval(ours.stdout)) - set(ast.literal_eval(baseline.stdout))
+    assert {m for m in extra if not m.startswith("bootstrap")} <= {"__future__"}, extra

@@ -162,7 +162,7 @@ def test_a_cold_sync_installs_while_resolving_and_keeps_it_only_if_it_matches(
 
 def test_a_speculative_install_that_differs_from_the_lock_is_not_adopted(repo: Repo, tmp_path: Path) -> None:
     from bootstrap import install, requirements
-    from bootstrap._paths import Layout
+    from bootstrap.layout import Layout
     from bootstrap.resolve import Lock, Pin
 
     repo.write("bsf-beta==1.0")

@@ -1,0 +1,60 @@
+"""The layout of the packages folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bootstrap._paths import MANIFEST_NAME
+
+
+class Layout:
+    """The packages folder, as bootstrap arranges it.
+
+    ``manifest.json``        the pointer: which generation is active
+    ``.bootstrap.lock``      the inter-process build lock (and ``.owner`` beside it)
+    ``generations/<id>/``    published generations, never modified
+        ``site/``            the ``sys.path`` entry
+        ``lock.txt``         the exact pins installed
+        ``generation.json``  what the generation holds and how it was built
+    ``staging/<id>/``        generations being built (debris if a sync died)
+    ``cache/locks/``         resolutions cached by the hash of their inputs
+    """
+
+    MANAGED_NAMES = frozenset(
+        {MANIFEST_NAME, ".bootstrap.lock", ".bootstrap.lock.owner", "generations", "staging", "cache"}
+    )
+
+    def __init__(self, packages_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(os.path.abspath(packages_dir))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def build_lock(self) -> Path:
+        return self.root / ".bootstrap.lock"
+
+    @property
+    def lock_owner(self) -> Path:
+        return self.root / ".bootstrap.lock.owner"
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def lock_cache(self) -> Path:
+        return self.root / "cache" / "locks"
+
+    def generation(self, generation_id: str) -> Path:
+        return self.generations / generation_id
+
+    def is_managed(self, name: str) -> bool:
+        """True for names bootstrap itself creates at the top of the folder."""
+        return name in self.MANAGED_NAMES or name.startswith(f".{MANIFEST_NAME}.")
