@@ -45,10 +45,15 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_pip(monkeypatch: pytest.MonkeyPatch, wheelhouse: Path, empty_pip_conf: Path, cache_home: Path) -> None:
+def isolated_pip(
+    monkeypatch: pytest.MonkeyPatch, wheelhouse: Path, empty_pip_conf: Path, cache_home: Path, tmp_path: Path
+) -> None:
     for key in list(os.environ):
         if key.startswith(("PIP_", "BOOTSTRAP_")) or key in ("PYTHONPATH", "VIRTUAL_ENV_PROMPT"):
             monkeypatch.delenv(key)
+    # Never the machine's /home/repo or /home/.packages, even in a test that forgets the `repo` fixture.
+    monkeypatch.setenv("BOOTSTRAP_REQUIREMENTS_FILE", str(tmp_path / "unset-repo" / "requirements.txt"))
+    monkeypatch.setenv("BOOTSTRAP_PACKAGES_DIR", str(tmp_path / "unset-packages"))
     monkeypatch.setenv("PIP_CONFIG_FILE", str(empty_pip_conf))
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse))
