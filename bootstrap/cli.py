@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bootstrap.errors import BootstrapError
+from bootstrap.errors import BootstrapError, StorageError
 from bootstrap.settings import Settings, load_settings
 
 log = logging.getLogger("bootstrap")
@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BootstrapError as exc:
         log.debug("details:", exc_info=True)
         print(f"bootstrap: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the machine, not a bug: one line, the traceback under -v
+        log.debug("details:", exc_info=True)
+        print(f"bootstrap: error: {StorageError.from_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("bootstrap: interrupted", file=sys.stderr)

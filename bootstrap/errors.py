@@ -55,6 +55,19 @@ class PublishError(BootstrapError):
     stage = "publish"
 
 
+class StorageError(BootstrapError):
+    """The packages folder could not be written or read (disk full, permissions, a vanished share)."""
+
+    stage = "storage"
+
+    @classmethod
+    def from_os_error(cls, exc: OSError) -> StorageError:
+        where = f" ({exc.filename})" if exc.filename else ""
+        what = exc.strerror or str(exc)
+        advice = "free space on its filesystem" if exc.errno == 28 else "check its permissions and mount"
+        return cls(f"cannot use the packages folder: {what}{where}; {advice} and sync again")
+
+
 class LockTimeoutError(BootstrapError):
     stage = "lock"
 

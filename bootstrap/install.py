@@ -140,13 +140,13 @@ def read_generation(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def clean_staging(layout: Layout) -> None:
-    """Remove what dead syncs left in staging (call with the build lock held)."""
+def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync") -> None:
+    """Empty the staging folder (call with the build lock held: then nothing in it is in use)."""
     if not layout.staging.is_dir():
         return
     for entry in layout.staging.iterdir():
         if not entry.name.startswith("trash-"):
-            log.info("removing debris of an interrupted sync: staging/%s", entry.name)
+            log.info("removing staging/%s (%s)", entry.name, why)
         shutil.rmtree(entry, ignore_errors=True)  # staging is never active: a half-deleted folder is harmless
     for stray in layout.root.glob(".manifest.json.*.tmp"):
         stray.unlink(missing_ok=True)

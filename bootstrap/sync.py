@@ -25,7 +25,7 @@ from bootstrap import install, manifest, requirements, resolve, verify
 from bootstrap._fs import atomic_write_text, file_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
-from bootstrap.errors import BootstrapError, LockTimeoutError, SettingsError
+from bootstrap.errors import BootstrapError, LockTimeoutError, SettingsError, StorageError
 from bootstrap.layout import Layout
 from bootstrap.settings import Settings
 
@@ -51,7 +51,11 @@ def sync(settings: Settings) -> SyncResult:
         if damage:
             log.warning("%s: it will be rewritten", damage)
         try:
-            return _sync_locked(settings, layout, current)
+            try:
+                return _sync_locked(settings, layout, current)
+            except OSError as exc:  # disk full, permissions: the environment, not a bug
+                install.clean_staging(layout, why="this sync failed")
+                raise StorageError.from_os_error(exc) from exc
         except BootstrapError as exc:
             _record_failure(settings, layout, current, exc)
             raise
@@ -114,7 +118,7 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         }
         site_dir = install.publish(layout, staging, metadata)
     except BaseException:
-        install.clean_staging(layout)
+        install.clean_staging(layout, why="this sync failed")
         raise
     new = {
         "schema_version": manifest.SCHEMA_VERSION,
@@ -164,7 +168,7 @@ def _resolve(
         lock = resolve.compile_and_cache(settings, layout, desired, seed=None)
     except BaseException:
         worker.join()
-        install.clean_staging(layout)
+        install.clean_staging(layout, why="resolution failed")
         raise
     worker.join()
     staging: Path | None = outcome.get("staging")
@@ -173,7 +177,7 @@ def _resolve(
         return lock, staging
     log.info("the install made while resolving does not match the lock: installing from the lock")
     log.debug("speculative install discarded: %s", outcome.get("error", "its set differs from the lock"))
-    install.clean_staging(layout)
+    install.clean_staging(layout, why="the speculative install was discarded")
     return lock, None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,13 @@ FIXTURE_DISTS = [
     Dist("bsf-needs-config", "1.0", module("bsf_needs_config", "1.0", "import os\nos.environ['BSF_CONFIG']\n")),
     # Broken at import for everyone.
     Dist("bsf-broken", "1.0", module("bsf_broken", "1.0", "raise RuntimeError('boom at import')\n")),
-    # Conflicts: bsf-beta 2.0 needs alpha>=2, bsf-pinned-alpha needs alpha<2.
+    # Bigger than the tiny filesystem of the full-disk test (3 MB of incompressible-ish text).
+    Dist(
+        "bsf-huge",
+        "1.0",
+        {**module("bsf_huge", "1.0"), "bsf_huge/blob.txt": random.Random(7).randbytes(1_600_000).hex()},
+    ),
+    # Conflicts: bsf-beta 2.0 needs alpha>=2, bsf-old-alpha-user needs alpha<2.
     Dist("bsf-old-alpha-user", "1.0", module("bsf_old_alpha_user", "1.0"), requires=("bsf-alpha<2",)),
 ]
 
