@@ -20,6 +20,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str | None:
             return hashlib.sha256(handle.read()).hexdigest()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:  # a folder where a file was, no permission: never equal to a real hash
+        return f"unreadable: {exc.strerror}"
 
 
 def text_sha256(text: str) -> str:

@@ -14,6 +14,11 @@ DEFAULT_PACKAGES_DIR = "/home/.packages"
 MANIFEST_NAME = "manifest.json"
 
 
+def default_lock_file(requirements_file: str) -> str:
+    """The committed lock lives beside the requirements file: ``requirements.lock``."""
+    return os.path.splitext(requirements_file)[0] + ".lock"
+
+
 def env_path(name: str, default: str) -> str:
     """A path setting read straight from the environment, as ``Settings`` would (fast path only)."""
     value = os.environ.get(ENV_PREFIX + name.upper())

@@ -10,8 +10,10 @@ are kept: that is how operators point pip at their mirror.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -48,10 +50,14 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     on_line: Callable[[str], None] | None = None,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
 ) -> Completed:
     """Run ``argv`` to completion; raise ``CommandError`` on a non-zero exit or time-out.
 
     ``on_line`` sees each line of output (stdout and stderr) as it arrives: progress for long work.
+    ``on_start`` gets the process, so another thread can ``kill`` it. The child
+    leads its own process group, so a time-out also ends what it started
+    (pip's build backends, say).
     """
     argv = [str(part) for part in argv]
     log.debug("running %s", " ".join(argv))
@@ -65,7 +71,10 @@ def run(
         text=True,
         encoding="utf-8",
         errors="replace",
+        process_group=0,
     )
+    if on_start is not None:
+        on_start(proc)
     stderr_chunks: list[str] = []
 
     def _read_stderr() -> None:
@@ -81,7 +90,7 @@ def run(
 
     def _kill() -> None:
         timed_out.set()
-        proc.kill()
+        kill(proc)
 
     timer = threading.Timer(timeout, _kill) if timeout else None
     if timer:
@@ -96,7 +105,7 @@ def run(
                 on_line(line.rstrip("\n"))
         returncode = proc.wait()
     except BaseException:
-        proc.kill()
+        kill(proc)
         proc.wait()
         raise
     finally:
@@ -108,3 +117,9 @@ def run(
         log.debug("%s failed (%s); stderr:\n%s", argv[:4], returncode, stderr)
         raise CommandError(argv, returncode, stdout, stderr, timed_out=timed_out.is_set())
     return Completed(argv, stdout, stderr)
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """End a process started by ``run`` and everything in its process group."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ import sys
 
 from bootstrap import manifest as manifest_mod
 from bootstrap._fs import file_sha256
-from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, MANIFEST_NAME, env_path
+from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, MANIFEST_NAME, default_lock_file, env_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib stay off the fast path
@@ -43,8 +43,15 @@ def read_manifest(packages_dir: str | os.PathLike[str] | None = None) -> dict[st
     return manifest_mod.read(os.path.join(_packages_dir(packages_dir), MANIFEST_NAME))
 
 
-def stale_reason(manifest: dict[str, Any] | None, requirements_file: str | os.PathLike[str]) -> str | None:
-    """Why the active generation does not serve ``requirements_file`` as it is now; None if it does."""
+def stale_reason(
+    manifest: dict[str, Any] | None,
+    requirements_file: str | os.PathLike[str],
+    lock_file: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """Why the active generation does not serve ``requirements_file`` (and ``lock_file``) as they are now.
+
+    None when it does. ``lock_file`` defaults to ``requirements.lock`` beside the requirements file.
+    """
     if manifest is None or not manifest.get("site_dir"):
         return "never synced"
     requirements_file = os.fspath(requirements_file)
@@ -53,6 +60,9 @@ def stale_reason(manifest: dict[str, Any] | None, requirements_file: str | os.Pa
     inputs = manifest.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         return "the manifest does not record what it was built from"
+    lock_file = os.fspath(lock_file) if lock_file is not None else default_lock_file(requirements_file)
+    if lock_file not in inputs:
+        return f"the lock file is now {lock_file}"
     for path, sha256 in inputs.items():
         if file_sha256(path) != sha256:
             return f"{path} changed since the last sync"
@@ -112,10 +122,16 @@ def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> 
     if settings is None:
         requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
         packages_dir = _packages_dir(None)
+        lock_file = env_path("lock_file", default_lock_file(requirements_file))
     else:
         requirements_file, packages_dir = str(settings.requirements_file), str(settings.packages_dir)
+        lock_file = str(settings.committed_lock_file)
     manifest = read_manifest(packages_dir)
-    if manifest is not None and manifest.get("status") == "ok" and stale_reason(manifest, requirements_file) is None:
+    if (
+        manifest is not None
+        and manifest.get("status") == "ok"
+        and stale_reason(manifest, requirements_file, lock_file) is None
+    ):
         activate(packages_dir)
         return manifest
 
@@ -129,5 +145,9 @@ def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> 
         if raise_errors:
             raise
         _logger().error("sync failed, serving the last good generation: %s", exc)
+    except Exception:  # a bug, or the machine failing: the host must still start on what it has
+        if raise_errors:
+            raise
+        _logger().exception("sync failed unexpectedly, serving the last good generation")
     activate(packages_dir)
     return read_manifest(packages_dir)

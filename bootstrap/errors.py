@@ -62,10 +62,18 @@ class StorageError(BootstrapError):
 
     @classmethod
     def from_os_error(cls, exc: OSError) -> StorageError:
-        where = f" ({exc.filename})" if exc.filename else ""
+        where = f"{exc.filename}" if exc.filename else "the packages folder"
         what = exc.strerror or str(exc)
         advice = "free space on its filesystem" if exc.errno == 28 else "check its permissions and mount"
-        return cls(f"cannot use the packages folder: {what}{where}; {advice} and sync again")
+        return cls(f"cannot use {where}: {what}; {advice} and sync again")
+
+
+class RecordedFailure(BootstrapError):
+    """A failure another process recorded for the very same inputs while this one waited for the lock."""
+
+    def __init__(self, message: str, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
 
 
 class LockTimeoutError(BootstrapError):
@@ -85,7 +93,9 @@ class CommandError(BootstrapError):
         self.timed_out = timed_out
         summary = "timed out" if timed_out else f"exited with code {returncode}"
         last = last_line(stderr) or last_line(stdout)
-        super().__init__(f"{' '.join(self.argv[:4])} ... {summary}" + (f": {last}" if last else ""))
+        # Name the program, never the whole argv: a `-c` script or a URL with credentials may be in it.
+        program = " ".join(part for part in self.argv[1:3] if not part.startswith("-") or part == "-m")
+        super().__init__(f"{program or self.argv[0]} {summary}" + (f": {last}" if last else ""))
 
 
 def last_line(text: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from bootstrap import install, manifest, verify
 from bootstrap._fs import human_size, tree_size
 from bootstrap.activation import stale_reason
+from bootstrap.errors import BootstrapError
 from bootstrap.layout import Layout
 from bootstrap.settings import Settings
 
@@ -20,7 +21,7 @@ def check(settings: Settings) -> dict[str, Any]:
     if damage:
         problems.append(f"{damage}; the next sync rewrites it")
     else:
-        reason = stale_reason(current, settings.requirements_file)
+        reason = stale_reason(current, settings.requirements_file, settings.committed_lock_file)
         if reason:
             problems.append(reason)
         if current is not None and current.get("status") == "failed":
@@ -28,7 +29,10 @@ def check(settings: Settings) -> dict[str, Any]:
             problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
         site_dir = current.get("site_dir") if current else None
         if site_dir and Path(site_dir).is_dir():
-            missing = verify.missing_files(Path(site_dir), verify.installed(Path(site_dir)))
+            try:
+                missing = verify.missing_files(Path(site_dir), verify.installed(Path(site_dir)))
+            except BootstrapError as exc:  # a dist-info lost its METADATA or RECORD
+                missing = [str(exc)]
             if missing:
                 problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
     return {

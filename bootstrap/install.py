@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ SITE_DIR = "site"
 
 def new_generation_id() -> str:
     """Sortable by creation time, unique across processes and hosts."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
 
 
 def _new_staging(layout: Layout) -> Path:
@@ -44,11 +46,19 @@ def _new_staging(layout: Layout) -> Path:
     return staging
 
 
-def _pip_install(site_dir: Path, requirements: Path, *, no_deps: bool, timeout: float, quiet: bool = False) -> None:
+def _pip_install(
+    site_dir: Path,
+    requirements: Path,
+    *,
+    no_deps: bool,
+    timeout: float,
+    quiet: bool = False,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> None:
     argv = [sys.executable, "-m", "pip", "install", "--target", str(site_dir), "--no-warn-script-location"]
     argv += ["--progress-bar", "off", *(["--no-deps"] if no_deps else []), "-r", str(requirements)]
     try:
-        _subprocess.run(argv, timeout=timeout, on_line=_quiet_progress if quiet else _progress)
+        _subprocess.run(argv, timeout=timeout, on_line=_quiet_progress if quiet else _progress, on_start=on_start)
     except CommandError as exc:
         raise InstallError(_explain(exc)) from exc
 
@@ -57,7 +67,7 @@ def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
     staging = _new_staging(layout)
     lock_path = staging / LOCK_FILE
-    atomic_write_text(lock_path, lock.text)
+    atomic_write_text(lock_path, lock.pins_text)  # pins only: whatever else a lock file said never reaches pip
     if lock.pins:
         count = len(lock.pins)
         log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
@@ -65,7 +75,13 @@ def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
     return staging
 
 
-def build_speculatively(layout: Layout, desired: Desired, *, timeout: float) -> Path:
+def build_speculatively(
+    layout: Layout,
+    desired: Desired,
+    *,
+    timeout: float,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> Path:
     """Install ``desired`` with pip's own resolver into a new staging folder, while pip-compile resolves.
 
     Only ever kept through ``adopt``, when what pip installed is exactly what
@@ -75,7 +91,7 @@ def build_speculatively(layout: Layout, desired: Desired, *, timeout: float) -> 
     staging = _new_staging(layout)
     input_file = desired.write_compile_input(staging)
     log.info("installing while resolving (kept only if it matches the lock)")
-    _pip_install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True)
+    _pip_install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start)
     return staging
 
 
@@ -88,7 +104,7 @@ def adopt(staging: Path, lock: Lock) -> bool:
         return False
     for scratch in ("requirements.in", "constraints.txt"):
         (staging / scratch).unlink(missing_ok=True)
-    atomic_write_text(staging / LOCK_FILE, lock.text)
+    atomic_write_text(staging / LOCK_FILE, lock.pins_text)
     return True
 
 
@@ -148,8 +164,9 @@ def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync")
         if not entry.name.startswith("trash-"):
             log.info("removing staging/%s (%s)", entry.name, why)
         shutil.rmtree(entry, ignore_errors=True)  # staging is never active: a half-deleted folder is harmless
-    for stray in layout.root.glob(".manifest.json.*.tmp"):
-        stray.unlink(missing_ok=True)
+    for folder in (layout.root, layout.lock_cache):  # atomic writes a killed process left half-done
+        for stray in folder.glob(".*.tmp") if folder.is_dir() else ():
+            stray.unlink(missing_ok=True)
 
 
 def collect_garbage(layout: Layout, *, active: str | None, keep: int) -> list[str]:
@@ -166,7 +183,11 @@ def collect_garbage(layout: Layout, *, active: str | None, keep: int) -> list[st
         if complete and len(kept) < keep:
             kept.append(generation_id)
             continue
-        remove_tree(layout.generation(generation_id), layout.staging)
+        try:
+            remove_tree(layout.generation(generation_id), layout.staging)
+        except OSError as exc:  # a share refusing to rename a folder in use: try again next time
+            log.warning("could not remove generation %s (%s); the next sync tries again", generation_id, exc)
+            continue
         removed.append(generation_id)
     if removed:
         log.info("removed %d old generation%s", len(removed), "" if len(removed) == 1 else "s")

@@ -57,4 +57,7 @@ class Layout:
 
     def is_managed(self, name: str) -> bool:
         """True for names bootstrap itself creates at the top of the folder."""
-        return name in self.MANAGED_NAMES or name.startswith(f".{MANIFEST_NAME}.")
+        if name in self.MANAGED_NAMES:
+            return True
+        # ".<managed name>.<pid>.<random>.tmp": an atomic write under way, or left by a killed process
+        return name.endswith(".tmp") and any(name.startswith(f".{managed}.") for managed in self.MANAGED_NAMES)

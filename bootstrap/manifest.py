@@ -69,9 +69,9 @@ def built_for_this_interpreter(python: object) -> bool:
 
 
 def now_iso() -> str:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime  # here, not at the top: datetime is not on the fast path
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def load(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, str | None]:

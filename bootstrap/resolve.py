@@ -74,15 +74,25 @@ class Lock:
     committed_file: Path | None = None
 
     @property
+    def pins_text(self) -> str:
+        """The pins alone, one per line: what pip installs, whatever else the lock file said."""
+        return "".join(pin.line() + "\n" for pin in sorted(self.pins, key=lambda p: p.name))
+
+    @property
     def sha256(self) -> str:
         """Identifies the pins themselves: the same set has the same hash whatever its comments."""
-        return text_sha256("".join(pin.line() + "\n" for pin in sorted(self.pins, key=lambda p: p.name)))
+        return text_sha256(self.pins_text)
 
 
 def parse_lock(text: str, origin: str) -> tuple[Pin, ...]:
     """Pins from a lock written by pip-compile (``name==version``, optional ``--hash`` lines)."""
     pins: list[Pin] = []
     for number, line in _joined_lines(text):
+        if line.startswith("-"):
+            raise ResolutionError(
+                f"{origin}:{number}: options are not allowed in a lock ({line.split()[0]}): where packages come "
+                "from is pip's configuration; write the lock again with `python -m bootstrap lock`"
+            )
         spec, *options = line.split(" --hash")
         hashes = tuple(option.lstrip("=").strip() for option in options)
         try:
@@ -111,7 +121,7 @@ def _joined_lines(text: str) -> list[tuple[int, str]]:
             continue
         line = (pending + line).strip()
         pending = ""
-        if line and not line.startswith("-"):
+        if line:
             result.append((start, line))
     return result
 
@@ -172,16 +182,19 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
         return Lock(pins=(), text="", source="empty")
     committed = settings.committed_lock_file
     if committed.is_file():
-        text = committed.read_text(encoding="utf-8")
+        text = _read_lock(committed)
         recorded = _header_sha(text)
         if recorded == desired.input_sha256:
-            log.info("using the committed lock %s", committed)
-            return Lock(parse_lock(text, str(committed)), text, "committed", committed)
-        why = (
-            "it was not written by `bootstrap lock`"
-            if recorded is None
-            else f"{desired.requirements_file.name} changed since it was written"
-        )
+            pins = parse_lock(text, str(committed))
+            unmet = unsatisfied(desired, pins)
+            if not unmet:
+                log.info("using the committed lock %s", committed)
+                return Lock(pins, text, "committed", committed)
+            why = f"it does not satisfy {unmet[0]}"
+        elif recorded is None:
+            why = "it was not written by `bootstrap lock`"
+        else:
+            why = f"{desired.requirements_file.name} changed since it was written"
         log.warning(
             "the committed lock %s is stale (%s): resolving afresh; run `python -m bootstrap lock` and commit it",
             committed,
@@ -193,6 +206,27 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
         log.info("using the cached resolution %s", cached.name[:12])
         return Lock(parse_lock(text, str(cached)), text, "cache")
     return None
+
+
+def _read_lock(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors add is not content
+    except UnicodeDecodeError:
+        raise ResolutionError(f"{path} is not UTF-8 text; write it again with `python -m bootstrap lock`") from None
+
+
+def unsatisfied(desired: Desired, pins: tuple[Pin, ...]) -> list[str]:
+    """The requirements (for this interpreter) that ``pins`` do not meet, as ``file:line: spec``."""
+    pinned = {pin.name: pin.version for pin in pins}
+    unmet = []
+    for line in desired.requirements:
+        requirement = line.requirement
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        version = pinned.get(line.name)
+        if version is None or not requirement.specifier.contains(version, prereleases=True):
+            unmet.append(f"{line.path.name}:{line.line}: {requirement}")
+    return unmet
 
 
 def _cache_path(layout: Layout, desired: Desired) -> Path:
@@ -211,7 +245,7 @@ def compile_and_cache(settings: Settings, layout: Layout, desired: Desired, *, s
 def write_committed_lock(settings: Settings, desired: Desired, *, hashes: bool) -> Lock:
     """Resolve afresh (keeping the committed pins where they still fit) and write the lock for committing."""
     committed = settings.committed_lock_file
-    seed = committed.read_text(encoding="utf-8") if committed.is_file() else None
+    seed = _read_lock(committed) if committed.is_file() else None
     text = (
         compile_lock(settings, desired, hashes=hashes or desired.has_hashes, seed=seed)
         if desired.requirements
@@ -269,6 +303,11 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
     where = indexes(output)
     if exc.timed_out:
         return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
+    unreachable = re.search(
+        r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output
+    )
+    if unreachable:
+        return f"could not reach {where} ({redact(unreachable.group(1))}); is it reachable and is PIP_INDEX_URL right?"
     not_found = re.search(
         r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output
     )
@@ -276,20 +315,16 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
         spec, versions = not_found.group(1), not_found.group(2).strip()
         name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
         origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
-        available = f"available: {versions}" if versions and versions != "none" else "no versions at all"
+        if versions and versions != "none":
+            return f"{origin}no version of {redact(spec)} found on {where} (available: {versions}); check the version"
         return (
-            f"{origin}no version of {redact(spec)} found on {where} ({available}); "
-            "check the name and version, and that the index is the right one"
+            f"{origin}{redact(spec)} was not found on {where} (no versions at all); "
+            "check the name, and that this index is the right one and reachable"
         )
     # pip-compile may retry without the seeded pins: the last conflict block is the real one.
     conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)
     if conflicts:
         sides = "; ".join(line.strip() for line in conflicts[-1].splitlines() if line.strip())
         return f"the requirements conflict: {sides}; relax one of the pins"
-    unreachable = re.search(
-        r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output
-    )
-    if unreachable:
-        return f"could not reach {where} ({redact(unreachable.group(1))}); is it reachable and is PIP_INDEX_URL right?"
     last = last_error(output)
     return f"pip-compile failed on {where}: {last}"

@@ -15,12 +15,15 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, ENV_PREFIX
+from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, ENV_PREFIX, default_lock_file
 from bootstrap.errors import SettingsError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True)
+    # env_ignore_empty: `BOOTSTRAP_PACKAGES_DIR=` means the default, as on the fast path (not the cwd).
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, case_sensitive=False, extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     requirements_file: Path = Field(
         Path(DEFAULT_REQUIREMENTS_FILE), description="The committed requirements file: the truth."
@@ -58,7 +61,7 @@ class Settings(BaseSettings):
     @property
     def committed_lock_file(self) -> Path:
         """The committed lock: ``requirements.lock`` beside the requirements file unless set."""
-        return self.lock_file if self.lock_file is not None else self.requirements_file.with_suffix(".lock")
+        return self.lock_file if self.lock_file is not None else Path(default_lock_file(str(self.requirements_file)))
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bootstrap import install, manifest, requirements, resolve, verify
+from packaging.utils import canonicalize_name
+
+from bootstrap import _subprocess, install, manifest, requirements, resolve, verify
 from bootstrap._fs import atomic_write_text, file_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
-from bootstrap.errors import BootstrapError, LockTimeoutError, SettingsError, StorageError
+from bootstrap.errors import BootstrapError, LockTimeoutError, RecordedFailure, SettingsError, StorageError
 from bootstrap.layout import Layout
 from bootstrap.settings import Settings
 
@@ -45,32 +48,46 @@ def sync(settings: Settings) -> SyncResult:
     if current is not None and current.get("status") == "ok" and _is_current(current, settings):
         log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
         return SyncResult(changed=False, manifest=current)
-    _prepare_folder(layout)
-    with build_lock(layout, settings.lock_timeout):
-        current, damage = manifest.load(layout.manifest)
-        if damage:
-            log.warning("%s: it will be rewritten", damage)
+    waiting_since = manifest.now_iso()
+    try:
+        _prepare_folder(layout)
+        with build_lock(layout, settings.lock_timeout) as waited:
+            return _sync_recording_failures(settings, layout, waiting_since if waited else None)
+    except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
+        raise StorageError.from_os_error(exc) from exc
+
+
+def _sync_recording_failures(settings: Settings, layout: Layout, waiting_since: str | None) -> SyncResult:
+    """With the lock held: sync, and record any failure in the manifest beside the serving generation."""
+    current, damage = manifest.load(layout.manifest)
+    if damage:
+        log.warning("%s: it will be rewritten", damage)
+    try:
         try:
-            try:
-                return _sync_locked(settings, layout, current)
-            except OSError as exc:  # disk full, permissions: the environment, not a bug
-                install.clean_staging(layout, why="this sync failed")
-                raise StorageError.from_os_error(exc) from exc
-        except BootstrapError as exc:
-            _record_failure(settings, layout, current, exc)
-            raise
+            return _sync_locked(settings, layout, current, waiting_since)
+        except OSError as exc:  # disk full, permissions: the environment, not a bug
+            install.clean_staging(layout, why="this sync failed")
+            raise StorageError.from_os_error(exc) from exc
+    except BootstrapError as exc:
+        _record_failure(settings, layout, current, exc)
+        raise
 
 
-def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | None) -> SyncResult:
+def _sync_locked(
+    settings: Settings, layout: Layout, current: dict[str, Any] | None, waiting_since: str | None
+) -> SyncResult:
     started = time.monotonic()
-    desired = requirements.read(settings.requirements_file)
-    inputs = {**desired.inputs, str(settings.committed_lock_file): file_sha256(settings.committed_lock_file)}
     if current is not None and _is_current(current, settings):
         if current.get("status") != "ok":  # the file is back to what the active generation serves
             current = {**current, "status": "ok", "error": None, "updated_at": manifest.now_iso()}
             manifest.write(layout.manifest, current)
         log.info("up to date: generation %s (synced by another process)", current.get("generation"))
         return SyncResult(changed=False, manifest=current)
+    recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since else None
+    if recorded is not None:
+        raise recorded
+    desired = requirements.read(settings.requirements_file)
+    inputs = {**desired.inputs, str(settings.committed_lock_file): file_sha256(settings.committed_lock_file)}
     install.clean_staging(layout)
     lock, staging = _resolve(settings, layout, desired, seed=_active_lock_text(current))
     fields = {
@@ -89,7 +106,11 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         log.info(
             "the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"]
         )
-        updated = {**current, **fields}
+        packages = [  # the same pins, but what is named in the file may have changed
+            {**package, "requested": canonicalize_name(package["name"]) in desired.requested}
+            for package in current.get("packages", [])
+        ]
+        updated = {**current, **fields, "packages": packages}
         manifest.write(layout.manifest, updated)
         return SyncResult(changed=False, manifest=updated)
 
@@ -129,7 +150,11 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         **fields,
     }
     manifest.write(layout.manifest, {key: new[key] for key in manifest.MANIFEST_KEYS})
-    install.collect_garbage(layout, active=generation_id, keep=settings.generations_kept)
+    # Published: from here on nothing may fail the sync (or roll the manifest back).
+    try:
+        install.collect_garbage(layout, active=generation_id, keep=settings.generations_kept)
+    except OSError as exc:
+        log.warning("could not remove old generations (%s); the next sync tries again", exc)
     log.info(
         "published generation %s: %d package%s in %.1fs",
         generation_id,
@@ -138,6 +163,23 @@ def _sync_locked(settings: Settings, layout: Layout, current: dict[str, Any] | N
         time.monotonic() - started,
     )
     return SyncResult(changed=True, manifest=new)
+
+
+def _failed_while_waiting(
+    current: dict[str, Any] | None, settings: Settings, waiting_since: str
+) -> RecordedFailure | None:
+    """The failure another process recorded for these very inputs while we waited: no point repeating it."""
+    error = current.get("error") if current else None
+    if not current or current.get("status") != "failed" or not isinstance(error, dict):
+        return None
+    if str(error.get("at", "")) < waiting_since or error.get("inputs") != _input_hashes(settings):
+        return None
+    log.info("another process just failed on the same inputs: not repeating it")
+    return RecordedFailure(str(error.get("message")), str(error.get("stage")))
+
+
+def _input_hashes(settings: Settings) -> dict[str, str | None]:
+    return {str(path): file_sha256(path) for path in (settings.requirements_file, settings.committed_lock_file)}
 
 
 def _resolve(
@@ -156,10 +198,14 @@ def _resolve(
         return resolve.compile_and_cache(settings, layout, desired, seed=seed), None
     outcome: dict[str, Any] = {}
 
+    processes: list[subprocess.Popen[str]] = []
+
     def speculate() -> None:
         try:
-            outcome["staging"] = install.build_speculatively(layout, desired, timeout=settings.install_timeout)
-        except BootstrapError as exc:
+            outcome["staging"] = install.build_speculatively(
+                layout, desired, timeout=settings.install_timeout, on_start=processes.append
+            )
+        except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc
 
     worker = threading.Thread(target=speculate, name="bootstrap-speculative-install", daemon=True)
@@ -167,6 +213,8 @@ def _resolve(
     try:
         lock = resolve.compile_and_cache(settings, layout, desired, seed=None)
     except BaseException:
+        for process in processes:  # resolution failed: the guess is moot, do not wait for it
+            _subprocess.kill(process)
         worker.join()
         install.clean_staging(layout, why="resolution failed")
         raise
@@ -175,15 +223,15 @@ def _resolve(
     if staging is not None and install.adopt(staging, lock):
         log.info("the install made while resolving matches the lock: kept")
         return lock, staging
-    log.info("the install made while resolving does not match the lock: installing from the lock")
-    log.debug("speculative install discarded: %s", outcome.get("error", "its set differs from the lock"))
+    why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"
+    log.info("not keeping the install made while resolving (%s): installing from the lock", why)
     install.clean_staging(layout, why="the speculative install was discarded")
     return lock, None
 
 
 def _is_current(current: dict[str, Any], settings: Settings) -> bool:
     """The active generation serves the file as it is now, and none of its files went missing."""
-    return stale_reason(current, settings.requirements_file) is None and _intact(current)
+    return stale_reason(current, settings.requirements_file, settings.committed_lock_file) is None and _intact(current)
 
 
 def _intact(current: dict[str, Any]) -> bool:
@@ -214,22 +262,13 @@ def _active_lock_text(current: dict[str, Any] | None) -> str | None:
 
 
 def _record_failure(settings: Settings, layout: Layout, current: dict[str, Any] | None, exc: BootstrapError) -> None:
-    base = current if current is not None else manifest.blank(settings.requirements_file)
-    now = manifest.now_iso()
-    failed = {
-        **base,
-        "status": "failed",
-        "updated_at": now,
-        "error": {
-            "message": redact(exc.message),
-            "stage": exc.stage,
-            "at": now,
-            "requirements_sha256": file_sha256(settings.requirements_file),
-        },
-    }
+    """Write the failure into the manifest beside the generation that keeps serving; never raise."""
     try:
-        manifest.write(layout.manifest, failed)
-    except OSError as write_error:
+        base = current if current is not None else manifest.blank(settings.requirements_file)
+        now = manifest.now_iso()
+        error = {"message": redact(exc.message), "stage": exc.stage, "at": now, "inputs": _input_hashes(settings)}
+        manifest.write(layout.manifest, {**base, "status": "failed", "updated_at": now, "error": error})
+    except Exception as write_error:  # the original error matters more than this one
         log.error("could not record the failure in %s: %s", layout.manifest, write_error)
 
 
@@ -246,14 +285,19 @@ def _prepare_folder(layout: Layout) -> None:
 
 
 @contextmanager
-def build_lock(layout: Layout, timeout: float) -> Iterator[None]:
-    """The inter-process build lock beside the manifest; the holder is named in ``.owner``."""
+def build_lock(layout: Layout, timeout: float) -> Iterator[bool]:
+    """The inter-process build lock beside the manifest; yields whether we had to wait for it.
+
+    The holder is named in ``.owner`` for the messages of those who wait.
+    """
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(layout.build_lock))
+    waited = False
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        waited = True
         log.info("waiting for another sync (%s)", _owner(layout))
         try:
             lock.acquire(timeout=timeout)
@@ -268,7 +312,7 @@ def build_lock(layout: Layout, timeout: float) -> Iterator[None]:
             layout.lock_owner,
             json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": manifest.now_iso()}) + "\n",
         )
-        yield
+        yield waited
     finally:
         lock.release()
 

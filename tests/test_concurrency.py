@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,19 +33,29 @@ def test_racing_syncs_on_an_empty_folder_all_succeed_with_one_generation(repo: R
     assert repo.manifest()["generation"] == generations[0].name
 
 
-def _children_running(session: int, needle: str) -> bool:
-    """True when a process of ``session`` (a process group we started) has ``needle`` in its command line."""
+def _session(session: int) -> dict[int, str]:
+    """The processes of ``session`` (one we started with start_new_session): pid -> command line."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if os.getsid(int(entry.name)) != session:
-                continue
-            if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                return True
+            if os.getsid(int(entry.name)) == session:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ProcessLookupError):
             continue
-    return False
+    return found
+
+
+def _children_running(session: int, needle: str) -> bool:
+    return any(needle in cmdline for cmdline in _session(session).values())
+
+
+def _kill_session(session: int) -> None:
+    """The whole host dies at once: the sync, pip, and anything pip started."""
+    for pid in _session(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_sync_killed_mid_install_leaves_the_previous_generation_serving(repo: Repo, slow_index: str) -> None:
@@ -65,8 +76,11 @@ def test_a_sync_killed_mid_install_leaves_the_previous_generation_serving(repo: 
     while time.monotonic() < deadline and not _children_running(proc.pid, "--target"):
         time.sleep(0.05)
     assert _children_running(proc.pid, "--target"), "the sync never reached pip install"
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole host dies: sync and pip alike
+    _kill_session(proc.pid)
     proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     after = repo.manifest()
     assert after["generation"] == before["generation"] and after["status"] == "ok"
