@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import re
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# Userinfo is everything between "scheme://" and the LAST "@" before the host part ends (the first "/" or
+# blank): pip takes an unencoded "@" in a password (https://bob:p@ss@host), so stopping at the first "@" would
+# leak the rest. The greedy run backtracks to that last "@"; an "@" after the first "/" is path, not userinfo.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 
 
 def redact(text: str) -> str:

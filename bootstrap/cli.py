@@ -55,6 +55,14 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.rollback import rollback
+
+    manifest = rollback(settings, to=args.to)
+    print(f"rolled back: generation {manifest['generation']} ({len(manifest['packages'])} packages) is active")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bootstrap",
@@ -79,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     lock = commands.add_parser("lock", parents=[common], help="resolve and write the lock beside the requirements file")
     lock.add_argument("--hashes", action="store_true", help="pin every distribution's hashes too")
     lock.set_defaults(func=_cmd_lock)
+    rollback = commands.add_parser("rollback", parents=[common], help="make the previous generation active again")
+    rollback.add_argument("--to", metavar="GENERATION", help="a generation id from `status` (default: the previous)")
+    rollback.set_defaults(func=_cmd_rollback)
     return parser
 
 

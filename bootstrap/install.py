@@ -54,16 +54,18 @@ def _pip_install(
     timeout: float,
     quiet: bool = False,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> None:
     argv = [sys.executable, "-m", "pip", "install", "--target", str(site_dir), "--no-warn-script-location"]
     argv += ["--progress-bar", "off", *(["--no-deps"] if no_deps else []), "-r", str(requirements)]
     try:
-        _subprocess.run(argv, timeout=timeout, on_line=_quiet_progress if quiet else _progress, on_start=on_start)
+        progress = _quiet_progress if quiet else _progress
+        _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env)
     except CommandError as exc:
         raise InstallError(_explain(exc)) from exc
 
 
-def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
+def build(layout: Layout, lock: Lock, *, timeout: float, env: dict[str, str] | None = None) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
     staging = _new_staging(layout)
     lock_path = staging / LOCK_FILE
@@ -71,7 +73,7 @@ def build(layout: Layout, lock: Lock, *, timeout: float) -> Path:
     if lock.pins:
         count = len(lock.pins)
         log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
-        _pip_install(staging / SITE_DIR, lock_path, no_deps=True, timeout=timeout)
+        _pip_install(staging / SITE_DIR, lock_path, no_deps=True, timeout=timeout, env=env)
     return staging
 
 
@@ -81,6 +83,7 @@ def build_speculatively(
     *,
     timeout: float,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Path:
     """Install ``desired`` with pip's own resolver into a new staging folder, while pip-compile resolves.
 
@@ -91,7 +94,7 @@ def build_speculatively(
     staging = _new_staging(layout)
     input_file = desired.write_compile_input(staging)
     log.info("installing while resolving (kept only if it matches the lock)")
-    _pip_install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start)
+    _pip_install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start, env=env)
     return staging
 
 

@@ -20,6 +20,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap._fs import file_sha256, text_sha256
+from bootstrap._pipout import redact
 from bootstrap.errors import RequirementsError
 
 log = logging.getLogger("bootstrap")
@@ -38,6 +39,7 @@ _INDEX_OPTIONS = frozenset(
     {"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--trusted-host"}
 )
 _ALLOWED_GLOBAL_FLAGS = frozenset({"--pre", "--prefer-binary", "--require-hashes"})
+_VALUE_OPTIONS = frozenset({"--only-binary"})  # allowed global options that take one value
 _INCLUDE_OPTIONS = {
     "-r": "requirement",
     "--requirement": "requirement",
@@ -125,17 +127,22 @@ class _Reader:
     def __init__(self, desired: Desired, repo_dir: Path) -> None:
         self.desired = desired
         self.repo_dir = repo_dir
-        self.seen: dict[tuple[str, str], RequirementLine] = {}
+        self.seen: dict[tuple[str, str], list[RequirementLine]] = {}
+        # (real path, kind) of every file read: a file two includes share (a diamond) is read once.
+        self.done: set[tuple[Path, str]] = set()
 
     def read_file(self, path: Path, *, kind: str, chain: tuple[Path, ...]) -> None:
+        real = Path(os.path.realpath(path))
+        self.done.add((real, kind))
         try:
-            text = path.read_text(encoding="utf-8")
+            # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, as pip does.
+            text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
             raise RequirementsError(path, None, "is not UTF-8 text") from None
         except OSError as exc:
             raise RequirementsError(path, None, f"cannot be read ({exc.strerror})") from None
         for line_no, line in _logical_lines(text):
-            self.read_line(path, line_no, line, kind=kind, chain=(*chain, path))
+            self.read_line(path, line_no, line, kind=kind, chain=(*chain, real))
 
     def read_line(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
         if _ENV_VAR.search(line):
@@ -146,16 +153,16 @@ class _Reader:
             self.read_option(path, line_no, line, kind=kind, chain=chain)
             return
         requirement_line = _parse_requirement(path, line_no, line)
-        key = (kind, requirement_line.name)
-        earlier = self.seen.get(key)
-        if earlier is not None:
-            raise RequirementsError(
-                path,
-                line_no,
-                f"{requirement_line.requirement.name} is also required at {earlier.path.name}:{earlier.line} "
-                f"({earlier.requirement}); keep one line per package",
-            )
-        self.seen[key] = requirement_line
+        earlier_lines = self.seen.setdefault((kind, requirement_line.name), [])
+        for earlier in earlier_lines:
+            if not _exclusive(earlier, requirement_line):
+                raise RequirementsError(
+                    path,
+                    line_no,
+                    f"{requirement_line.requirement.name} is also required at {earlier.path.name}:{earlier.line} "
+                    f"({earlier.requirement}); keep one line per package",
+                )
+        earlier_lines.append(requirement_line)
         target = self.desired.requirements if kind == "requirement" else self.desired.constraints
         target.append(requirement_line)
 
@@ -164,12 +171,13 @@ class _Reader:
             tokens = shlex.split(line)
         except ValueError as exc:
             raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
-        option, _, value = tokens[0].partition("=")
-        if not value and len(tokens) > 1:
-            value = tokens[1]
+        option, equals, value = tokens[0].partition("=")
+        rest = tokens[1:]
         for short in ("-r", "-c", "-i", "-f", "-e"):  # "-rother.txt"
             if option.startswith(short) and len(option) > 2 and not option.startswith("--"):
-                option, value = short, option[2:]
+                option, equals, value = short, "=", tokens[0][2:]
+        if not equals and rest and option not in _ALLOWED_GLOBAL_FLAGS:
+            value, rest = rest[0], rest[1:]
         if option in _INDEX_OPTIONS:
             raise RequirementsError(path, line_no, f"{option} is not allowed: {_WHERE_FROM}")
         if option in ("-e", "--editable"):
@@ -183,20 +191,28 @@ class _Reader:
             raise RequirementsError(
                 path, line_no, "--no-binary is not allowed: it makes pip build (run code) from source at start-up"
             )
+        is_global = kind == "requirement" and option in _ALLOWED_GLOBAL_FLAGS | _VALUE_OPTIONS
+        if option not in _INCLUDE_OPTIONS and not is_global:
+            raise RequirementsError(path, line_no, f"option {option} is not supported in a committed requirements file")
+        if option in _ALLOWED_GLOBAL_FLAGS and equals:
+            raise RequirementsError(path, line_no, f"{option} takes no value")
+        if not value and option not in _ALLOWED_GLOBAL_FLAGS:
+            what = "a file name" if option in _INCLUDE_OPTIONS else "a value"
+            raise RequirementsError(path, line_no, f"{option} needs {what}")
+        if rest:
+            # pip would apply these too (`-r x.txt --index-url ...`): never drop them silently.
+            stated = f"{option} {value}" if value else option
+            raise RequirementsError(
+                path, line_no, f"unexpected {redact(shlex.join(rest))} after {stated}; write one option per line"
+            )
         if option in _INCLUDE_OPTIONS:
-            if not value:
-                raise RequirementsError(path, line_no, f"{option} needs a file name")
             self.include(
                 path, line_no, value, kind=_INCLUDE_OPTIONS[option] if kind == "requirement" else kind, chain=chain
             )
-            return
-        if kind == "requirement" and option in _ALLOWED_GLOBAL_FLAGS and len(tokens) == 1:
+        elif value:
+            self._global(f"{option}={value}")
+        else:
             self._global(option)
-            return
-        if kind == "requirement" and option == "--only-binary" and value:
-            self._global(f"--only-binary={value}")
-            return
-        raise RequirementsError(path, line_no, f"option {option} is not supported in a committed requirements file")
 
     def _global(self, option: str) -> None:
         if option not in self.desired.global_options:
@@ -216,8 +232,18 @@ class _Reader:
             raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
         if not target.is_file():
             raise RequirementsError(path, line_no, f"{value} does not exist")
+        if (target, kind) in self.done:  # already read through another include: nothing new in it
+            log.debug("%s: %s was already read", path, value)
+            return
         self.desired.inputs[str(target)] = file_sha256(target)
         self.read_file(target, kind=kind, chain=chain)
+
+
+def _exclusive(one: RequirementLine, other: RequirementLine) -> bool:
+    """Two lines for one package may stand if both have markers and they differ (``x==1; python_version<"3.10"``
+    and ``x==2; python_version>="3.10"``): pip-compile keeps both. Any other repeat is a mistake."""
+    first, second = one.requirement.marker, other.requirement.marker
+    return first is not None and second is not None and str(first) != str(second)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:

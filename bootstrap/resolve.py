@@ -282,7 +282,9 @@ def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: st
         if hashes:
             argv.insert(5, "--generate-hashes")
         try:
-            _subprocess.run(argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress)
+            _subprocess.run(
+                argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress, env=settings.pip_environment()
+            )
         except CommandError as exc:
             raise ResolutionError(explain_failure(exc, desired)) from exc
         body = output.read_text(encoding="utf-8")

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     resolve_timeout: float = Field(600.0, gt=0, description="Seconds pip-compile may take.")
     install_timeout: float = Field(1800.0, gt=0, description="Seconds pip install may take.")
     import_check_timeout: float = Field(300.0, gt=0, description="Seconds the import check may take.")
+    index_timeout: float | None = Field(
+        None, gt=0, description="Seconds pip waits for each answer of the index (pip's --timeout); unset: pip's."
+    )
+    index_retries: int | None = Field(
+        None, ge=0, description="Retries of each request to the index (pip's --retries); unset: pip's."
+    )
 
     @field_validator("requirements_file", "packages_dir", "lock_file", mode="after")
     @classmethod
@@ -57,6 +63,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    def pip_environment(self) -> dict[str, str]:
+        """What bootstrap's own settings add to pip's environment (nothing unless set)."""
+        env = {}
+        if self.index_timeout is not None:
+            env["PIP_TIMEOUT"] = str(self.index_timeout)
+        if self.index_retries is not None:
+            env["PIP_RETRIES"] = str(self.index_retries)
+        return env
 
     @property
     def committed_lock_file(self) -> Path:

@@ -116,7 +116,7 @@ def _sync_locked(
 
     try:
         if staging is None:
-            staging = install.build(layout, lock, timeout=settings.install_timeout)
+            staging = install.build(layout, lock, timeout=settings.install_timeout, env=settings.pip_environment())
         dists = verify.verify_generation(
             staging / install.SITE_DIR,
             {pin.name: pin.version for pin in lock.pins},
@@ -203,7 +203,11 @@ def _resolve(
     def speculate() -> None:
         try:
             outcome["staging"] = install.build_speculatively(
-                layout, desired, timeout=settings.install_timeout, on_start=processes.append
+                layout,
+                desired,
+                timeout=settings.install_timeout,
+                on_start=processes.append,
+                env=settings.pip_environment(),
             )
         except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc

@@ -1,9 +1,10 @@
 """Verify a generation before it goes live (and report on one that is live).
 
-Three checks: the installed set is exactly the lock (one dist-info per
-distribution, nothing missing, nothing extra); every file each distribution's
-RECORD lists is present; and each top-level module imports, in a child
-process, so a broken package never reaches the host.
+Four checks: the installed set is exactly the lock (one dist-info per
+distribution, nothing missing, nothing extra); every distribution's own
+requirements are met inside the set; every file each distribution's RECORD
+lists is present; and each top-level module imports, in a child process, so a
+broken package never reaches the host.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from bootstrap import _subprocess
 from bootstrap.errors import CommandError, VerificationError
@@ -25,17 +29,26 @@ from bootstrap.errors import CommandError, VerificationError
 log = logging.getLogger("bootstrap")
 
 _RESULT_MARK = "BOOTSTRAP-IMPORT-RESULT:"
+_IMPORTING_MARK = "BOOTSTRAP-IMPORTING:"
+# Each import is announced (flushed) before it starts, so a child that dies (a segfault in a C extension,
+# os._exit) or hangs still tells which module it was in. `out` is kept: a module may replace sys.stdout.
+# The leading newline keeps a mark at a line start after a module's own unfinished output.
 _IMPORT_SCRIPT = f"""
 import importlib, json, os, site, sys
+out = sys.stdout
+def say(text):
+    out.write("\\n" + text + "\\n")
+    out.flush()
 sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 site.addsitedir(sys.argv[1])
 failed = {{}}
 for name in sys.argv[2:]:
+    say({_IMPORTING_MARK!r} + name)
     try:
         importlib.import_module(name)
     except BaseException as exc:
         failed[name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0][:300]
-print({_RESULT_MARK!r} + json.dumps(failed))
+say({_RESULT_MARK!r} + json.dumps(failed))
 """
 
 
@@ -46,6 +59,7 @@ class Distribution:
     version: str
     dist_info: Path
     files: tuple[str, ...]  # RECORD paths relative to the site folder
+    requires: tuple[str, ...] = ()  # raw Requires-Dist values
 
     def modules(self) -> list[str]:
         """Top-level importable names, from RECORD (descending one level into namespace packages)."""
@@ -86,8 +100,10 @@ def installed(site_dir: Path) -> list[Distribution]:
                 files = tuple(row[0] for row in csv.reader(handle) if row)
         except OSError as exc:
             raise VerificationError(f"{dist_info.name} is incomplete ({exc.strerror}: {exc.filename})") from None
-        name, version = headers.get("Name", ""), headers.get("Version", "")
-        result.append(Distribution(canonicalize_name(name), name, version, dist_info, files))
+        # One line each: these go into one-line messages (a folded header would not).
+        name, version = (" ".join(str(headers.get(key, "")).split()) for key in ("Name", "Version"))
+        requires = tuple(str(value).strip() for value in headers.get_all("Requires-Dist") or ())
+        result.append(Distribution(canonicalize_name(name), name, version, dist_info, files, requires))
     return result
 
 
@@ -114,18 +130,69 @@ def check_set(dists: list[Distribution], expected: dict[str, str]) -> None:
     problems += [
         f"{name} is {seen[name]}, not {version}"
         for name, version in expected.items()
-        if name in seen and seen[name] != version
+        if name in seen and not _same_version(seen[name], version)
     ]
     problems += [f"{name} {version} was not asked for" for name, version in seen.items() if name not in expected]
     if problems:
         raise VerificationError("the installed set differs from the lock: " + "; ".join(sorted(problems)))
 
 
+def _same_version(one: str, other: str) -> bool:
+    """Equal as versions: metadata may say ``1.0.0-rc1`` where the lock says ``1.0.0rc1``, or ``1.0.0`` for ``1.0``."""
+    try:
+        return Version(one) == Version(other)
+    except InvalidVersion:
+        return one == other
+
+
+def check_dependencies(dists: list[Distribution]) -> None:
+    """Every distribution's requirements (markers for this interpreter) must be met inside the set.
+
+    A requirement needed only for an extra is skipped unless a distribution in the set asks for that extra
+    (``lib[cli]``): then it is checked too. A requirement or version that cannot be parsed is not judged.
+    """
+    by_name = {dist.name: dist for dist in dists}
+    problems: set[str] = set()
+    todo = [(dist, "") for dist in dists]
+    done: set[tuple[str, str]] = set()
+    while todo:
+        dist, extra = todo.pop()
+        if (dist.name, extra) in done:
+            continue
+        done.add((dist.name, extra))
+        for raw in dist.requires:
+            try:
+                requirement = Requirement(raw)
+            except InvalidRequirement:
+                log.warning("%s %s: cannot parse its requirement %r", dist.display_name, dist.version, raw)
+                continue
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+                continue
+            needed = by_name.get(canonicalize_name(requirement.name))
+            what = f"{dist.display_name} {dist.version} requires {requirement}"
+            if needed is None:
+                problems.add(f"{what}, but {canonicalize_name(requirement.name)} is not in the set")
+                continue
+            if not _satisfies(needed.version, requirement):
+                problems.add(f"{what}, but {needed.display_name} {needed.version} is installed")
+            todo.extend((needed, canonicalize_name(name)) for name in requirement.extras)
+    if problems:
+        raise VerificationError("the installed set is inconsistent: " + "; ".join(sorted(problems)))
+
+
+def _satisfies(version: str, requirement: Requirement) -> bool:
+    try:
+        return requirement.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return True  # not a version packaging knows: nothing to compare it with
+
+
 def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[str], timeout: float) -> None:
     """Import every top-level module of every distribution (but the skipped) in one child process."""
+    skipped = {canonicalize_name(name) for name in skip}  # `Foo_Bar` in the setting means foo-bar
     owner: dict[str, Distribution] = {}
     for dist in dists:
-        if dist.name in skip or dist.display_name in skip:
+        if dist.name in skipped:
             log.info("not import-checking %s (BOOTSTRAP_SKIP_IMPORT_CHECK)", dist.display_name)
             continue
         for module in dist.modules():
@@ -136,15 +203,16 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
     argv = [sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *sorted(owner)]
     try:
         completed = _subprocess.run(argv, cwd=site_dir.parent, timeout=timeout)
-    except CommandError as exc:
-        why = "timed out (raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT?)" if exc.timed_out else exc.message
-        raise VerificationError(f"the import check failed: {why}") from exc
-    result_line = next(
-        (line for line in reversed(completed.stdout.splitlines()) if line.startswith(_RESULT_MARK)), None
-    )
-    if result_line is None:
-        raise VerificationError("the import check printed no result (a module ended the interpreter at import?)")
-    failed: dict[str, str] = json.loads(result_line[len(_RESULT_MARK) :])
+    except CommandError as exc:  # never exc.message: it would quote the whole script
+        if exc.timed_out:
+            raise VerificationError(
+                _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
+            ) from exc
+        raise VerificationError(_died(f"crashed ({_how(exc.returncode)})", exc.stdout, owner)) from exc
+    result_line = _last_marked(completed.stdout, _RESULT_MARK)
+    if result_line is None:  # os._exit(0) at import
+        raise VerificationError(_died("ended early (exit code 0)", completed.stdout, owner))
+    failed: dict[str, str] = json.loads(result_line)
     if failed:
         details = "; ".join(
             f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"
@@ -156,13 +224,43 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
         )
 
 
+def _last_marked(stdout: str, mark: str) -> str | None:
+    """What follows ``mark`` on the last line that starts with it."""
+    return next((line[len(mark) :] for line in reversed(stdout.splitlines()) if line.startswith(mark)), None)
+
+
+def _how(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def _died(what: str, stdout: str, owner: dict[str, Distribution], advice: str = "") -> str:
+    """One line: the child died; name the module it was importing and its distribution."""
+    module = _last_marked(stdout, _IMPORTING_MARK)
+    dist = owner.get(module) if module else None
+    if _last_marked(stdout, _RESULT_MARK) is not None:  # every import returned; the exit did not
+        where = "after its imports (at interpreter exit: a module's thread or atexit hook?)"
+    elif module is None or dist is None:  # a .pth file runs at site.addsitedir, before any import
+        where = "before importing any module (a .pth file in the new site folder?)"
+    else:
+        where = f"while importing {module} from {dist.display_name} {dist.version}"
+        advice = f"{advice}, or " if advice else "fix or drop the package, or "
+        advice += f"set BOOTSTRAP_SKIP_IMPORT_CHECK={dist.name} if it only works once configured"
+    return f"the import check {what} {where}" + (f"; {advice}" if advice else "")
+
+
 def verify_generation(
     site_dir: Path, expected: dict[str, str], *, skip: frozenset[str], timeout: float
 ) -> list[Distribution]:
-    """All three checks; returns the distributions found."""
+    """All four checks; returns the distributions found."""
     log.info("verifying the new generation")
     dists = installed(site_dir)
     check_set(dists, expected)
+    check_dependencies(dists)
     missing = missing_files(site_dir, dists)
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""

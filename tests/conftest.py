@@ -10,8 +10,10 @@ nothing of the machine leaks in. Packages come from tiny wheels written by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -171,3 +173,28 @@ def python_with_bootstrap(code: str, env: dict[str, str] | None = None) -> subpr
         env=env or dict(os.environ),
         cwd=str(Path(__file__).resolve().parent.parent),
     )
+
+
+def session_processes(session: int) -> dict[int, str]:
+    """The processes of ``session`` (one we started with start_new_session): pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == session:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue
+    return found
+
+
+def children_running(session: int, needle: str) -> bool:
+    return any(needle in cmdline for cmdline in session_processes(session).values())
+
+
+def kill_session(session: int) -> None:
+    """The whole host dies at once: the sync, pip, and anything pip started."""
+    for pid in session_processes(session):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from bootstrap.sync import sync
-from tests.conftest import Repo, python_in
+from tests.conftest import Repo, children_running, kill_session, python_in, session_processes
 
 
 def _sync_process(extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -33,31 +30,6 @@ def test_racing_syncs_on_an_empty_folder_all_succeed_with_one_generation(repo: R
     assert repo.manifest()["generation"] == generations[0].name
 
 
-def _session(session: int) -> dict[int, str]:
-    """The processes of ``session`` (one we started with start_new_session): pid -> command line."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == session:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ProcessLookupError):
-            continue
-    return found
-
-
-def _children_running(session: int, needle: str) -> bool:
-    return any(needle in cmdline for cmdline in _session(session).values())
-
-
-def _kill_session(session: int) -> None:
-    """The whole host dies at once: the sync, pip, and anything pip started."""
-    for pid in _session(session):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def test_a_sync_killed_mid_install_leaves_the_previous_generation_serving(repo: Repo, slow_index: str) -> None:
     repo.write("bsf-alpha==1.0")
     sync(repo.settings())
@@ -73,13 +45,13 @@ def test_a_sync_killed_mid_install_leaves_the_previous_generation_serving(repo: 
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _children_running(proc.pid, "--target"):
+    while time.monotonic() < deadline and not children_running(proc.pid, "--target"):
         time.sleep(0.05)
-    assert _children_running(proc.pid, "--target"), "the sync never reached pip install"
-    _kill_session(proc.pid)
+    assert children_running(proc.pid, "--target"), "the sync never reached pip install"
+    kill_session(proc.pid)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while _session(proc.pid) and time.monotonic() < deadline:
+    while session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
     after = repo.manifest()

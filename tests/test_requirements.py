@@ -302,3 +302,115 @@ def test_not_utf8(folder: Path) -> None:
     with pytest.raises(RequirementsError) as info:
         read(path)
     assert str(info.value) == f"{path}: is not UTF-8 text"
+
+
+# -- pip's reading, matched ----------------------------------------------------------------------
+
+
+def test_a_utf8_bom_is_ignored(folder: Path) -> None:
+    (folder / "other.txt").write_bytes(b"\xef\xbb\xbfbsf-gamma\n")
+    path = folder / "requirements.txt"
+    path.write_bytes(b"\xef\xbb\xbfbsf-alpha==1.0\n-r other.txt\n")
+    desired = read(path)
+    assert specs(desired) == {"bsf-alpha": "bsf-alpha==1.0", "bsf-gamma": "bsf-gamma"}
+    assert [line.line for line in desired.requirements] == [1, 1]
+
+
+def test_a_bom_before_an_option_is_ignored(folder: Path) -> None:
+    path = folder / "requirements.txt"
+    path.write_bytes(b"\xef\xbb\xbf--pre\nbsf-alpha\n")
+    assert read(path).global_options == ["--pre"]
+
+
+def test_diamond_includes_read_the_common_file_once(folder: Path) -> None:
+    write(folder / "common.txt", "bsf-alpha>=1")
+    write(folder / "a.txt", "-r common.txt", "bsf-gamma")
+    write(folder / "b.txt", "-r ./common.txt", "bsf-beta")
+    desired = read_lines(folder, "-r a.txt", "-r b.txt")
+    assert [line.name for line in desired.requirements] == ["bsf-alpha", "bsf-gamma", "bsf-beta"]
+    assert str(folder / "common.txt") in desired.inputs
+
+
+def test_the_same_file_as_requirements_and_as_constraints_is_read_as_both(folder: Path) -> None:
+    write(folder / "pins.txt", "bsf-alpha==1.0")
+    desired = read_lines(folder, "-r pins.txt", "-c pins.txt")
+    assert [line.name for line in desired.requirements] == ["bsf-alpha"]
+    assert [line.name for line in desired.constraints] == ["bsf-alpha"]
+
+
+def test_a_cycle_through_a_diamond_is_still_a_cycle(folder: Path) -> None:
+    write(folder / "common.txt", "bsf-alpha", "-r a.txt")
+    write(folder / "a.txt", "-r common.txt")
+    error = refusal(folder, "-r a.txt")
+    assert_refused_at(error, folder / "common.txt", 2)
+    assert "cycle" in error.why
+
+
+def test_same_package_under_exclusive_markers(folder: Path) -> None:
+    desired = read_lines(
+        folder, 'bsf-alpha==1.0; python_version < "3.10"', "bsf-gamma", 'BSF_Alpha==2.0; python_version >= "3.10"'
+    )
+    assert [line.name for line in desired.requirements] == ["bsf-alpha", "bsf-gamma", "bsf-alpha"]
+    assert 'BSF_Alpha==2.0; python_version >= "3.10"' in desired.input_text()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("bsf-alpha==1.0", 'bsf-alpha==2.0; python_version >= "3.10"'),
+        ('bsf-alpha==1.0; python_version < "3.10"', "bsf-alpha==2.0"),
+        ('bsf-alpha==1.0; python_version < "3.10"', "bsf-alpha==2.0; python_version<'3.10'"),
+    ],
+)
+def test_duplicates_without_distinct_markers_are_refused(folder: Path, first: str, second: str) -> None:
+    error = refusal(folder, first, second)
+    assert_refused_at(error, folder / "requirements.txt", 2)
+    assert "requirements.txt:1" in error.why and "keep one line per package" in error.why
+
+
+def test_a_third_duplicate_names_the_line_it_clashes_with(folder: Path) -> None:
+    error = refusal(
+        folder, 'bsf-alpha==1.0; python_version < "3.10"', 'bsf-alpha==2.0; python_version >= "3.10"', "bsf-alpha"
+    )
+    assert_refused_at(error, folder / "requirements.txt", 3)
+    assert "requirements.txt:1" in error.why
+
+
+@pytest.mark.parametrize(
+    ("bad", "unexpected", "after"),
+    [
+        ("-r common.txt --index-url https://evil.example/simple", "--index-url", "-r common.txt"),
+        ("-rcommon.txt --pre", "--pre", "-r common.txt"),
+        ("--requirement=common.txt bsf-gamma", "bsf-gamma", "--requirement common.txt"),
+        ("-c common.txt -r common.txt", "-r common.txt", "-c common.txt"),
+        ("--only-binary :all: --pre", "--pre", "--only-binary :all:"),
+        ("--only-binary=:all: bsf-gamma", "bsf-gamma", "--only-binary :all:"),
+        ("--pre --foo", "--foo", "--pre"),
+        ("--prefer-binary --index-url=https://evil.example/simple", "--index-url", "--prefer-binary"),
+    ],
+)
+def test_extra_tokens_after_an_option_are_refused(folder: Path, bad: str, unexpected: str, after: str) -> None:
+    write(folder / "common.txt", "bsf-gamma")
+    error = refusal(folder, *PRELUDE, bad)
+    assert_refused_at(error, folder / "requirements.txt", 4)
+    assert f"unexpected {unexpected}" in error.why and f"after {after}" in error.why
+
+
+def test_extra_tokens_are_shown_redacted(folder: Path) -> None:
+    write(folder / "common.txt", "bsf-gamma")
+    error = refusal(folder, "-r common.txt --extra-index-url https://bob:s3cret@evil.example/simple")
+    assert "s3cret" not in str(error) and "bob" not in str(error)
+    assert "unexpected --extra-index-url https://****@evil.example/simple after -r common.txt" in error.why
+
+
+@pytest.mark.parametrize("bad", ["--pre=yes", "--require-hashes=1"])
+def test_a_flag_takes_no_value(folder: Path, bad: str) -> None:
+    error = refusal(folder, bad)
+    assert_refused_at(error, folder / "requirements.txt", 1)
+    assert "takes no value" in error.why
+
+
+def test_only_binary_needs_a_value(folder: Path) -> None:
+    error = refusal(folder, "--only-binary")
+    assert_refused_at(error, folder / "requirements.txt", 1)
+    assert "needs a value" in error.why

@@ -76,6 +76,15 @@ FIXTURE_DISTS = [
     ),
     # Conflicts: bsf-beta 2.0 needs alpha>=2, bsf-old-alpha-user needs alpha<2.
     Dist("bsf-old-alpha-user", "1.0", module("bsf_old_alpha_user", "1.0"), requires=("bsf-alpha<2",)),
+    # Needs a bsf-alpha that does not exist (installed with --no-deps, the set is inconsistent);
+    # its extra's requirement is only needed with [cli].
+    Dist("bsf-unmet", "1.0", module("bsf_unmet", "1.0"), requires=("bsf-alpha>=5", 'bsf-nowhere; extra == "cli"')),
+    # Kills the interpreter at import (a crashing C extension, in effect).
+    Dist(
+        "bsf-segfault",
+        "1.0",
+        module("bsf_segfault", "1.0", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n"),
+    ),
 ]
 
 

@@ -1,0 +1,66 @@
+"""Rolling back publishes an earlier generation again; old ones go beyond the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bootstrap.sync import sync
+from tests.conftest import Repo, python_in
+
+
+def test_rollback_serves_the_previous_generation_until_the_file_changes(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    first = repo.manifest()["generation"]
+    repo.write("bsf-alpha==2.0", "bsf-gamma")
+    sync(repo.settings())
+
+    result = run_cli("rollback")
+    assert result.code == 0, result.err
+    m = repo.manifest()
+    assert m["generation"] == first and m["lock_source"] == "rollback" and m["status"] == "ok"
+    assert repo.installed() == {"bsf-alpha": "1.0"}
+    assert python_in(m["site_dir"], "import bsf_alpha; print(bsf_alpha.__version__)").stdout.strip() == "1.0"
+    assert run_cli("check").code == 0  # healthy: the rollback holds
+    assert not sync(repo.settings()).changed  # and a restart keeps it
+
+    repo.write("bsf-alpha==2.0")  # the next change of the file moves on
+    assert sync(repo.settings()).changed
+    assert repo.installed() == {"bsf-alpha": "2.0"}
+
+
+def test_rollback_to_a_named_generation_and_refusals(repo: Repo, run_cli: Any) -> None:
+    assert "no earlier generation" in run_cli("rollback").err
+    for version in ("1.0", "2.0"):
+        repo.write(f"bsf-alpha=={version}")
+        sync(repo.settings())
+    generations = sorted(p.name for p in (repo.packages_dir / "generations").iterdir())
+    assert run_cli("rollback", "--to", generations[0]).code == 0
+    assert repo.manifest()["generation"] == generations[0]
+    bad = run_cli("rollback", "--to", "20000101T000000Z-000000")
+    assert bad.code == 1 and bad.err.count("\n") == 1 and "not a complete generation" in bad.err
+
+
+def test_rollback_refuses_a_damaged_generation(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    old_site = Path(repo.manifest()["site_dir"])
+    repo.write("bsf-alpha==2.0")
+    sync(repo.settings())
+    (old_site / "bsf_alpha" / "__init__.py").unlink()
+    result = run_cli("rollback")
+    assert result.code == 1 and "damaged" in result.err
+    assert repo.installed() == {"bsf-alpha": "2.0"}
+
+
+def test_status_shows_disk_used_per_generation(repo: Repo, run_cli: Any) -> None:
+    for version in ("1.0", "2.0"):
+        repo.write(f"bsf-alpha=={version}")
+        sync(repo.settings())
+    import json
+
+    report = json.loads(run_cli("status", "--json").out)
+    assert len(report["generations"]) == 2
+    assert all(g["bytes"] > 0 for g in report["generations"])
+    assert [g["active"] for g in report["generations"]] == [True, False]
