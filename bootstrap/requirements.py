@@ -116,7 +116,9 @@ def read(requirements_file: Path) -> Desired:
     desired = Desired(requirements_file=requirements_file, exists=requirements_file.is_file())
     desired.inputs[str(requirements_file)] = file_sha256(requirements_file)
     if not desired.exists:
-        log.info("%s does not exist: the desired set is empty", requirements_file)
+        if os.path.lexists(requirements_file):  # a folder, a broken link: not "no requirements"
+            raise RequirementsError(requirements_file, None, "is not a readable file")
+        log.warning("%s does not exist: the desired set is empty", requirements_file)
         return desired
     repo_dir = Path(os.path.realpath(requirements_file.parent))
     _Reader(desired, repo_dir).read_file(requirements_file, kind="requirement", chain=())

@@ -306,10 +306,13 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
     if exc.timed_out:
         return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
     unreachable = re.search(
-        r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded)", output
+        r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded|Read timed out)", output
     )
     if unreachable:
-        return f"could not reach {where} ({redact(unreachable.group(1))}); is it reachable and is PIP_INDEX_URL right?"
+        return (
+            f"could not reach {where} ({redact(unreachable.group(1))}); is it up, and is PIP_INDEX_URL right? "
+            "(BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long pip waits)"
+        )
     not_found = re.search(
         r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output
     )

@@ -173,3 +173,13 @@ def test_status_reports_a_damaged_generation_instead_of_failing(repo: Repo, run_
     check = run_cli("check")
     assert check.code == 1 and "incomplete" in check.out
     assert sync_module.sync(repo.settings()).changed  # and the next sync repairs it
+
+
+def test_a_requirements_path_that_is_a_folder_is_an_error_not_an_empty_set(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha")
+    sync(repo.settings())
+    repo.requirements.unlink()
+    repo.requirements.mkdir()
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and "requirements.txt: is not a readable file" in result.err
+    assert repo.installed() == {"bsf-alpha": "2.0"}
