@@ -55,6 +55,20 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.health import verify_active
+
+    report = verify_active(settings)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report["ok"]:
+        print(f"verified: generation {report['generation']}: {report['files']} files match their RECORD hashes")
+    else:
+        print(f"generation {report['generation']} differs from what was installed:")
+        print("\n".join(f"  {problem}" for problem in report["problems"]))
+    return 0 if report["ok"] else 1
+
+
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.rollback import rollback
 
@@ -87,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     lock = commands.add_parser("lock", parents=[common], help="resolve and write the lock beside the requirements file")
     lock.add_argument("--hashes", action="store_true", help="pin every distribution's hashes too")
     lock.set_defaults(func=_cmd_lock)
+    verify = commands.add_parser("verify", parents=[common], help="check every file against its RECORD hash")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(func=_cmd_verify)
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous generation active again")
     rollback.add_argument("--to", metavar="GENERATION", help="a generation id from `status` (default: the previous)")
     rollback.set_defaults(func=_cmd_rollback)

@@ -8,7 +8,7 @@ from typing import Any
 from bootstrap import install, manifest, verify
 from bootstrap._fs import human_size, tree_size
 from bootstrap.activation import stale_reason
-from bootstrap.errors import BootstrapError
+from bootstrap.errors import BootstrapError, VerificationError
 from bootstrap.layout import Layout
 from bootstrap.settings import Settings
 
@@ -43,6 +43,23 @@ def check(settings: Settings) -> dict[str, Any]:
         "requirements_file": str(settings.requirements_file),
         "packages_dir": str(layout.root),
         "last_error": current.get("error") if current else None,
+    }
+
+
+def verify_active(settings: Settings) -> dict[str, Any]:
+    """Every file of the active generation against the hash in its RECORD: what changed, what is gone."""
+    current = manifest.read(Layout(settings.packages_dir).manifest)
+    site_dir = Path(current["site_dir"]) if current and current.get("site_dir") else None
+    if site_dir is None or not site_dir.is_dir():
+        raise VerificationError(f"there is no active generation to verify in {settings.packages_dir}; run sync")
+    dists = verify.installed(site_dir)
+    problems = verify.changed_files(site_dir, dists)
+    files = sum(len(dist.files) for dist in dists)
+    return {
+        "ok": not problems,
+        "generation": current["generation"] if current else None,
+        "files": files,
+        "problems": problems,
     }
 
 

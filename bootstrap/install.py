@@ -36,8 +36,8 @@ SITE_DIR = "site"
 
 
 def new_generation_id() -> str:
-    """Sortable by creation time, unique across processes and hosts."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+    """Sortable by creation time (to the microsecond: gc and rollback rely on it), unique across hosts."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + os.urandom(3).hex()
 
 
 def _new_staging(layout: Layout) -> Path:

@@ -9,7 +9,9 @@ broken package never reaches the host.
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import json
 import logging
 import signal
@@ -117,6 +119,29 @@ def missing_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
             if not (site_dir / path).exists():
                 missing.append(f"{dist.display_name} {dist.version}: {path}")
     return missing
+
+
+def changed_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
+    """Files whose content no longer matches the hash their RECORD gives, or that are gone."""
+    problems = []
+    for dist in dists:
+        with open(dist.dist_info / "RECORD", newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if len(row) >= 2]
+        for path, recorded, *_ in rows:
+            if not recorded or path.startswith(("../", "/")):
+                continue  # RECORD itself, compiled files, pip's scripts: no hash to check
+            algorithm, _, expected = recorded.partition("=")
+            try:
+                digest = hashlib.new(algorithm, (site_dir / path).read_bytes()).digest()
+            except FileNotFoundError:
+                problems.append(f"missing: {dist.display_name} {dist.version}: {path}")
+                continue
+            except (OSError, ValueError) as exc:
+                problems.append(f"unreadable: {dist.display_name} {dist.version}: {path} ({exc})")
+                continue
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != expected:
+                problems.append(f"changed: {dist.display_name} {dist.version}: {path}")
+    return problems
 
 
 def check_set(dists: list[Distribution], expected: dict[str, str]) -> None:

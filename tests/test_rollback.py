@@ -64,3 +64,22 @@ def test_status_shows_disk_used_per_generation(repo: Repo, run_cli: Any) -> None
     assert len(report["generations"]) == 2
     assert all(g["bytes"] > 0 for g in report["generations"])
     assert [g["active"] for g in report["generations"]] == [True, False]
+
+
+def test_verify_names_changed_and_missing_files(repo: Repo, run_cli: Any) -> None:
+    assert run_cli("verify").code == 1  # nothing to verify yet: one clear line
+    repo.write("bsf-beta==1.0")
+    sync(repo.settings())
+    ok = run_cli("verify")
+    assert ok.code == 0 and "files match their RECORD hashes" in ok.out
+    site_dir = Path(repo.manifest()["site_dir"])
+    (site_dir / "bsf_alpha" / "__init__.py").write_text("__version__ = 'patched'\n")
+    (site_dir / "bsf_beta" / "__init__.py").unlink()
+    bad = run_cli("verify")
+    assert bad.code == 1
+    assert "changed: bsf-alpha 2.0: bsf_alpha/__init__.py" in bad.out
+    assert "missing: bsf-beta 1.0: bsf_beta/__init__.py" in bad.out
+    import json
+
+    report = json.loads(run_cli("verify", "--json").out)
+    assert report["ok"] is False and len(report["problems"]) == 2
