@@ -42,6 +42,8 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         print(f"healthy: generation {report['generation']} serves {report['requirements_file']}")
     else:
         print("unhealthy: " + "; ".join(report["problems"]))
+    if not args.json and report["notes"]:
+        print("note: " + "; ".join(report["notes"]))
     return 0 if report["healthy"] else 1
 
 

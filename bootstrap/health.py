@@ -35,9 +35,13 @@ def check(settings: Settings) -> dict[str, Any]:
                 missing = [str(exc)]
             if missing:
                 problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
+    # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
+    debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
+    notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
     return {
         "healthy": not problems,
         "problems": problems,
+        "notes": notes,
         "generation": current.get("generation") if current else None,
         "site_dir": current.get("site_dir") if current else None,
         "requirements_file": str(settings.requirements_file),

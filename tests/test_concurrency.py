@@ -59,6 +59,10 @@ def test_a_sync_killed_mid_install_leaves_the_previous_generation_serving(repo: 
     assert python_in(after["site_dir"], "import bsf_alpha; print(bsf_alpha.__version__)").stdout.strip() == "1.0"
     staging = repo.packages_dir / "staging"
     assert any(staging.iterdir()), "the killed sync left its staging folder (debris)"
+    from bootstrap.health import check
+
+    report = check(repo.settings())
+    assert any("interrupted sync" in note for note in report["notes"])  # named in check
 
     result = sync(repo.settings())  # the next sync cleans the debris and converges
     assert result.changed
