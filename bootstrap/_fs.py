@@ -92,7 +92,9 @@ def remove_tree(path: Path, trash_dir: Path) -> None:
 
     if not path.exists():
         return
-    trash_dir.mkdir(parents=True, exist_ok=True)
+    from bootstrap.safety import make_private_dir  # here: safety is not for the fast path
+
+    make_private_dir(trash_dir)
     doomed = trash_dir / f"trash-{path.name}-{os.urandom(4).hex()}"
     os.replace(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)

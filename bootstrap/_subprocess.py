@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bootstrap.errors import CommandError
+from bootstrap.safety import child_umask
 
 log = logging.getLogger("bootstrap")
 
@@ -72,6 +73,7 @@ def run(
         encoding="utf-8",
         errors="replace",
         process_group=0,
+        umask=child_umask(),  # whatever the host's umask, pip writes nothing world-writable
     )
     if on_start is not None:
         on_start(proc)

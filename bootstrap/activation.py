@@ -95,11 +95,12 @@ def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
     if not os.path.isdir(site_dir):
         _logger().warning("not activating %s: the folder is missing", site_dir)
         return None
-    _put_on_path(site_dir)
+    _put_on_path(site_dir, first=bool(manifest and manifest.get("overrides")))
     return str(site_dir)
 
 
-def _put_on_path(site_dir: str) -> None:
+def _put_on_path(site_dir: str, *, first: bool = False) -> None:
+    """After the host's site-packages, unless the generation overrides host packages (an operator's choice)."""
     global _active_site_dir
     if _active_site_dir == site_dir and site_dir in sys.path:
         return
@@ -107,6 +108,8 @@ def _put_on_path(site_dir: str) -> None:
         sys.path.remove(_active_site_dir)
     import site
 
+    if first:
+        sys.path.insert(0, site_dir)  # addsitedir below then only reads its .pth files
     site.addsitedir(site_dir)
     _active_site_dir = site_dir
 

@@ -48,10 +48,10 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap import requirements
     from bootstrap.resolve import write_committed_lock
+    from bootstrap.sync import read_desired
 
-    desired = requirements.read(settings.requirements_file)
+    desired, _ = read_desired(settings)
     lock = write_committed_lock(settings, desired, hashes=args.hashes)
     print(f"wrote {lock.committed_file} ({len(lock.pins)} pins); commit it beside {settings.requirements_file.name}")
     return 0

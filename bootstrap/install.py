@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bootstrap import _subprocess
+from bootstrap import _subprocess, safety
 from bootstrap._fs import atomic_write_text, remove_tree
 from bootstrap._pipout import indexes, last_error
 from bootstrap.errors import CommandError, InstallError, PublishError
@@ -42,7 +42,7 @@ def new_generation_id() -> str:
 
 def _new_staging(layout: Layout) -> Path:
     staging = layout.staging / new_generation_id()
-    (staging / SITE_DIR).mkdir(parents=True)
+    safety.make_private_dir(staging / SITE_DIR, exist_ok=False)
     return staging
 
 
@@ -55,8 +55,10 @@ def _pip_install(
     quiet: bool = False,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
     env: dict[str, str] | None = None,
+    pip_args: list[str] | None = None,
 ) -> None:
     argv = [sys.executable, "-m", "pip", "install", "--target", str(site_dir), "--no-warn-script-location"]
+    argv += pip_args or []  # index options the operator allowed the committed file to give
     argv += ["--progress-bar", "off", *(["--no-deps"] if no_deps else []), "-r", str(requirements)]
     try:
         progress = _quiet_progress if quiet else _progress
@@ -65,7 +67,14 @@ def _pip_install(
         raise InstallError(_explain(exc)) from exc
 
 
-def build(layout: Layout, lock: Lock, *, timeout: float, env: dict[str, str] | None = None) -> Path:
+def build(
+    layout: Layout,
+    lock: Lock,
+    *,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    pip_args: list[str] | None = None,
+) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
     staging = _new_staging(layout)
     lock_path = staging / LOCK_FILE
@@ -73,7 +82,7 @@ def build(layout: Layout, lock: Lock, *, timeout: float, env: dict[str, str] | N
     if lock.pins:
         count = len(lock.pins)
         log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
-        _pip_install(staging / SITE_DIR, lock_path, no_deps=True, timeout=timeout, env=env)
+        _pip_install(staging / SITE_DIR, lock_path, no_deps=True, timeout=timeout, env=env, pip_args=pip_args)
     return staging
 
 
@@ -98,17 +107,40 @@ def build_speculatively(
     return staging
 
 
-def adopt(staging: Path, lock: Lock) -> bool:
-    """Keep a speculative install if it holds exactly the lock's pins; record the lock in it."""
+def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> bool:
+    """Keep a speculative install if it holds exactly the lock's pins; record the lock in it.
+
+    pip installs what the host already ``provided`` as well (``--target`` ignores what is
+    installed): those distributions are taken out again, file by file from their RECORD.
+    """
     from bootstrap.verify import installed
 
-    found = {dist.name: dist.version for dist in installed(staging / SITE_DIR)}
-    if found != {pin.name: pin.version for pin in lock.pins} or len(found) != len(lock.pins):
+    site_dir = staging / SITE_DIR
+    wanted = {pin.name: pin.version for pin in lock.pins if pin.name not in (provided or {})}
+    for dist in installed(site_dir):
+        if dist.name not in wanted and (provided or {}).get(dist.name) == dist.version:
+            _remove_distribution(site_dir, dist.dist_info, dist.files)
+    found = {dist.name: dist.version for dist in installed(site_dir)}
+    if found != wanted:
         return False
-    for scratch in ("requirements.in", "constraints.txt"):
+    for scratch in ("requirements.in", "constraints.txt", "host-constraints.txt"):
         (staging / scratch).unlink(missing_ok=True)
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)
     return True
+
+
+def _remove_distribution(site_dir: Path, dist_info: Path, files: tuple[str, ...]) -> None:
+    folders: set[Path] = set()
+    for path in files:
+        if path.startswith(("../", "/")):
+            continue
+        target = site_dir / path
+        target.unlink(missing_ok=True)
+        folders.update(parent for parent in target.parents if site_dir in parent.parents)
+    shutil.rmtree(dist_info, ignore_errors=True)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _quiet_progress(line: str) -> None:
@@ -143,7 +175,7 @@ def publish(layout: Layout, staging: Path, metadata: dict[str, Any]) -> Path:
     atomic_write_text(staging / GENERATION_FILE, json.dumps(metadata, indent=2) + "\n")
     final = layout.generation(staging.name)
     try:
-        layout.generations.mkdir(parents=True, exist_ok=True)
+        safety.make_private_dir(layout.generations)
         os.rename(staging, final)
     except OSError as exc:
         raise PublishError(f"cannot publish {staging.name} into {layout.generations} ({exc.strerror})") from exc

@@ -35,6 +35,7 @@ MANIFEST_KEYS = (
     "python",  # the interpreter it was built for: version, implementation, tag, platform
     "updated_at",  # ISO 8601, UTC
     "error",  # null, or {"message", "stage", "at"}: the last failure
+    "overrides",  # host packages the generation overrides (then it goes first on sys.path)
 )
 
 ERROR_KEYS = ("message", "stage", "at")
@@ -117,10 +118,16 @@ def blank(requirements_file: str | os.PathLike[str]) -> dict[str, Any]:
         "python": interpreter(),
         "updated_at": now_iso(),
         "error": None,
+        "overrides": [],
     }
 
 
+# Keys added after schema 1 was first written: a manifest from before gets these values.
+_ADDED_KEYS: dict[str, Any] = {"overrides": []}
+
+
 def write(path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    manifest = {**_ADDED_KEYS, **manifest}
     missing = [key for key in MANIFEST_KEYS if key not in manifest]
     if missing:
         raise ValueError(f"manifest is missing keys {missing}")

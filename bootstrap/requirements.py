@@ -49,6 +49,15 @@ _INCLUDE_OPTIONS = {
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What an operator lets the committed file do beyond naming packages (the BOOTSTRAP_ALLOW_* settings)."""
+
+    allow_index_options: bool = False
+    allow_direct_references: bool = False
+    allow_outside_includes: bool = False
+
+
+@dataclass(frozen=True)
 class RequirementLine:
     """One requirement, with where it was written."""
 
@@ -75,7 +84,11 @@ class Desired:
     requirements: list[RequirementLine] = field(default_factory=list)
     constraints: list[RequirementLine] = field(default_factory=list)
     global_options: list[str] = field(default_factory=list)
+    index_options: list[str] = field(default_factory=list)  # only with BOOTSTRAP_ALLOW_INDEX_OPTIONS
     inputs: dict[str, str | None] = field(default_factory=dict)
+    # Set by the caller, not read from the file (so not part of input_sha256, which a committed lock records):
+    host_constraints: str = ""  # the host's own packages, as name==version lines
+    require_hashes: bool = False  # BOOTSTRAP_REQUIRE_HASHES
 
     @property
     def requested(self) -> frozenset[str]:
@@ -83,12 +96,25 @@ class Desired:
 
     @property
     def has_hashes(self) -> bool:
-        return any(line.hashes for line in self.requirements) or "--require-hashes" in self.global_options
+        return (
+            self.require_hashes
+            or any(line.hashes for line in self.requirements)
+            or "--require-hashes" in self.global_options
+        )
 
     def input_text(self) -> str:
         """The normalised requirements: what resolution depends on, comments and layout aside."""
-        lines = [*self.global_options, *(line.normalized() for line in self.requirements)]
+        lines = [*self.index_options, *self.global_options, *(line.normalized() for line in self.requirements)]
         return "\n".join(lines) + "\n"
+
+    @property
+    def direct_references(self) -> frozenset[str]:
+        """Names the file gives as ``name @ URL`` (only with BOOTSTRAP_ALLOW_DIRECT_REFERENCES)."""
+        return frozenset(line.name for line in self.requirements if line.requirement.url)
+
+    def pip_args(self) -> list[str]:
+        """The index options (allowed by the operator) that an install from the lock needs too."""
+        return [token for option in self.index_options for token in shlex.split(option)]
 
     def constraints_text(self) -> str:
         return "".join(line.normalized() + "\n" for line in self.constraints)
@@ -105,13 +131,17 @@ class Desired:
             constraints = folder / "constraints.txt"
             constraints.write_text(self.constraints_text(), encoding="utf-8")
             text = f"-c {constraints}\n" + text
+        if self.host_constraints:
+            host = folder / "host-constraints.txt"
+            host.write_text(self.host_constraints, encoding="utf-8")
+            text = f"-c {host}\n" + text
         path = folder / "requirements.in"
         path.write_text(text, encoding="utf-8")
         return path
 
 
-def read(requirements_file: Path) -> Desired:
-    """Read and validate ``requirements_file``; a missing file is the empty set."""
+def read(requirements_file: Path, policy: Policy | None = None) -> Desired:
+    """Read and validate ``requirements_file`` under ``policy``; a missing file is the empty set."""
     requirements_file = Path(os.path.abspath(requirements_file))
     desired = Desired(requirements_file=requirements_file, exists=requirements_file.is_file())
     desired.inputs[str(requirements_file)] = file_sha256(requirements_file)
@@ -121,14 +151,15 @@ def read(requirements_file: Path) -> Desired:
         log.warning("%s does not exist: the desired set is empty", requirements_file)
         return desired
     repo_dir = Path(os.path.realpath(requirements_file.parent))
-    _Reader(desired, repo_dir).read_file(requirements_file, kind="requirement", chain=())
+    _Reader(desired, repo_dir, policy or Policy()).read_file(requirements_file, kind="requirement", chain=())
     return desired
 
 
 class _Reader:
-    def __init__(self, desired: Desired, repo_dir: Path) -> None:
+    def __init__(self, desired: Desired, repo_dir: Path, policy: Policy) -> None:
         self.desired = desired
         self.repo_dir = repo_dir
+        self.policy = policy
         self.seen: dict[tuple[str, str], list[RequirementLine]] = {}
         # (real path, kind) of every file read: a file two includes share (a diamond) is read once.
         self.done: set[tuple[Path, str]] = set()
@@ -154,7 +185,7 @@ class _Reader:
         if line.startswith("-"):
             self.read_option(path, line_no, line, kind=kind, chain=chain)
             return
-        requirement_line = _parse_requirement(path, line_no, line)
+        requirement_line = _parse_requirement(path, line_no, line, self.policy)
         earlier_lines = self.seen.setdefault((kind, requirement_line.name), [])
         for earlier in earlier_lines:
             if not _exclusive(earlier, requirement_line):
@@ -181,13 +212,25 @@ class _Reader:
         if not equals and rest and option not in _ALLOWED_GLOBAL_FLAGS:
             value, rest = rest[0], rest[1:]
         if option in _INDEX_OPTIONS:
-            raise RequirementsError(path, line_no, f"{option} is not allowed: {_WHERE_FROM}")
+            if not self.policy.allow_index_options:
+                raise RequirementsError(
+                    path,
+                    line_no,
+                    f"{option} is not allowed: {_WHERE_FROM} (an operator can allow it with "
+                    "BOOTSTRAP_ALLOW_INDEX_OPTIONS=true)",
+                )
+            if rest:
+                raise RequirementsError(path, line_no, f"unexpected {redact(shlex.join(rest))} after {option}")
+            stated = f"{option} {shlex.quote(value)}" if value and option != "--no-index" else option
+            if stated not in self.desired.index_options:
+                self.desired.index_options.append(stated)
+            return
         if option in ("-e", "--editable"):
             raise RequirementsError(
                 path,
                 line_no,
-                f"editable installs ({option}) are not allowed: publish the package to the index "
-                "and require it by name",
+                f"editable installs ({option}) are never put in a shared generation: publish the package to "
+                "the index and require it by name",
             )
         if option == "--no-binary":
             raise RequirementsError(
@@ -224,11 +267,13 @@ class _Reader:
         if _URL_SCHEME.match(value):
             raise RequirementsError(path, line_no, f"including {value} is not allowed: only files in the repo folder")
         target = Path(os.path.realpath(path.parent / value))
-        if target != self.repo_dir and self.repo_dir not in target.parents:
+        outside = target != self.repo_dir and self.repo_dir not in target.parents
+        if outside and not self.policy.allow_outside_includes:
             raise RequirementsError(
                 path,
                 line_no,
-                f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included",
+                f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included "
+                "(an operator can allow it with BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES=true)",
             )
         if target in chain:
             raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
@@ -272,24 +317,31 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return result
 
 
-def _parse_requirement(path: Path, line_no: int, line: str) -> RequirementLine:
+_ALLOW_DIRECT = "an operator can allow `name @ URL` with BOOTSTRAP_ALLOW_DIRECT_REFERENCES=true"
+
+
+def _parse_requirement(path: Path, line_no: int, line: str, policy: Policy) -> RequirementLine:
     spec, hashes = _split_line_options(path, line_no, line)
     if _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip()):
+        if policy.allow_direct_references:
+            raise RequirementsError(path, line_no, f"write a direct reference as `name @ URL`, not {redact(spec)}")
         raise RequirementsError(
             path,
             line_no,
-            f"direct references (URLs, archives, folders) are not allowed: {_WHERE_FROM}; require the package by name",
+            f"direct references (URLs, archives, folders) are not allowed: {_WHERE_FROM}; require the package by "
+            f"name ({_ALLOW_DIRECT})",
         )
     try:
         requirement = Requirement(spec)
     except InvalidRequirement as exc:
         why = str(exc).splitlines()[0] if str(exc) else "invalid requirement"
         raise RequirementsError(path, line_no, f"not a valid requirement ({why}): {spec}") from None
-    if requirement.url:
+    if requirement.url and not policy.allow_direct_references:
         raise RequirementsError(
             path,
             line_no,
-            f"direct references ({requirement.name} @ URL) are not allowed: {_WHERE_FROM}; require the package by name",
+            f"direct references ({requirement.name} @ URL) are not allowed: {_WHERE_FROM}; require the package by "
+            f"name ({_ALLOW_DIRECT})",
         )
     return RequirementLine(path=path, line=line_no, requirement=requirement, hashes=hashes)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from bootstrap import _subprocess, manifest
+from bootstrap import _subprocess, manifest, safety
 from bootstrap._fs import atomic_write_text, text_sha256
 from bootstrap._pipout import indexes, last_error, redact
 from bootstrap.errors import CommandError, ResolutionError
@@ -57,11 +57,13 @@ _IRRELEVANT_PIP_ENV = frozenset(
 @dataclass(frozen=True)
 class Pin:
     name: str
-    version: str
+    version: str | None  # None for a direct reference (``name @ URL``), pinned by its URL
     hashes: tuple[str, ...] = ()
+    url: str | None = None
 
     def line(self) -> str:
-        return " ".join([f"{self.name}=={self.version}", *(f"--hash={h}" for h in self.hashes)])
+        pin = f"{self.name} @ {self.url}" if self.url else f"{self.name}=={self.version}"
+        return " ".join([pin, *(f"--hash={h}" for h in self.hashes)])
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,12 @@ class Lock:
         return text_sha256(self.pins_text)
 
 
-def parse_lock(text: str, origin: str) -> tuple[Pin, ...]:
-    """Pins from a lock written by pip-compile (``name==version``, optional ``--hash`` lines)."""
+def parse_lock(text: str, origin: str, urls_allowed_for: frozenset[str] = frozenset()) -> tuple[Pin, ...]:
+    """Pins from a lock written by pip-compile (``name==version``, optional ``--hash`` lines).
+
+    ``name @ URL`` is accepted only for the names the (policy-checked) requirements file
+    itself gives as direct references: a lock can never bring in a URL of its own.
+    """
     pins: list[Pin] = []
     for number, line in _joined_lines(text):
         if line.startswith("-"):
@@ -99,6 +105,15 @@ def parse_lock(text: str, origin: str) -> tuple[Pin, ...]:
             requirement = Requirement(spec.strip())
         except InvalidRequirement as exc:
             raise ResolutionError(f"{origin}:{number}: not a valid pin ({exc}); regenerate the lock") from None
+        if requirement.url:
+            name = canonicalize_name(requirement.name)
+            if name not in urls_allowed_for:
+                raise ResolutionError(
+                    f"{origin}:{number}: {name} is pinned to a URL that the requirements file does not name; "
+                    "write the lock again with `python -m bootstrap lock`"
+                )
+            pins.append(Pin(name, None, hashes, requirement.url))
+            continue
         specifiers = list(requirement.specifier)
         if len(specifiers) != 1 or specifiers[0].operator != "==" or "*" in specifiers[0].version:
             raise ResolutionError(f"{origin}:{number}: {spec.strip()} is not an exact pin (name==version)")
@@ -163,6 +178,7 @@ def cache_key(desired: Desired, *, hashes: bool) -> str:
     key = {
         "input": desired.input_text(),
         "constraints": desired.constraints_text(),
+        "host": desired.host_constraints,
         "python": manifest.interpreter(),
         "pip_config": pip_config_fingerprint(),
         "hashes": hashes,
@@ -185,8 +201,13 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
         text = _read_lock(committed)
         recorded = _header_sha(text)
         if recorded == desired.input_sha256:
-            pins = parse_lock(text, str(committed))
+            pins = parse_lock(text, str(committed), desired.direct_references)
             unmet = unsatisfied(desired, pins)
+            if desired.require_hashes and any(not pin.hashes for pin in pins):
+                raise ResolutionError(
+                    f"BOOTSTRAP_REQUIRE_HASHES is set, but {committed} has pins without hashes; "
+                    "write it with `python -m bootstrap lock --hashes`"
+                )
             if not unmet:
                 log.info("using the committed lock %s", committed)
                 return Lock(pins, text, "committed", committed)
@@ -204,7 +225,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
     if cached.is_file():
         text = cached.read_text(encoding="utf-8")
         log.info("using the cached resolution %s", cached.name[:12])
-        return Lock(parse_lock(text, str(cached)), text, "cache")
+        return Lock(parse_lock(text, str(cached), desired.direct_references), text, "cache")
     return None
 
 
@@ -217,14 +238,19 @@ def _read_lock(path: Path) -> str:
 
 def unsatisfied(desired: Desired, pins: tuple[Pin, ...]) -> list[str]:
     """The requirements (for this interpreter) that ``pins`` do not meet, as ``file:line: spec``."""
-    pinned = {pin.name: pin.version for pin in pins}
+    pinned = {pin.name: pin for pin in pins}
     unmet = []
     for line in desired.requirements:
         requirement = line.requirement
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
-        version = pinned.get(line.name)
-        if version is None or not requirement.specifier.contains(version, prereleases=True):
+        pin = pinned.get(line.name)
+        if pin is None:
+            unmet.append(f"{line.path.name}:{line.line}: {requirement}")
+        elif requirement.url:
+            if pin.url != requirement.url:
+                unmet.append(f"{line.path.name}:{line.line}: {requirement}")
+        elif pin.version is None or not requirement.specifier.contains(pin.version, prereleases=True):
             unmet.append(f"{line.path.name}:{line.line}: {requirement}")
     return unmet
 
@@ -237,9 +263,9 @@ def compile_and_cache(settings: Settings, layout: Layout, desired: Desired, *, s
     """Resolve with pip-compile and cache the result under the hash of its inputs."""
     cached = _cache_path(layout, desired)
     text = compile_lock(settings, desired, hashes=desired.has_hashes, seed=seed)
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    safety.make_private_dir(cached.parent)
     atomic_write_text(cached, text)
-    return Lock(parse_lock(text, "pip-compile output"), text, "resolved")
+    return Lock(parse_lock(text, "pip-compile output", desired.direct_references), text, "resolved")
 
 
 def write_committed_lock(settings: Settings, desired: Desired, *, hashes: bool) -> Lock:
@@ -252,7 +278,7 @@ def write_committed_lock(settings: Settings, desired: Desired, *, hashes: bool) 
         else lock_header(desired)
     )
     atomic_write_text(committed, text)
-    return Lock(parse_lock(text, str(committed)), text, "committed", committed)
+    return Lock(parse_lock(text, str(committed), desired.direct_references), text, "committed", committed)
 
 
 def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: str | None) -> str:
@@ -286,7 +312,7 @@ def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: st
                 argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress, env=settings.pip_environment()
             )
         except CommandError as exc:
-            raise ResolutionError(explain_failure(exc, desired)) from exc
+            raise ResolutionError(explain_failure(exc, desired, wheels_only=not settings.allow_source_builds)) from exc
         body = output.read_text(encoding="utf-8")
     return lock_header(desired) + body
 
@@ -299,7 +325,7 @@ def _progress(line: str) -> None:
         log.debug("pip-compile: %s", line)
 
 
-def explain_failure(exc: CommandError, desired: Desired) -> str:
+def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = False) -> str:
     """Turn pip-compile's traceback into one line: what failed, where it was asked, what to do."""
     output = exc.stderr + "\n" + exc.stdout
     where = indexes(output)
@@ -322,9 +348,15 @@ def explain_failure(exc: CommandError, desired: Desired) -> str:
         origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
         if versions and versions != "none":
             return f"{origin}no version of {redact(spec)} found on {where} (available: {versions}); check the version"
+        wheels = (
+            "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
+            "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+            if wheels_only
+            else ""
+        )
         return (
             f"{origin}{redact(spec)} was not found on {where} (no versions at all); "
-            "check the name, and that this index is the right one and reachable"
+            f"check the name, and that this index is the right one and reachable{wheels}"
         )
     # pip-compile may retry without the seeded pins: the last conflict block is the real one.
     conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)

@@ -78,6 +78,7 @@ def rollback(settings: Settings, to: str | None = None) -> dict[str, Any]:
             "python": record.get("python"),
             "updated_at": manifest.now_iso(),
             "error": None,
+            "overrides": record.get("overrides", []),
         }
         manifest.write(layout.manifest, rolled_back)
         log.info("rolled back from %s to %s; it serves until the requirements file changes", active, to)

@@ -45,6 +45,25 @@ class Settings(BaseSettings):
     resolve_timeout: float = Field(600.0, gt=0, description="Seconds pip-compile may take.")
     install_timeout: float = Field(1800.0, gt=0, description="Seconds pip install may take.")
     import_check_timeout: float = Field(300.0, gt=0, description="Seconds the import check may take.")
+    allow_index_options: bool = Field(
+        False, description="Let the committed file say where packages come from (-i, --extra-index-url, -f, ...)."
+    )
+    allow_direct_references: bool = Field(
+        False, description="Let the committed file name URLs, archives and folders (name @ URL, ./pkg)."
+    )
+    allow_outside_includes: bool = Field(
+        False, description="Let the committed file include (-r/-c) files outside the repo folder."
+    )
+    allow_source_builds: bool = Field(
+        False, description="Let pip build packages from source archives (runs their build code); default: wheels only."
+    )
+    require_hashes: bool = Field(False, description="Every lock carries hashes and every install checks them.")
+    host_overrides: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset(), description="Comma-separated packages users may pin against the host's own version."
+    )
+    allow_world_writable: bool = Field(
+        False, description="Accept a world-writable packages folder (some SMB shares show every folder as 777)."
+    )
     index_timeout: float | None = Field(
         None, gt=0, description="Seconds pip waits for each answer of the index (pip's --timeout); unset: pip's."
     )
@@ -57,7 +76,7 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path | None) -> Path | None:
         return Path(os.path.abspath(value)) if value is not None else None
 
-    @field_validator("skip_import_check", mode="before")
+    @field_validator("skip_import_check", "host_overrides", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -67,6 +86,8 @@ class Settings(BaseSettings):
     def pip_environment(self) -> dict[str, str]:
         """What bootstrap's own settings add to pip's environment (nothing unless set)."""
         env = {}
+        if not self.allow_source_builds:  # no package's build code runs at host start-up
+            env["PIP_ONLY_BINARY"] = ":all:"
         if self.index_timeout is not None:
             env["PIP_TIMEOUT"] = str(self.index_timeout)
         if self.index_retries is not None:

@@ -9,6 +9,7 @@ manifest beside the generation that keeps serving.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from bootstrap import _subprocess, install, manifest, requirements, resolve, verify
+from bootstrap import _subprocess, host, install, manifest, requirements, resolve, safety, verify
 from bootstrap._fs import atomic_write_text, file_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
@@ -50,7 +51,7 @@ def sync(settings: Settings) -> SyncResult:
         return SyncResult(changed=False, manifest=current)
     waiting_since = manifest.now_iso()
     try:
-        _prepare_folder(layout)
+        _prepare_folder(layout, settings)
         with build_lock(layout, settings.lock_timeout) as waited:
             return _sync_recording_failures(settings, layout, waiting_since if waited else None)
     except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
@@ -86,10 +87,19 @@ def _sync_locked(
     recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since else None
     if recorded is not None:
         raise recorded
-    desired = requirements.read(settings.requirements_file)
+    desired, host_dists = read_desired(settings)
     inputs = {**desired.inputs, str(settings.committed_lock_file): file_sha256(settings.committed_lock_file)}
     install.clean_staging(layout)
-    lock, staging = _resolve(settings, layout, desired, seed=_active_lock_text(current))
+    lock, staging = _resolve(settings, layout, desired, seed=_active_lock_text(current), provided=host_dists)
+    origin = str(lock.committed_file or "the lock")
+    host.check_pins([(pin.name, pin.version) for pin in lock.pins], host_dists, settings.host_overrides, origin)
+    overrides = {canonicalize_name(name) for name in settings.host_overrides}
+    provided = {
+        pin.name: pin.version
+        for pin in lock.pins
+        if pin.version is not None and host_dists.get(pin.name) == pin.version and pin.name not in overrides
+    }
+    to_install = dataclasses.replace(lock, pins=tuple(pin for pin in lock.pins if pin.name not in provided))
     fields = {
         "requirements_file": str(settings.requirements_file),
         "requirements_sha256": inputs[str(settings.requirements_file)],
@@ -116,17 +126,36 @@ def _sync_locked(
 
     try:
         if staging is None:
-            staging = install.build(layout, lock, timeout=settings.install_timeout, env=settings.pip_environment())
+            staging = install.build(
+                layout,
+                to_install,
+                timeout=settings.install_timeout,
+                env=settings.pip_environment(),
+                pip_args=desired.pip_args(),
+            )
         dists = verify.verify_generation(
             staging / install.SITE_DIR,
-            {pin.name: pin.version for pin in lock.pins},
+            {pin.name: pin.version for pin in to_install.pins},
             skip=frozenset(settings.skip_import_check),
             timeout=settings.import_check_timeout,
+            provided=host_dists,
         )
-        packages = [
-            {"name": dist.display_name, "version": dist.version, "requested": dist.name in desired.requested}
-            for dist in sorted(dists, key=lambda d: d.name)
-        ]
+        packages = sorted(
+            [
+                {
+                    "name": d.display_name,
+                    "version": d.version,
+                    "requested": d.name in desired.requested,
+                    "provided_by": "generation",
+                }
+                for d in dists
+            ]
+            + [
+                {"name": name, "version": version, "requested": name in desired.requested, "provided_by": "host"}
+                for name, version in provided.items()
+            ],
+            key=lambda package: canonicalize_name(str(package["name"])),
+        )
         generation_id = staging.name
         metadata = {
             "generation": generation_id,
@@ -136,6 +165,7 @@ def _sync_locked(
             "requirements_file": fields["requirements_file"],
             "requirements_sha256": fields["requirements_sha256"],
             "lock_sha256": lock.sha256,
+            "overrides": sorted(name for name in overrides if name in host_dists and name in {d.name for d in dists}),
         }
         site_dir = install.publish(layout, staging, metadata)
     except BaseException:
@@ -147,6 +177,8 @@ def _sync_locked(
         "site_dir": str(site_dir),
         "packages": packages,
         "python": manifest.interpreter(),
+        # Host packages this generation overrides: it must then come before the host's site-packages.
+        "overrides": metadata["overrides"],
         **fields,
     }
     manifest.write(layout.manifest, {key: new[key] for key in manifest.MANIFEST_KEYS})
@@ -182,8 +214,28 @@ def _input_hashes(settings: Settings) -> dict[str, str | None]:
     return {str(path): file_sha256(path) for path in (settings.requirements_file, settings.committed_lock_file)}
 
 
+def read_desired(settings: Settings) -> tuple[requirements.Desired, dict[str, str]]:
+    """The committed file read under the operator's policy, checked against the host's own packages."""
+    policy = requirements.Policy(
+        allow_index_options=settings.allow_index_options,
+        allow_direct_references=settings.allow_direct_references,
+        allow_outside_includes=settings.allow_outside_includes,
+    )
+    desired = requirements.read(settings.requirements_file, policy)
+    host_dists = host.host_distributions(settings.packages_dir)
+    host.check_requirements(desired, host_dists, settings.host_overrides)
+    desired.host_constraints = host.constraints_text(host_dists, settings.host_overrides)
+    desired.require_hashes = settings.require_hashes
+    return desired, host_dists
+
+
 def _resolve(
-    settings: Settings, layout: Layout, desired: requirements.Desired, *, seed: str | None
+    settings: Settings,
+    layout: Layout,
+    desired: requirements.Desired,
+    *,
+    seed: str | None,
+    provided: dict[str, str],
 ) -> tuple[resolve.Lock, Path | None]:
     """The lock, and a staging folder already holding it when one could be built while resolving.
 
@@ -224,7 +276,7 @@ def _resolve(
         raise
     worker.join()
     staging: Path | None = outcome.get("staging")
-    if staging is not None and install.adopt(staging, lock):
+    if staging is not None and install.adopt(staging, lock, provided):
         log.info("the install made while resolving matches the lock: kept")
         return lock, staging
     why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"
@@ -276,9 +328,10 @@ def _record_failure(settings: Settings, layout: Layout, current: dict[str, Any] 
         log.error("could not record the failure in %s: %s", layout.manifest, write_error)
 
 
-def _prepare_folder(layout: Layout) -> None:
+def _prepare_folder(layout: Layout, settings: Settings) -> None:
+    safety.check_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
     try:
-        layout.root.mkdir(parents=True, exist_ok=True)
+        safety.make_private_dir(layout.root)
     except OSError as exc:
         raise SettingsError(
             f"cannot create the packages folder {layout.root} ({exc.strerror}); set BOOTSTRAP_PACKAGES_DIR "

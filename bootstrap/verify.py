@@ -16,7 +16,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -144,18 +144,22 @@ def changed_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
     return problems
 
 
-def check_set(dists: list[Distribution], expected: dict[str, str]) -> None:
-    """The installed set must be exactly ``expected`` ({canonical name: version})."""
+def check_set(dists: list[Distribution], expected: Mapping[str, str | None]) -> None:
+    """The installed set must be exactly ``expected`` ({canonical name: version, or None for a URL pin})."""
     seen: dict[str, str] = {}
     for dist in dists:
         if dist.name in seen:
             raise VerificationError(f"{dist.display_name} is installed twice ({seen[dist.name]} and {dist.version})")
         seen[dist.name] = dist.version
-    problems = [f"{name} {version} is missing" for name, version in expected.items() if name not in seen]
+    problems = [
+        f"{name} {version or ''} is missing".replace("  ", " ")
+        for name, version in expected.items()
+        if name not in seen
+    ]
     problems += [
         f"{name} is {seen[name]}, not {version}"
         for name, version in expected.items()
-        if name in seen and not _same_version(seen[name], version)
+        if name in seen and version is not None and not _same_version(seen[name], version)
     ]
     problems += [f"{name} {version} was not asked for" for name, version in seen.items() if name not in expected]
     if problems:
@@ -170,7 +174,7 @@ def _same_version(one: str, other: str) -> bool:
         return one == other
 
 
-def check_dependencies(dists: list[Distribution]) -> None:
+def check_dependencies(dists: list[Distribution], provided: Mapping[str, str] | None = None) -> None:
     """Every distribution's requirements (markers for this interpreter) must be met inside the set.
 
     A requirement needed only for an extra is skipped unless a distribution in the set asks for that extra
@@ -195,6 +199,11 @@ def check_dependencies(dists: list[Distribution]) -> None:
                 continue
             needed = by_name.get(canonicalize_name(requirement.name))
             what = f"{dist.display_name} {dist.version} requires {requirement}"
+            host_version = (provided or {}).get(canonicalize_name(requirement.name))
+            if needed is None and host_version is not None:  # the host provides it
+                if not _satisfies(host_version, requirement):
+                    problems.add(f"{what}, but the host has {requirement.name} {host_version}")
+                continue
             if needed is None:
                 problems.add(f"{what}, but {canonicalize_name(requirement.name)} is not in the set")
                 continue
@@ -279,13 +288,18 @@ def _died(what: str, stdout: str, owner: dict[str, Distribution], advice: str = 
 
 
 def verify_generation(
-    site_dir: Path, expected: dict[str, str], *, skip: frozenset[str], timeout: float
+    site_dir: Path,
+    expected: Mapping[str, str | None],
+    *,
+    skip: frozenset[str],
+    timeout: float,
+    provided: Mapping[str, str] | None = None,
 ) -> list[Distribution]:
     """All four checks; returns the distributions found."""
     log.info("verifying the new generation")
     dists = installed(site_dir)
     check_set(dists, expected)
-    check_dependencies(dists)
+    check_dependencies(dists, provided)
     missing = missing_files(site_dir, dists)
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
