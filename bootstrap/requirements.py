@@ -29,6 +29,7 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^(git|hg|svn|bzr)\+")
 _ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
 _ENV_VAR = re.compile(r"\$\{[A-Za-z0-9_]+\}")
+_NAMED_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
 _HASH = re.compile(r"^(sha256|sha384|sha512):[0-9a-fA-F]+$")
 
 _WHERE_FROM = (
@@ -322,7 +323,9 @@ _ALLOW_DIRECT = "an operator can allow `name @ URL` with BOOTSTRAP_ALLOW_DIRECT_
 
 def _parse_requirement(path: Path, line_no: int, line: str, policy: Policy) -> RequirementLine:
     spec, hashes = _split_line_options(path, line_no, line)
-    if _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip()):
+    named = _NAMED_REFERENCE.match(spec) is not None  # `name @ URL`: judged below, once parsed
+    bare = _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip())
+    if bare and not named:
         if policy.allow_direct_references:
             raise RequirementsError(path, line_no, f"write a direct reference as `name @ URL`, not {redact(spec)}")
         raise RequirementsError(

@@ -346,6 +346,13 @@ def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = 
         spec, versions = not_found.group(1), not_found.group(2).strip()
         name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
         origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        host_pin = next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
+        if host_pin is not None:
+            return (
+                f"{origin}the requirements need {name}, which the host has ({host_pin}), but {where} does not "
+                f"offer that version ({versions or 'none'}); the index must carry the host's version, or an "
+                f"operator can let users override it with BOOTSTRAP_HOST_OVERRIDES={name}"
+            )
         if versions and versions != "none":
             return f"{origin}no version of {redact(spec)} found on {where} (available: {versions}); check the version"
         wheels = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.metadata
 import random
 import zipfile
 from dataclasses import dataclass, field
@@ -88,8 +89,19 @@ FIXTURE_DISTS = [
 ]
 
 
+# The host (this test environment) has `packaging`: the index must offer the host's version for a
+# resolution that touches it (then it is provided by the host, never installed), and an older one
+# to pin against the host.
+HOST_PACKAGING = importlib.metadata.version("packaging")
+HOST_DISTS = [
+    Dist("packaging", HOST_PACKAGING, module("packaging", HOST_PACKAGING)),
+    Dist("packaging", "20.9", module("packaging", "20.9")),
+    Dist("bsf-needs-host", "1.0", module("bsf_needs_host", "1.0", "import packaging\n"), requires=("packaging>=20",)),
+]
+
+
 def build_wheelhouse(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for dist in FIXTURE_DISTS:
+    for dist in FIXTURE_DISTS + HOST_DISTS:
         build_wheel(dist, folder)
     return folder

@@ -1,0 +1,64 @@
+"""The host comes first: its own packages constrain resolution and are never installed again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bootstrap.errors import RequirementsError
+from bootstrap.sync import sync
+from tests.conftest import Repo, python_with_bootstrap
+from tests.wheels import HOST_PACKAGING
+
+
+def test_a_requirement_the_host_satisfies_is_not_installed_again(repo: Repo) -> None:
+    repo.write("bsf-needs-host", "packaging")
+    sync(repo.settings())
+    m = repo.manifest()
+    by_name = {p["name"]: p for p in m["packages"]}
+    assert by_name["packaging"]["provided_by"] == "host" and by_name["packaging"]["version"] == HOST_PACKAGING
+    assert by_name["packaging"]["requested"] is True
+    assert by_name["bsf-needs-host"]["provided_by"] == "generation"
+    site_dir = Path(m["site_dir"])
+    assert not (site_dir / "packaging").exists() and not list(site_dir.glob("packaging-*.dist-info"))
+    proc = python_with_bootstrap(
+        "import bootstrap; bootstrap.startup(); import bsf_needs_host, packaging; print(packaging.__file__)"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert str(repo.packages_dir) not in proc.stdout  # the host's own packaging
+
+
+def test_a_pin_against_the_host_is_refused_before_anything_is_resolved(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha", "packaging==20.9")
+    with pytest.raises(RequirementsError) as failure:
+        sync(repo.settings())
+    message = str(failure.value)
+    assert "requirements.txt:2:" in message and "packaging==20.9" in message
+    assert f"host's packaging {HOST_PACKAGING}" in message and "BOOTSTRAP_HOST_OVERRIDES=packaging" in message
+    assert repo.manifest()["site_dir"] is None  # nothing was installed
+
+
+def test_an_operator_may_let_users_override_a_host_package(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOTSTRAP_HOST_OVERRIDES", "packaging")
+    repo.write("packaging==20.9")
+    sync(repo.settings())
+    m = repo.manifest()
+    assert m["overrides"] == ["packaging"]
+    assert {p["name"]: p["provided_by"] for p in m["packages"]} == {"packaging": "generation"}
+    proc = python_with_bootstrap(
+        "import bootstrap; bootstrap.startup(); import packaging; print(packaging.__version__)"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "20.9"  # the generation goes first on sys.path
+
+
+def test_a_committed_lock_pinning_a_host_package_elsewhere_is_refused(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-needs-host")
+    assert run_cli("lock").code == 0
+    lock = repo.root / "requirements.lock"
+    lock.write_text(lock.read_text() + "packaging==20.9\n")
+    result = run_cli("sync", "-q")
+    assert result.code == 1
+    assert "pins packaging 20.9, but the host has packaging" in result.err
