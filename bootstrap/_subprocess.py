@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from bootstrap._pipout import redact
 from bootstrap.errors import CommandError
 from bootstrap.safety import child_umask
 
@@ -61,7 +62,7 @@ def run(
     (pip's build backends, say).
     """
     argv = [str(part) for part in argv]
-    log.debug("running %s", " ".join(argv))
+    log.debug("running %s", redact(" ".join(argv)))  # an allowed --extra-index-url may carry a password
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -116,7 +117,7 @@ def run(
         reader.join()
     stdout, stderr = "".join(stdout_lines), "".join(stderr_chunks)
     if timed_out.is_set() or returncode != 0:
-        log.debug("%s failed (%s); stderr:\n%s", argv[:4], returncode, stderr)
+        log.debug("%s failed (%s); stderr:\n%s", redact(" ".join(argv[:4])), returncode, redact(stderr))
         raise CommandError(argv, returncode, stdout, stderr, timed_out=timed_out.is_set())
     return Completed(argv, stdout, stderr)
 
