@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bootstrap._pipout import redact
+
 
 class BootstrapError(Exception):
     """Base of every error a user can act on. ``stage`` names the step that failed."""
@@ -92,7 +94,7 @@ class CommandError(BootstrapError):
         self.stderr = stderr
         self.timed_out = timed_out
         summary = "timed out" if timed_out else f"exited with code {returncode}"
-        last = last_line(stderr) or last_line(stdout)
+        last = redact(last_line(stderr) or last_line(stdout))
         # Name the program, never the whole argv: a `-c` script or a URL with credentials may be in it.
         program = " ".join(part for part in self.argv[1:3] if not part.startswith("-") or part == "-m")
         super().__init__(f"{program or self.argv[0]} {summary}" + (f": {last}" if last else ""))

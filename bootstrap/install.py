@@ -22,7 +22,7 @@ from typing import Any
 
 from bootstrap import _subprocess, safety
 from bootstrap._fs import atomic_write_text, remove_tree
-from bootstrap._pipout import indexes, last_error
+from bootstrap._pipout import indexes, last_error, redact
 from bootstrap.errors import CommandError, InstallError, PublishError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
@@ -144,17 +144,17 @@ def _remove_distribution(site_dir: Path, dist_info: Path, files: tuple[str, ...]
 
 
 def _quiet_progress(line: str) -> None:
-    log.debug("pip (speculative): %s", line)
+    log.debug("pip (speculative): %s", redact(line))
 
 
 def _progress(line: str) -> None:
     if line.startswith(("Collecting ", "Processing ")):  # one per distribution fetched
         what = line.split(" ", 1)[1].split(" (from ", 1)[0]
-        log.info("  fetching %s", os.path.basename(what))
+        log.info("  fetching %s", redact(os.path.basename(what)))
     elif line.startswith("Installing collected packages"):
-        log.info("  %s", line)
+        log.info("  %s", redact(line))
     else:
-        log.debug("pip: %s", line)
+        log.debug("pip: %s", redact(line))
 
 
 def _explain(exc: CommandError) -> str:

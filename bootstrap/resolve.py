@@ -159,14 +159,19 @@ def _header_sha(text: str) -> str | None:
 
 def pip_config_fingerprint() -> str:
     """A hash of pip's configuration (env and config files): part of the cache key, never stored in clear."""
-    parts = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("PIP_") and k not in _IRRELEVANT_PIP_ENV]
+    # Redacted: credentials do not change what resolves, and even a hash of them is not kept in a file name.
+    parts = [
+        f"{k}={redact(v)}"
+        for k, v in sorted(os.environ.items())
+        if k.startswith("PIP_") and k not in _IRRELEVANT_PIP_ENV
+    ]
     candidates = [os.environ.get("PIP_CONFIG_FILE", ""), "/etc/pip.conf", os.path.join(sys.prefix, "pip.conf")]
     candidates += [os.path.join(d, "pip", "pip.conf") for d in os.environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")]
     candidates += [os.path.expanduser("~/.pip/pip.conf"), os.path.expanduser("~/.config/pip/pip.conf")]
     for candidate in candidates:
         if candidate and os.path.isfile(candidate):
             try:
-                parts.append(f"{candidate}:{Path(candidate).read_text(errors='replace')}")
+                parts.append(f"{candidate}:{redact(Path(candidate).read_text(errors='replace'))}")
             except OSError:
                 continue
     return text_sha256("\n".join(parts))
@@ -322,7 +327,7 @@ def _progress(line: str) -> None:
     if stripped.startswith("Collecting "):  # one per distribution considered
         log.info("  resolving %s", stripped[len("Collecting ") :].split(" (from ", 1)[0])
     else:
-        log.debug("pip-compile: %s", line)
+        log.debug("pip-compile: %s", redact(line))
 
 
 def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = False) -> str:
@@ -363,7 +368,8 @@ def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = 
         )
         return (
             f"{origin}{redact(spec)} was not found on {where} (no versions at all); "
-            f"check the name, and that this index is the right one and reachable{wheels}"
+            "check the name, and that this index is the right one, is reachable and (a private index answers a "
+            f"wrong password with no versions) accepts its credentials{wheels}"
         )
     # pip-compile may retry without the seeded pins: the last conflict block is the real one.
     conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)
