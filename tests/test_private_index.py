@@ -96,8 +96,8 @@ class PrivateIndex:
         return f"http://****@127.0.0.1:{port or self.port}/simple/"
 
     def pip_says(self, *, port: int | None = None) -> str:
-        """How pip names the index (it hides the password, not the user)."""
-        return f"Looking in indexes: http://{USER}:****@127.0.0.1:{port or self.port}/simple/"
+        """pip's own line naming the index, as bootstrap logs it (pip hides the password, bootstrap the user too)."""
+        return f"Looking in indexes: http://****@127.0.0.1:{port or self.port}/simple/"
 
     @property
     def links_url(self) -> str:
@@ -327,7 +327,7 @@ def test_sync_from_private_find_links(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("PIP_FIND_LINKS", private_index.links_url)
     _sync_without_leaking(
-        repo, run_cli, bootstrap_log, f"Looking in links: http://{USER}:****@127.0.0.1:{private_index.port}/packages/"
+        repo, run_cli, bootstrap_log, f"Looking in links: http://****@127.0.0.1:{private_index.port}/packages/"
     )
 
 
@@ -450,5 +450,5 @@ def test_a_failure_on_private_find_links_names_them_without_the_password(
     monkeypatch.setenv("PIP_FIND_LINKS", private_index.links_url)
     repo.write("bsf-nonexistent")
     where = f"find-links http://****@127.0.0.1:{private_index.port}/packages/"
-    pip_says = f"Looking in links: http://{USER}:****@127.0.0.1:{private_index.port}/packages/"
+    pip_says = f"Looking in links: http://****@127.0.0.1:{private_index.port}/packages/"
     _fails_without_leaking(repo, run_cli, bootstrap_log, ("bsf-nonexistent", "was not found", where), pip_says)
