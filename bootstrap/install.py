@@ -131,10 +131,11 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
 
 def _remove_distribution(site_dir: Path, dist_info: Path, files: tuple[str, ...]) -> None:
     folders: set[Path] = set()
+    root = os.path.realpath(site_dir)
     for path in files:
-        if path.startswith(("../", "/")):
-            continue
         target = site_dir / path
+        if not os.path.realpath(target).startswith(root + os.sep):  # a RECORD never reaches outside
+            continue
         target.unlink(missing_ok=True)
         folders.update(parent for parent in target.parents if site_dir in parent.parents)
     shutil.rmtree(dist_info, ignore_errors=True)
