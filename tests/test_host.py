@@ -62,3 +62,20 @@ def test_a_committed_lock_pinning_a_host_package_elsewhere_is_refused(repo: Repo
     result = run_cli("sync", "-q")
     assert result.code == 1
     assert "pins packaging 20.9, but the host has packaging" in result.err
+
+
+def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tmp_path: Path) -> None:
+    from bootstrap import install
+    from bootstrap.resolve import Lock
+
+    staging = tmp_path / "staging" / "g"
+    site_dir = staging / "site"
+    dist_info = site_dir / "packaging-20.9.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Name: packaging\nVersion: 20.9\n")
+    victim = tmp_path / "outside.txt"
+    victim.write_text("keep me")
+    (dist_info / "RECORD").write_text("packaging/../../../../outside.txt,,\n/etc/hostname,,\n")
+    assert install.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
+    assert victim.read_text() == "keep me"
+    assert not dist_info.exists()
