@@ -83,19 +83,23 @@ def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
     Idempotent. The generation goes *after* the host's own site-packages (the
     host comes first), through ``site.addsitedir`` so ``.pth`` files work. A
     generation built for another interpreter is never activated. If this
-    process had activated an older generation, its entry is replaced.
+    process had activated an older generation, its entry is replaced. A
+    generation that overrides host packages (an operator's choice) goes first.
     """
-    manifest = read_manifest(packages_dir)
+    return _activate(read_manifest(packages_dir))
+
+
+def _activate(manifest: dict[str, Any] | None) -> str | None:
     site_dir = manifest.get("site_dir") if manifest else None
-    if not site_dir:
+    if not manifest or not site_dir:
         return None
-    if not manifest_mod.built_for_this_interpreter(manifest.get("python") if manifest else None):
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
         _logger().warning("not activating %s: it was built for another Python interpreter", site_dir)
         return None
     if not os.path.isdir(site_dir):
         _logger().warning("not activating %s: the folder is missing", site_dir)
         return None
-    _put_on_path(site_dir, first=bool(manifest and manifest.get("overrides")))
+    _put_on_path(site_dir, first=bool(manifest.get("overrides")))
     return str(site_dir)
 
 
@@ -135,7 +139,7 @@ def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> 
         and manifest.get("status") == "ok"
         and stale_reason(manifest, requirements_file, lock_file) is None
     ):
-        activate(packages_dir)
+        _activate(manifest)  # the manifest just read: the fast path reads it once
         return manifest
 
     from bootstrap.errors import BootstrapError
