@@ -151,7 +151,9 @@ def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> 
     except BootstrapError as exc:
         if raise_errors:
             raise
-        _logger().error("sync failed, serving the last good generation: %s", exc)
+        from bootstrap._pipout import redact
+
+        _logger().error("sync failed, serving the last good generation: %s", redact(str(exc)))
     except Exception:  # a bug, or the machine failing: the host must still start on what it has
         if raise_errors:
             raise

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from bootstrap._pipout import redact
 from bootstrap.errors import BootstrapError, StorageError
 from bootstrap.settings import Settings, load_settings
 
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(load_settings(), args))
     except BootstrapError as exc:
         log.debug("details:", exc_info=True)
-        print(f"bootstrap: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"bootstrap: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 1
     except OSError as exc:  # the machine, not a bug: one line, the traceback under -v
         log.debug("details:", exc_info=True)

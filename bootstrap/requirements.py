@@ -152,6 +152,11 @@ def read(requirements_file: Path, policy: Policy | None = None) -> Desired:
         log.warning("%s does not exist: the desired set is empty", requirements_file)
         return desired
     repo_dir = Path(os.path.realpath(requirements_file.parent))
+    real = Path(os.path.realpath(requirements_file))
+    if real.parent != repo_dir and repo_dir not in real.parents:  # a committed symlink to /proc/self/environ...
+        raise RequirementsError(
+            requirements_file, None, f"is a link to {real}, outside its folder {repo_dir}; commit the file itself"
+        )
     _Reader(desired, repo_dir, policy or Policy()).read_file(requirements_file, kind="requirement", chain=())
     return desired
 
@@ -256,7 +261,7 @@ class _Reader:
                 path, line_no, value, kind=_INCLUDE_OPTIONS[option] if kind == "requirement" else kind, chain=chain
             )
         elif value:
-            self._global(f"{option}={value}")
+            self._global(f"{option}={_binary_value(path, line_no, option, value)}")
         else:
             self._global(option)
 
@@ -292,6 +297,28 @@ def _exclusive(one: RequirementLine, other: RequirementLine) -> bool:
     and ``x==2; python_version>="3.10"``): pip-compile keeps both. Any other repeat is a mistake."""
     first, second = one.requirement.marker, other.requirement.marker
     return first is not None and second is not None and str(first) != str(second)
+
+
+_PACKAGE_NAMES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(,[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def _binary_value(path: Path, line_no: int, option: str, value: str) -> str:
+    """``--only-binary`` takes ``:all:`` or package names, nothing else.
+
+    Its value is written back into pip's input, so anything more (a space and
+    ``--find-links``) would be read by pip as another option; and ``:none:``
+    would undo the operator's wheels-only default.
+    """
+    if value == ":none:":
+        raise RequirementsError(
+            path,
+            line_no,
+            f"{option}=:none: is not allowed: it makes pip build (run code) from source; whether that is allowed "
+            "is the operator's choice (BOOTSTRAP_ALLOW_SOURCE_BUILDS)",
+        )
+    if value != ":all:" and not _PACKAGE_NAMES.match(value):
+        raise RequirementsError(path, line_no, f"{option} takes :all: or package names, not {redact(value)!r}")
+    return value
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:

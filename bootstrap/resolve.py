@@ -32,6 +32,7 @@ from bootstrap.settings import Settings
 log = logging.getLogger("bootstrap")
 
 _HEADER_KEY = "# bootstrap: input-sha256="
+_HASH_VALUE = re.compile(r"^(sha256|sha384|sha512):[0-9a-fA-F]+$")
 
 # pip settings that change *what* resolves; the rest (logging, timeouts, cache) do not.
 _IRRELEVANT_PIP_ENV = frozenset(
@@ -101,6 +102,9 @@ def parse_lock(text: str, origin: str, urls_allowed_for: frozenset[str] = frozen
             )
         spec, *options = line.split(" --hash")
         hashes = tuple(option.lstrip("=").strip() for option in options)
+        for value in hashes:  # written back for pip: a "hash" with a space in it would be another option
+            if not _HASH_VALUE.match(value):
+                raise ResolutionError(f"{origin}:{number}: {redact(value)!r} is not a hash (algorithm:hexdigest)")
         try:
             requirement = Requirement(spec.strip())
         except InvalidRequirement as exc:
@@ -235,6 +239,9 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
 
 
 def _read_lock(path: Path) -> str:
+    real, folder = Path(os.path.realpath(path)), Path(os.path.realpath(path.parent))
+    if real.parent != folder and folder not in real.parents:
+        raise ResolutionError(f"{path} is a link to {real}, outside its folder; commit the lock itself")
     try:
         return path.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors add is not content
     except UnicodeDecodeError:

@@ -96,3 +96,39 @@ def test_required_hashes(repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPat
     assert run_cli("sync", "-q").code == 0
     installed_lock = (Path(repo.manifest()["site_dir"]).parent / "lock.txt").read_text()
     assert installed_lock.count("--hash=sha256:") == 2
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '--only-binary="bsf-nothing --find-links=/tmp"',  # one shell token, two options for pip
+        "--only-binary=:none:",  # would undo the wheels-only default
+        '--only-binary="x --index-url=https://example.invalid/simple"',
+    ],
+)
+def test_only_binary_cannot_smuggle_options_or_allow_builds(repo: Repo, line: str) -> None:
+    repo.write(line, "bsf-alpha")
+    with pytest.raises(RequirementsError) as failure:
+        sync(repo.settings())
+    assert str(failure.value).startswith(f"{repo.requirements}:1: --only-binary")
+
+
+def test_a_requirements_file_linked_outside_its_folder_is_refused(repo: Repo, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.env"
+    secret.write_text("AZURE_STORAGE_KEY=s3cr3tv4lue\n")
+    repo.requirements.symlink_to(secret)
+    with pytest.raises(RequirementsError) as failure:
+        sync(repo.settings())
+    assert "outside its folder" in str(failure.value) and "s3cr3tv4lue" not in str(failure.value)
+    assert "s3cr3tv4lue" not in repo.manifest_path.read_text()
+
+
+def test_a_lock_hash_cannot_carry_an_option(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha")
+    assert run_cli("lock", "--hashes").code == 0
+    lock = repo.root / "requirements.lock"
+    lock.write_text(
+        lock.read_text().replace("--hash=sha256:", "--hash=sha256:00 --config-settings=k=v --hash=sha256:", 1)
+    )
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and "is not a hash" in result.err
