@@ -74,15 +74,37 @@ def build(
     timeout: float,
     env: dict[str, str] | None = None,
     pip_args: list[str] | None = None,
+    reuse_from: Path | None = None,
 ) -> Path:
-    """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it)."""
+    """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it).
+
+    Distributions ``reuse_from`` (the active generation's site folder) already
+    holds at the same pin are linked over instead of installed again.
+    """
+    from bootstrap import reuse
+
     staging = _new_staging(layout)
-    lock_path = staging / LOCK_FILE
-    atomic_write_text(lock_path, lock.pins_text)  # pins only: whatever else a lock file said never reaches pip
-    if lock.pins:
-        count = len(lock.pins)
+    site_dir = staging / SITE_DIR
+    atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
+    carried = reuse.reusable(reuse_from, lock.pins)
+    if carried:
+        assert reuse_from is not None
+        for dist in carried:
+            reuse.link_distribution(reuse_from, site_dir, dist)
+        log.info("reusing %d unchanged distribution%s", len(carried), "" if len(carried) == 1 else "s")
+    names = {dist.name for dist in carried}
+    rest = [pin for pin in lock.pins if pin.name not in names]
+    if rest:
+        count = len(rest)
         log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
-        _pip_install(staging / SITE_DIR, lock_path, no_deps=True, timeout=timeout, env=env, pip_args=pip_args)
+        pins_file = staging / "install.txt"
+        atomic_write_text(pins_file, "".join(pin.line() + "\n" for pin in rest))
+        # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
+        target = staging / "new-site" if carried else site_dir
+        _pip_install(target, pins_file, no_deps=True, timeout=timeout, env=env, pip_args=pip_args)
+        if carried:
+            reuse.merge(target, site_dir)
+        pins_file.unlink()
     return staging
 
 

@@ -132,6 +132,7 @@ def _sync_locked(
                 timeout=settings.install_timeout,
                 env=settings.pip_environment(),
                 pip_args=desired.pip_args(),
+                reuse_from=_reusable_site(current),
             )
         dists = verify.verify_generation(
             staging / install.SITE_DIR,
@@ -306,6 +307,13 @@ def _serves_lock(current: dict[str, Any] | None, lock: resolve.Lock) -> bool:
     if current is None or current.get("lock_sha256") != lock.sha256:
         return False
     return manifest.built_for_this_interpreter(current.get("python")) and _intact(current)
+
+
+def _reusable_site(current: dict[str, Any] | None) -> Path | None:
+    """The active generation's site folder, if its distributions may be carried over (same interpreter)."""
+    if current is None or not current.get("site_dir") or not manifest.built_for_this_interpreter(current.get("python")):
+        return None
+    return Path(current["site_dir"])
 
 
 def _active_lock_text(current: dict[str, Any] | None) -> str | None:

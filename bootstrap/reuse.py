@@ -1,0 +1,77 @@
+"""Incremental generations: carry unchanged distributions over from the active one.
+
+A new generation is still a new folder, but a distribution whose exact pin the
+active generation already holds (intact, for this interpreter) is not
+installed again: its files, as its RECORD lists them, are hard-linked into the
+new folder (copied where the filesystem cannot link). Only what was added or
+changed goes through pip, into a folder of its own, and is then moved in file
+by file, so distributions sharing a namespace folder merge instead of pip's
+``--target`` skipping the folder (pypa/pip#10629). Generations are never
+edited in place, so a file shared by two of them never changes under either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from bootstrap.errors import InstallError, VerificationError
+from bootstrap.resolve import Pin
+from bootstrap.verify import Distribution, installed, missing_files
+
+log = logging.getLogger("bootstrap")
+
+
+def reusable(active_site: Path | None, pins: tuple[Pin, ...]) -> list[Distribution]:
+    """The active generation's distributions that match a pin exactly and are intact."""
+    if active_site is None or not active_site.is_dir():
+        return []
+    wanted = {pin.name: pin.version for pin in pins if pin.url is None and not pin.hashes}
+    try:
+        found = installed(active_site)
+    except VerificationError:  # a damaged dist-info: reuse nothing rather than guess
+        return []
+    return [
+        dist
+        for dist in found
+        if wanted.get(dist.name) == dist.version and not missing_files(active_site, [dist]) and _contained(dist)
+    ]
+
+
+def _contained(dist: Distribution) -> bool:
+    """Every RECORD path stays inside the site folder (pip's scripts aside): safe to link."""
+    return all(
+        not path.startswith("/") and ".." not in Path(path).parts for path in dist.files if not path.startswith("../")
+    )
+
+
+def link_distribution(source_site: Path, target_site: Path, dist: Distribution) -> None:
+    """Hard-link (or copy) every file of ``dist`` from one site folder into another."""
+    for path in dist.files:
+        if path.startswith("../"):
+            continue  # pip's scripts (bin/): not part of the importable set
+        source, target = source_site / path, target_site / path
+        if not source.exists():
+            continue  # a compiled file RECORD lists but the import check did not write
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another filesystem, or one without hard links (some SMB shares)
+            shutil.copy2(source, target)
+
+
+def merge(source_site: Path, target_site: Path) -> None:
+    """Move every file of a freshly installed folder into the new generation; never overwrite."""
+    for folder, _, files in os.walk(source_site):
+        relative = Path(folder).relative_to(source_site)
+        for name in files:
+            target = target_site / relative / name
+            if target.exists():
+                raise InstallError(
+                    f"two distributions both install {relative / name}; the set cannot be installed together"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(folder) / name, target)
+    shutil.rmtree(source_site, ignore_errors=True)

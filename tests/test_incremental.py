@@ -1,0 +1,73 @@
+"""Incremental generations: unchanged distributions are carried over, only the new ones installed."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bootstrap.sync import sync
+from tests.conftest import Repo, python_in
+
+
+def _inode(path: Path) -> int:
+    return path.stat().st_ino
+
+
+def test_adding_one_package_installs_only_that_one(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    repo.write("bsf-beta==1.0", "bsf-gamma")
+    sync(repo.settings())
+    old_site = Path(repo.manifest()["site_dir"])
+
+    repo.write("bsf-beta==1.0", "bsf-gamma", "jaraco.context")
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        assert sync(repo.settings()).changed
+    messages = [r.getMessage() for r in caplog.records]
+    assert "reusing 3 unchanged distributions" in messages
+    assert "installing 1 distribution into a new generation" in messages
+    new_site = Path(repo.manifest()["site_dir"])
+    assert new_site != old_site
+    # the same file, not a copy: hard-linked from the active generation
+    assert _inode(new_site / "bsf_gamma.py") == _inode(old_site / "bsf_gamma.py")
+    assert repo.installed() == {"bsf-alpha": "2.0", "bsf-beta": "1.0", "bsf-gamma": "1.0", "jaraco.context": "1.0"}
+    code = "import bsf_beta, bsf_gamma, jaraco.context; print(bsf_beta.__version__)"
+    assert python_in(new_site, code).stdout.strip() == "1.0"
+
+
+def test_a_namespace_shared_by_a_kept_and_a_new_distribution_merges(repo: Repo) -> None:
+    repo.write("jaraco.functools==1.0")
+    sync(repo.settings())
+    repo.write("jaraco.functools==1.0", "jaraco.context")
+    sync(repo.settings())
+    site_dir = repo.manifest()["site_dir"]
+    code = "import jaraco.functools as f, jaraco.context as c; print(f.__version__, c.__version__)"
+    assert python_in(site_dir, code).stdout.strip() == "1.0 1.0"
+
+
+def test_an_upgraded_package_is_installed_and_the_rest_carried(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    repo.write("bsf-alpha==1.0", "bsf-gamma")
+    sync(repo.settings())
+    repo.write("bsf-alpha==2.0", "bsf-gamma")
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        sync(repo.settings())
+    messages = [r.getMessage() for r in caplog.records]
+    assert "reusing 1 unchanged distribution" in messages
+    site_dir = repo.manifest()["site_dir"]
+    assert sorted(p.name for p in Path(site_dir).glob("*.dist-info")) == [
+        "bsf_alpha-2.0.dist-info",
+        "bsf_gamma-1.0.dist-info",
+    ]
+    assert python_in(site_dir, "import bsf_alpha; print(bsf_alpha.__version__)").stdout.strip() == "2.0"
+
+
+def test_a_damaged_distribution_is_not_carried_over(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    repo.write("bsf-alpha==1.0", "bsf-gamma")
+    sync(repo.settings())
+    old_site = Path(repo.manifest()["site_dir"])
+    (old_site / "bsf_gamma.py").unlink()  # damaged by hand
+    repo.write("bsf-alpha==1.0", "bsf-gamma", "jaraco.context")
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        sync(repo.settings())
+    assert "reusing 1 unchanged distribution" in [r.getMessage() for r in caplog.records]
+    assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").exists()
