@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 PACKAGES = ("colorama", "tabulate", "python-dateutil", "pyyaml")
+ADDED = "six"  # the one package the incremental measurement adds to the set
 PUBLIC_INDEX = "https://pypi.org/simple"
 STARTUP_GOAL, SYNC_GOAL = 1.25, 1.2
 HEAVY = ("pydantic", "piptools", "watchdog", "filelock", "packaging")
@@ -170,7 +171,7 @@ def bench_startup(work: Path, wheelhouse: Path, runs: int) -> list[Row]:
 def make_wheelhouse(work: Path) -> tuple[Path, bool]:
     """Download the set once; return the folder and whether the public index was reachable."""
     wheelhouse = work / "wheelhouse"
-    argv = [PY, "-m", "pip", "download", "-q", "-d", str(wheelhouse), *PACKAGES]
+    argv = [PY, "-m", "pip", "download", "-q", "-d", str(wheelhouse), *PACKAGES, ADDED]
     try:
         run(argv, clean_env(work, PIP_INDEX_URL=PUBLIC_INDEX, XDG_CACHE_HOME=str(work / "dl-cache")), work, 120)
         return wheelhouse, True
@@ -261,6 +262,45 @@ def bench_sync(work: Path, source: str, pip_env: dict[str, str], runs: int) -> l
     ]
 
 
+def bench_incremental(work: Path, wheelhouse: Path, runs: int) -> list[Row]:
+    """Add one package to a synced set, against building the grown set from nothing (both from the wheelhouse)."""
+    print("\n== 3. incremental: add one package to the set ==")
+    counter = iter(range(10**6))
+
+    def prepared(grown: bool) -> tuple[Path, dict[str, str]]:
+        folder = work / f"inc-{next(counter)}"
+        (folder / "repo").mkdir(parents=True)
+        env = clean_env(work, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse), XDG_CACHE_HOME=str(folder / "cache"))
+        env.update(
+            BOOTSTRAP_REQUIREMENTS_FILE=str(folder / "repo" / "requirements.txt"),
+            BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"),
+        )
+        (folder / "repo" / "requirements.txt").write_text("\n".join(PACKAGES) + "\n")
+        if grown:
+            run([PY, "-m", "bootstrap", "sync"], env, folder)  # not measured: the set before the change
+        (folder / "repo" / "requirements.txt").write_text("\n".join((*PACKAGES, ADDED)) + "\n")
+        return folder, env
+
+    def incremental() -> float:
+        folder, env = prepared(grown=True)
+        return run([PY, "-m", "bootstrap", "sync"], env, folder)
+
+    def rebuild() -> float:
+        folder, env = prepared(grown=False)
+        return run([PY, "-m", "bootstrap", "sync"], env, folder)
+
+    def clean_up() -> None:
+        for done in work.glob("inc-*"):
+            shutil.rmtree(done, ignore_errors=True)
+        os.sync()
+
+    times = interleave({"incremental": incremental, "rebuild": rebuild}, runs, clean_up)
+    print(f"add {ADDED} to a synced set:     {spread(times['incremental'])}")
+    print(f"build the grown set from nothing: {spread(times['rebuild'])}")
+    ours, base = statistics.median(times["incremental"]), statistics.median(times["rebuild"])
+    return [(f"incremental add-one vs full rebuild (wheelhouse, set of {len(PACKAGES) + 1})", ours, base, None)]
+
+
 def table(rows: list[Row]) -> str:
     lines = [
         "| measurement | bootstrap median s | baseline median s | ratio | goal |",
@@ -296,6 +336,7 @@ def main() -> int:
         print(f"wheelhouse: {', '.join(sorted(p.name for p in wheelhouse.iterdir()))}")
         rows += bench_startup(work, wheelhouse, 6 * runs)
         rows += bench_sync(work, "wheelhouse", {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}, runs)
+        rows += bench_incremental(work, wheelhouse, runs)
         if args.quick:
             print("\n(public index skipped: --quick)")
         elif not online:
