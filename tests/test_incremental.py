@@ -71,3 +71,19 @@ def test_a_damaged_distribution_is_not_carried_over(repo: Repo, caplog: pytest.L
         sync(repo.settings())
     assert "reusing 1 unchanged distribution" in [r.getMessage() for r in caplog.records]
     assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").exists()
+
+
+def test_a_shared_file_edited_in_place_shows_up_in_verify(repo: Repo, run_cli: object) -> None:
+    """Some platforms patch files after install (certifi's CA bundle): with hard links that edit reaches
+    every generation sharing the file, so `verify` must name it rather than let it pass silently."""
+    repo.write("bsf-gamma")
+    sync(repo.settings())
+    old_site = Path(repo.manifest()["site_dir"])
+    repo.write("bsf-gamma", "bsf-alpha")
+    sync(repo.settings())
+    new_site = Path(repo.manifest()["site_dir"])
+    assert _inode(new_site / "bsf_gamma.py") == _inode(old_site / "bsf_gamma.py")
+    with open(old_site / "bsf_gamma.py", "a") as handle:  # patched in the old generation, in place
+        handle.write("PATCHED = True\n")
+    result = run_cli("verify")  # type: ignore[operator]
+    assert result.code == 1 and "changed: bsf-gamma 1.0: bsf_gamma.py" in result.out
