@@ -72,6 +72,12 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.watch import watch
+
+    return watch(settings)
+
+
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.rollback import rollback
 
@@ -107,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common], help="check every file against its RECORD hash")
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=_cmd_verify)
+    watch = commands.add_parser("watch", parents=[common], help="sync now, then again whenever the file changes")
+    watch.set_defaults(func=_cmd_watch)
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous generation active again")
     rollback.add_argument("--to", metavar="GENERATION", help="a generation id from `status` (default: the previous)")
     rollback.set_defaults(func=_cmd_rollback)

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     allow_world_writable: bool = Field(
         False, description="Accept a world-writable packages folder (some SMB shares show every folder as 777)."
     )
+    watch_polling: bool = Field(
+        False, description="`watch` polls the requirements folder instead of inotify (network shares see no events)."
+    )
+    watch_debounce: float = Field(
+        1.0, gt=0, description="Seconds `watch` waits for a burst of file events to settle before one sync."
+    )
     index_timeout: float | None = Field(
         None, gt=0, description="Seconds pip waits for each answer of the index (pip's --timeout); unset: pip's."
     )
