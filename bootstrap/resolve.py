@@ -196,11 +196,6 @@ def cache_key(desired: Desired, *, hashes: bool) -> str:
     return text_sha256(json.dumps(key, sort_keys=True))
 
 
-def resolve(settings: Settings, layout: Layout, desired: Desired, *, seed: str | None = None) -> Lock:
-    """The exact pins for ``desired``: committed lock, cached lock, or a fresh pip-compile."""
-    return reuse(settings, layout, desired) or compile_and_cache(settings, layout, desired, seed=seed)
-
-
 def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
     """A lock that needs no resolution: the empty set, the committed lock, or the cached one."""
     if not desired.requirements:
