@@ -1,15 +1,64 @@
 """bootstrap: a declarative package bootstrapper for Python workflow hosts.
 
-The public API is three functions. ``startup()`` syncs the packages folder with
-the committed requirements file if needed and puts the active generation on
-``sys.path``; ``activate()`` only does the latter; ``read_manifest()`` returns
-what the active generation holds. Importing this package is cheap: the sync
-machinery loads only when a sync is needed.
+``startup()`` syncs the packages folder with the committed requirements file if
+needed and puts the active generation on ``sys.path`` (``watch=True`` keeps
+following the file; ``block=False`` serves the last good generation at once).
+``activate()`` only does the latter; ``read_manifest()`` returns what the
+active generation holds; ``ensure("tabulate")`` adds a package at run time,
+for good. Importing this package is cheap: the sync machinery loads only when
+a sync is needed.
 """
 
 from __future__ import annotations
 
+from bootstrap._paths import packages_dir
 from bootstrap.activation import activate, read_manifest, startup
 
-__all__ = ["activate", "read_manifest", "startup"]
+__all__ = [
+    "activate",
+    "ensure",
+    "packages_dir",
+    "read_manifest",
+    "restart_pending",
+    "startup",
+    "stop",
+    "wait_until_synced",
+]
 __version__ = "0.1.0"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays off the start-up fast path
+    from typing import Any
+
+
+def ensure(requirement: str, **options: Any) -> dict[str, Any]:
+    """Make ``requirement`` (``"tabulate"``, ``"tabulate>=0.9"``) importable now and after restarts.
+
+    Recorded in the runtime overlay of the packages folder, synced and activated
+    in this process; returns the package's manifest entry. Raises
+    ``bootstrap.errors.BootstrapError`` if it cannot be had (the last good set keeps serving).
+    """
+    from bootstrap.runtime import ensure as _ensure
+
+    return _ensure(requirement, **options)
+
+
+def wait_until_synced(timeout: float | None = None) -> bool:
+    """After ``startup(block=False)`` or ``startup(watch=True)``: wait for the first sync; True once done."""
+    from bootstrap.live import wait_until_synced as _wait
+
+    return _wait(timeout)
+
+
+def restart_pending() -> list[dict[str, Any]]:
+    """Distributions this process loaded whose active version has changed since: restart to use the new ones."""
+    from bootstrap.live import restart_pending as _pending
+
+    return _pending()
+
+
+def stop(timeout: float | None = None) -> None:
+    """Stop the watcher thread of ``startup(watch=True)`` (a sync in progress finishes first)."""
+    from bootstrap.live import stop as _stop
+
+    _stop(timeout)

@@ -12,6 +12,7 @@ ENV_PREFIX = "BOOTSTRAP_"
 DEFAULT_REQUIREMENTS_FILE = "/home/repo/requirements.txt"
 DEFAULT_PACKAGES_DIR = "/home/.packages"
 MANIFEST_NAME = "manifest.json"
+RUNTIME_REQUIREMENTS_NAME = "runtime-requirements.txt"
 
 
 def default_lock_file(requirements_file: str) -> str:
@@ -23,3 +24,8 @@ def env_path(name: str, default: str) -> str:
     """A path setting read straight from the environment, as ``Settings`` would (fast path only)."""
     value = os.environ.get(ENV_PREFIX + name.upper())
     return os.path.abspath(value if value else default)
+
+
+def packages_dir() -> str:
+    """The packages folder this process uses: ``BOOTSTRAP_PACKAGES_DIR``, default ``/home/.packages``."""
+    return env_path("packages_dir", DEFAULT_PACKAGES_DIR)

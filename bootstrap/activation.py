@@ -13,7 +13,14 @@ import sys
 
 from bootstrap import manifest as manifest_mod
 from bootstrap._fs import file_sha256
-from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, MANIFEST_NAME, default_lock_file, env_path
+from bootstrap._paths import (
+    DEFAULT_PACKAGES_DIR,
+    DEFAULT_REQUIREMENTS_FILE,
+    MANIFEST_NAME,
+    RUNTIME_REQUIREMENTS_NAME,
+    default_lock_file,
+    env_path,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib stay off the fast path
@@ -47,10 +54,12 @@ def stale_reason(
     manifest: dict[str, Any] | None,
     requirements_file: str | os.PathLike[str],
     lock_file: str | os.PathLike[str] | None = None,
+    runtime_file: str | os.PathLike[str] | None = None,
 ) -> str | None:
     """Why the active generation does not serve ``requirements_file`` (and ``lock_file``) as they are now.
 
-    None when it does. ``lock_file`` defaults to ``requirements.lock`` beside the requirements file.
+    None when it does. ``lock_file`` defaults to ``requirements.lock`` beside the requirements file;
+    ``runtime_file`` is the overlay of packages added at run time (in the packages folder): it must be recorded.
     """
     if manifest is None or not manifest.get("site_dir"):
         return "never synced"
@@ -63,6 +72,8 @@ def stale_reason(
     lock_file = os.fspath(lock_file) if lock_file is not None else default_lock_file(requirements_file)
     if lock_file not in inputs:
         return f"the lock file is now {lock_file}"
+    if runtime_file is not None and os.fspath(runtime_file) not in inputs:
+        return "the manifest does not record the packages added at run time"
     for path, sha256 in inputs.items():
         if file_sha256(path) != sha256:
             return f"{path} changed since the last sync"
@@ -90,6 +101,15 @@ def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
 
 
 def _activate(manifest: dict[str, Any] | None) -> str | None:
+    site_dir = usable_site(manifest)
+    if manifest is None or site_dir is None:
+        return None
+    _put_on_path(site_dir, first=bool(manifest.get("overrides")))
+    return site_dir
+
+
+def usable_site(manifest: dict[str, Any] | None) -> str | None:
+    """The manifest's generation folder if this interpreter can use it (else None, with a warning why)."""
     site_dir = manifest.get("site_dir") if manifest else None
     if not manifest or not site_dir:
         return None
@@ -99,7 +119,6 @@ def _activate(manifest: dict[str, Any] | None) -> str | None:
     if not os.path.isdir(site_dir):
         _logger().warning("not activating %s: the folder is missing", site_dir)
         return None
-    _put_on_path(site_dir, first=bool(manifest.get("overrides")))
     return str(site_dir)
 
 
@@ -118,14 +137,25 @@ def _put_on_path(site_dir: str, *, first: bool = False) -> None:
     _active_site_dir = site_dir
 
 
-def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> dict[str, Any] | None:
+def startup(
+    settings: Settings | None = None, *, raise_errors: bool = False, watch: bool = False, block: bool = True
+) -> dict[str, Any] | None:
     """Sync if needed, then activate; return the manifest.
 
     The fast path (nothing changed) starts no process and imports nothing
     heavy. When a sync is needed and fails, the failure is logged and recorded
     in the manifest, and the last good generation is activated anyway, so the
     host keeps serving; pass ``raise_errors=True`` to get the error instead.
+
+    ``watch=True`` keeps a watcher thread that syncs whenever the requirements
+    file changes and moves this process to every new generation.
+    ``block=False`` activates the last good generation and returns at once; a
+    needed sync runs in a background thread (``bootstrap.wait_until_synced()``).
     """
+    if watch or not block:
+        from bootstrap import live
+
+        return live.start(settings, raise_errors=raise_errors, watch=watch, block=block)
     if settings is None:
         requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
         packages_dir = _packages_dir(None)
@@ -137,7 +167,8 @@ def startup(settings: Settings | None = None, *, raise_errors: bool = False) -> 
     if (
         manifest is not None
         and manifest.get("status") == "ok"
-        and stale_reason(manifest, requirements_file, lock_file) is None
+        and stale_reason(manifest, requirements_file, lock_file, os.path.join(packages_dir, RUNTIME_REQUIREMENTS_NAME))
+        is None
     ):
         _activate(manifest)  # the manifest just read: the fast path reads it once
         return manifest

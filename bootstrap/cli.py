@@ -52,9 +52,30 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.resolve import write_committed_lock
     from bootstrap.sync import read_desired
 
-    desired, _ = read_desired(settings)
+    desired, _ = read_desired(settings, runtime=False)  # the lock is for committing: the repo file's alone
     lock = write_committed_lock(settings, desired, hashes=args.hashes)
     print(f"wrote {lock.committed_file} ({len(lock.pins)} pins); commit it beside {settings.requirements_file.name}")
+    return 0
+
+
+def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.runtime import add, package_entry, parse_request
+
+    name = parse_request(args.requirement, settings).name
+    result = add(settings, args.requirement)
+    entry = package_entry(result.manifest, name) or {}
+    print(
+        f"added {entry.get('name', args.requirement)} {entry.get('version', '')} at run time: generation "
+        f"{result.manifest.get('generation')} is active (kept across restarts; `remove` takes it out)"
+    )
+    return 0
+
+
+def _cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.runtime import remove
+
+    result = remove(settings, args.name)
+    print(f"removed {args.name}: generation {result.manifest.get('generation')} is active")
     return 0
 
 
@@ -115,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=_cmd_verify)
     watch = commands.add_parser("watch", parents=[common], help="sync now, then again whenever the file changes")
     watch.set_defaults(func=_cmd_watch)
+    add = commands.add_parser("add", parents=[common], help="add a package at run time (kept across restarts)")
+    add.add_argument("requirement", metavar="NAME[SPEC]", help="e.g. tabulate or 'tabulate>=0.9'")
+    add.set_defaults(func=_cmd_add)
+    remove = commands.add_parser("remove", parents=[common], help="take out a package added at run time")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(func=_cmd_remove)
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous generation active again")
     rollback.add_argument("--to", metavar="GENERATION", help="a generation id from `status` (default: the previous)")
     rollback.set_defaults(func=_cmd_rollback)

@@ -21,7 +21,9 @@ def check(settings: Settings) -> dict[str, Any]:
     if damage:
         problems.append(f"{damage}; the next sync rewrites it")
     else:
-        reason = stale_reason(current, settings.requirements_file, settings.committed_lock_file)
+        reason = stale_reason(
+            current, settings.requirements_file, settings.committed_lock_file, layout.runtime_requirements
+        )
         if reason:
             problems.append(reason)
         if current is not None and current.get("status") == "failed":
@@ -38,6 +40,11 @@ def check(settings: Settings) -> dict[str, Any]:
     # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
     debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
     notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
+    restarts = _restart_pending(layout)
+    for item in restarts:
+        who = "this process" if item["pid"] is None else f"pid {item['pid']} on {item['host']}"
+        loaded = ", ".join(_loaded(package) for package in item["packages"])
+        notes.append(f"restart pending: {who} has {loaded} loaded; restart it to use the active generation")
     return {
         "healthy": not problems,
         "problems": problems,
@@ -47,7 +54,31 @@ def check(settings: Settings) -> dict[str, Any]:
         "requirements_file": str(settings.requirements_file),
         "packages_dir": str(layout.root),
         "last_error": current.get("error") if current else None,
+        "restart_pending": restarts,
     }
+
+
+def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
+    """Processes (this one first) running modules of a distribution whose active version has changed."""
+    import sys
+
+    found: list[dict[str, Any]] = []
+    live = sys.modules.get("bootstrap.live")  # loaded only in a host that switched generations in-process
+    if live is not None and live.restart_pending():
+        found.append({"pid": None, "host": None, "packages": live.restart_pending()})
+    from bootstrap.live import pending_elsewhere
+
+    found += [
+        {"pid": record.get("pid"), "host": record.get("host"), "packages": record.get("packages", [])}
+        for record in pending_elsewhere(layout)
+    ]
+    return found
+
+
+def _loaded(package: dict[str, Any]) -> str:
+    active = package.get("active")
+    now = f"the active generation has {active}" if active else "the active generation no longer has it"
+    return f"{package.get('name')} {package.get('loaded')} ({now})"
 
 
 def verify_active(settings: Settings) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bootstrap._paths import MANIFEST_NAME
+from bootstrap._paths import MANIFEST_NAME, RUNTIME_REQUIREMENTS_NAME
 
 
 class Layout:
@@ -19,10 +19,23 @@ class Layout:
         ``generation.json``  what the generation holds and how it was built
     ``staging/<id>/``        generations being built (debris if a sync died)
     ``cache/locks/``         resolutions cached by the hash of their inputs
+    ``runtime-requirements.txt``  packages added at run time (``bootstrap.ensure``, ``add``): the overlay
+    ``.runtime.lock``        serialises edits of the overlay
+    ``processes/``           ``<host>-<pid>.json`` of running hosts that need a restart
     """
 
     MANAGED_NAMES = frozenset(
-        {MANIFEST_NAME, ".bootstrap.lock", ".bootstrap.lock.owner", "generations", "staging", "cache"}
+        {
+            MANIFEST_NAME,
+            ".bootstrap.lock",
+            ".bootstrap.lock.owner",
+            "generations",
+            "staging",
+            "cache",
+            RUNTIME_REQUIREMENTS_NAME,
+            ".runtime.lock",
+            "processes",
+        }
     )
 
     def __init__(self, packages_dir: str | os.PathLike[str]) -> None:
@@ -51,6 +64,18 @@ class Layout:
     @property
     def lock_cache(self) -> Path:
         return self.root / "cache" / "locks"
+
+    @property
+    def runtime_requirements(self) -> Path:
+        return self.root / RUNTIME_REQUIREMENTS_NAME
+
+    @property
+    def runtime_lock(self) -> Path:
+        return self.root / ".runtime.lock"
+
+    @property
+    def processes(self) -> Path:
+        return self.root / "processes"
 
     def generation(self, generation_id: str) -> Path:
         return self.generations / generation_id

@@ -66,6 +66,7 @@ class RequirementLine:
     line: int
     requirement: Requirement
     hashes: tuple[str, ...] = ()
+    runtime: bool = False  # added at run time (the overlay in the packages folder), not committed
 
     @property
     def name(self) -> str:
@@ -103,9 +104,25 @@ class Desired:
             or "--require-hashes" in self.global_options
         )
 
-    def input_text(self) -> str:
+    @property
+    def added_at_runtime(self) -> frozenset[str]:
+        """Names only the runtime overlay asks for (a name the committed file has too counts as the file's)."""
+        committed = {line.name for line in self.requirements if not line.runtime}
+        return frozenset(line.name for line in self.requirements if line.runtime and line.name not in committed)
+
+    def source(self, name: str) -> str | None:
+        """Where a package is asked for: "repo" (the committed file), "runtime" (added at run time) or None."""
+        if name in self.added_at_runtime:
+            return "runtime"
+        return "repo" if name in self.requested else None
+
+    def input_text(self, *, committed_only: bool = False) -> str:
         """The normalised requirements: what resolution depends on, comments and layout aside."""
-        lines = [*self.index_options, *self.global_options, *(line.normalized() for line in self.requirements)]
+        lines = [
+            *self.index_options,
+            *self.global_options,
+            *(line.normalized() for line in self.requirements if not (committed_only and line.runtime)),
+        ]
         return "\n".join(lines) + "\n"
 
     @property
@@ -117,13 +134,18 @@ class Desired:
         """The index options (allowed by the operator) that an install from the lock needs too."""
         return [token for option in self.index_options for token in shlex.split(option)]
 
-    def constraints_text(self) -> str:
-        return "".join(line.normalized() + "\n" for line in self.constraints)
+    def constraints_text(self, *, committed_only: bool = False) -> str:
+        return "".join(line.normalized() + "\n" for line in self.constraints if not (committed_only and line.runtime))
 
     @property
     def input_sha256(self) -> str:
-        """Identifies the normalised input (requirements and constraints); a lock records it."""
+        """Identifies the normalised input (requirements and constraints, runtime additions included)."""
         return text_sha256(self.input_text() + "\0" + self.constraints_text())
+
+    @property
+    def committed_sha256(self) -> str:
+        """Identifies the committed file's input alone: what a committed lock records."""
+        return text_sha256(self.input_text(committed_only=True) + "\0" + self.constraints_text(committed_only=True))
 
     def write_compile_input(self, folder: Path) -> Path:
         """Write the pip-compile input (and its constraints file) into ``folder``."""
@@ -180,7 +202,7 @@ class _Reader:
             raise RequirementsError(path, None, "is not UTF-8 text") from None
         except OSError as exc:
             raise RequirementsError(path, None, f"cannot be read ({exc.strerror})") from None
-        for line_no, line in _logical_lines(text):
+        for line_no, line in logical_lines(text):
             self.read_line(path, line_no, line, kind=kind, chain=(*chain, real))
 
     def read_line(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
@@ -191,7 +213,7 @@ class _Reader:
         if line.startswith("-"):
             self.read_option(path, line_no, line, kind=kind, chain=chain)
             return
-        requirement_line = _parse_requirement(path, line_no, line, self.policy)
+        requirement_line = parse_requirement(path, line_no, line, self.policy)
         earlier_lines = self.seen.setdefault((kind, requirement_line.name), [])
         for earlier in earlier_lines:
             if not _exclusive(earlier, requirement_line):
@@ -321,7 +343,7 @@ def _binary_value(path: Path, line_no: int, option: str, value: str) -> str:
     return value
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
+def logical_lines(text: str) -> list[tuple[int, str]]:
     """Lines as pip reads them: comments stripped, backslash continuations joined."""
     result: list[tuple[int, str]] = []
     pending: list[str] = []
@@ -348,7 +370,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 _ALLOW_DIRECT = "an operator can allow `name @ URL` with BOOTSTRAP_ALLOW_DIRECT_REFERENCES=true"
 
 
-def _parse_requirement(path: Path, line_no: int, line: str, policy: Policy) -> RequirementLine:
+def parse_requirement(path: Path, line_no: int, line: str, policy: Policy) -> RequirementLine:
     spec, hashes = _split_line_options(path, line_no, line)
     named = _NAMED_REFERENCE.match(spec) is not None  # `name @ URL`: judged below, once parsed
     bare = _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip())

@@ -150,7 +150,7 @@ def lock_header(desired: Desired) -> str:
     return (
         f"# Written by `python -m bootstrap lock` from {name}: commit it beside {name}.\n"
         f"# `sync` installs exactly these pins while {name} is unchanged; run `lock` again after editing it.\n"
-        f"{_HEADER_KEY}{desired.input_sha256}\n"
+        f"{_HEADER_KEY}{desired.committed_sha256}\n"
     )
 
 
@@ -204,7 +204,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
     if committed.is_file():
         text = _read_lock(committed)
         recorded = _header_sha(text)
-        if recorded == desired.input_sha256:
+        if recorded == desired.committed_sha256:
             pins = parse_lock(text, str(committed), desired.direct_references)
             unmet = unsatisfied(desired, pins)
             if desired.require_hashes and any(not pin.hashes for pin in pins):
@@ -215,6 +215,9 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
             if not unmet:
                 log.info("using the committed lock %s", committed)
                 return Lock(pins, text, "committed", committed)
+            if not unsatisfied(desired, pins, committed_only=True):  # only the runtime additions are new
+                log.info("the committed lock does not cover %s (added at run time): resolving", unmet[0])
+                return _cached(layout, desired)
             why = f"it does not satisfy {unmet[0]}"
         elif recorded is None:
             why = "it was not written by `bootstrap lock`"
@@ -225,6 +228,10 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
             committed,
             why,
         )
+    return _cached(layout, desired)
+
+
+def _cached(layout: Layout, desired: Desired) -> Lock | None:
     cached = _cache_path(layout, desired)
     if cached.is_file():
         text = cached.read_text(encoding="utf-8")
@@ -243,11 +250,17 @@ def _read_lock(path: Path) -> str:
         raise ResolutionError(f"{path} is not UTF-8 text; write it again with `python -m bootstrap lock`") from None
 
 
-def unsatisfied(desired: Desired, pins: tuple[Pin, ...]) -> list[str]:
-    """The requirements (for this interpreter) that ``pins`` do not meet, as ``file:line: spec``."""
+def unsatisfied(desired: Desired, pins: tuple[Pin, ...], *, committed_only: bool = False) -> list[str]:
+    """The requirements (for this interpreter) that ``pins`` do not meet, as ``file:line: spec``.
+
+    Runtime additions kept as constraints (their package is in the committed file too) count as well.
+    """
     pinned = {pin.name: pin for pin in pins}
     unmet = []
-    for line in desired.requirements:
+    lines = [*desired.requirements, *(line for line in desired.constraints if line.runtime)]
+    for line in lines:
+        if committed_only and line.runtime:
+            continue
         requirement = line.requirement
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue

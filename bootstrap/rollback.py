@@ -62,7 +62,10 @@ def rollback(settings: Settings, to: str | None = None) -> dict[str, Any]:
         if missing:
             raise RollbackError(f"generation {to} is damaged ({missing[0]} is missing); pick another")
         record = install.read_generation(target) or {}
-        inputs = {str(path): file_sha256(path) for path in (settings.requirements_file, settings.committed_lock_file)}
+        inputs = {
+            str(path): file_sha256(path)
+            for path in (settings.requirements_file, settings.committed_lock_file, layout.runtime_requirements)
+        }
         rolled_back = {
             "schema_version": manifest.SCHEMA_VERSION,
             "status": "ok",

@@ -51,7 +51,7 @@ def sync(settings: Settings) -> SyncResult:
         return SyncResult(changed=False, manifest=current)
     waiting_since = manifest.now_iso()
     try:
-        _prepare_folder(layout, settings)
+        prepare_folder(layout, settings)
         with build_lock(layout, settings.lock_timeout) as waited:
             return _sync_recording_failures(settings, layout, waiting_since if waited else None)
     except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
@@ -116,8 +116,12 @@ def _sync_locked(
         log.info(
             "the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"]
         )
-        packages = [  # the same pins, but what is named in the file may have changed
-            {**package, "requested": canonicalize_name(package["name"]) in desired.requested}
+        packages = [  # the same pins, but what is named in the file (or the overlay) may have changed
+            {
+                **package,
+                "requested": canonicalize_name(package["name"]) in desired.requested,
+                "source": desired.source(canonicalize_name(package["name"])),
+            }
             for package in current.get("packages", [])
         ]
         updated = {**current, **fields, "packages": packages}
@@ -148,11 +152,18 @@ def _sync_locked(
                     "version": d.version,
                     "requested": d.name in desired.requested,
                     "provided_by": "generation",
+                    "source": desired.source(d.name),
                 }
                 for d in dists
             ]
             + [
-                {"name": name, "version": version, "requested": name in desired.requested, "provided_by": "host"}
+                {
+                    "name": name,
+                    "version": version,
+                    "requested": name in desired.requested,
+                    "provided_by": "host",
+                    "source": desired.source(name),
+                }
                 for name, version in provided.items()
             ],
             key=lambda package: canonicalize_name(str(package["name"])),
@@ -212,17 +223,31 @@ def _failed_while_waiting(
 
 
 def _input_hashes(settings: Settings) -> dict[str, str | None]:
-    return {str(path): file_sha256(path) for path in (settings.requirements_file, settings.committed_lock_file)}
+    runtime_file = Layout(settings.packages_dir).runtime_requirements
+    paths = (settings.requirements_file, settings.committed_lock_file, runtime_file)
+    return {str(path): file_sha256(path) for path in paths}
 
 
-def read_desired(settings: Settings) -> tuple[requirements.Desired, dict[str, str]]:
-    """The committed file read under the operator's policy, checked against the host's own packages."""
-    policy = requirements.Policy(
+def policy_for(settings: Settings) -> requirements.Policy:
+    """What the operator allows a requirements file (committed, or the runtime overlay) to say."""
+    return requirements.Policy(
         allow_index_options=settings.allow_index_options,
         allow_direct_references=settings.allow_direct_references,
         allow_outside_includes=settings.allow_outside_includes,
     )
+
+
+def read_desired(settings: Settings, *, runtime: bool = True) -> tuple[requirements.Desired, dict[str, str]]:
+    """The committed file (and, with ``runtime``, the packages added at run time) read under the operator's
+    policy, checked against the host's own packages."""
+    from bootstrap.runtime import merge, read_overlay
+
+    policy = policy_for(settings)
     desired = requirements.read(settings.requirements_file, policy)
+    if runtime:
+        overlay = Layout(settings.packages_dir).runtime_requirements
+        merge(desired, read_overlay(overlay, policy))
+        desired.inputs[str(overlay)] = file_sha256(overlay)
     host_dists = host.host_distributions(settings.packages_dir)
     host.check_requirements(desired, host_dists, settings.host_overrides)
     desired.host_constraints = host.constraints_text(host_dists, settings.host_overrides)
@@ -288,7 +313,10 @@ def _resolve(
 
 def _is_current(current: dict[str, Any], settings: Settings) -> bool:
     """The active generation serves the file as it is now, and none of its files went missing."""
-    return stale_reason(current, settings.requirements_file, settings.committed_lock_file) is None and _intact(current)
+    runtime_file = Layout(settings.packages_dir).runtime_requirements
+    return stale_reason(
+        current, settings.requirements_file, settings.committed_lock_file, runtime_file
+    ) is None and _intact(current)
 
 
 def _intact(current: dict[str, Any]) -> bool:
@@ -336,7 +364,7 @@ def _record_failure(settings: Settings, layout: Layout, current: dict[str, Any] 
         log.error("could not record the failure in %s: %s", layout.manifest, write_error)
 
 
-def _prepare_folder(layout: Layout, settings: Settings) -> None:
+def prepare_folder(layout: Layout, settings: Settings) -> None:
     safety.check_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
     try:
         safety.make_private_dir(layout.root)

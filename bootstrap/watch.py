@@ -30,6 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -38,15 +39,19 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from bootstrap import manifest
 from bootstrap._pipout import redact
 from bootstrap.errors import BootstrapError, SettingsError
+from bootstrap.layout import Layout
 from bootstrap.settings import Settings
-from bootstrap.sync import SyncResult, sync
+from bootstrap.sync import SyncResult, prepare_folder, sync
 
 log = logging.getLogger("bootstrap")
 
 #: Called after every sync with its result, or with the ``BootstrapError`` it raised.
 OnSynced = Callable[[SyncResult | BootstrapError], None]
+#: Called with the manifest whenever it is rewritten (by this process or any other).
+OnManifest = Callable[[dict[str, Any] | None], object]
 
 _IGNORED_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
 
@@ -70,22 +75,52 @@ class _Handler(FileSystemEventHandler):
             self._dirty.set()
 
 
+class _ManifestHandler(FileSystemEventHandler):
+    """Hand the manifest to ``follow`` whenever it is replaced (atomic writes: a rename onto it)."""
+
+    def __init__(self, manifest_path: Path, follow: OnManifest) -> None:
+        self._manifest = manifest_path
+        self._key = _key(manifest_path)
+        self._follow = follow
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in _IGNORED_EVENTS:
+            return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        if any(_key(p) == self._key for p in paths):
+            try:
+                self._follow(manifest.read(self._manifest))
+            except Exception:  # the observer thread must survive a bad callback
+                log.exception("following the manifest failed")
+
+
 class Watcher:
-    """Sync once, then after every burst of changes to the requirements file (or its committed lock).
+    """Sync once, then after every burst of changes to the requirements file (or its committed lock, or
+    the runtime overlay in the packages folder).
 
     ``start()`` returns at once; ``stop()`` lets a sync in progress finish, starts
     no new one and joins every thread. Also a context manager. No signal handlers.
+    ``follow`` (a host's watcher) is called with the manifest whenever anyone publishes.
     """
 
-    def __init__(self, settings: Settings, on_synced: OnSynced | None = None, *, initial_sync: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_synced: OnSynced | None = None,
+        *,
+        initial_sync: bool = True,
+        follow: OnManifest | None = None,
+    ) -> None:
         self.settings = settings
         self.on_synced = on_synced
         self.initial_sync = initial_sync
+        self.follow = follow
         self.folder = settings.requirements_file.parent
         watched = {settings.requirements_file}
         if settings.committed_lock_file.parent == self.folder:
             watched.add(settings.committed_lock_file)
         self._watched = frozenset(_key(p) for p in watched)
+        self._layout = Layout(settings.packages_dir)
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._observer: BaseObserver | None = None
@@ -98,11 +133,24 @@ class Watcher:
             raise SettingsError(f"cannot watch {self.folder}: no such folder")
         observer: BaseObserver = PollingObserver() if self.settings.watch_polling else Observer()
         observer.schedule(_Handler(self._watched, self._dirty), str(self.folder), recursive=False)
+        self._watch_packages_folder(observer)
         observer.start()  # before the initial sync, so an edit made during it is not missed
         self._observer = observer
         log.info("watching %s for changes to %s", self.folder, self.settings.requirements_file.name)
         self._worker = threading.Thread(target=self._run, name="bootstrap-watch", daemon=True)
         self._worker.start()
+
+    def _watch_packages_folder(self, observer: BaseObserver) -> None:
+        """The runtime overlay (a sync when another process edits it) and, with ``follow``, the manifest."""
+        try:
+            prepare_folder(self._layout, self.settings)
+        except BootstrapError as exc:  # the initial sync will say the same, in full
+            log.warning("not watching the packages folder: %s", exc)
+            return
+        overlay = frozenset({_key(self._layout.runtime_requirements)})
+        observer.schedule(_Handler(overlay, self._dirty), str(self._layout.root), recursive=False)
+        if self.follow is not None:
+            observer.schedule(_ManifestHandler(self._layout.manifest, self.follow), str(self._layout.root))
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop watching; wait for a sync in progress (up to ``timeout`` seconds, default: as long as it takes)."""

@@ -1,0 +1,243 @@
+"""Bootstrap inside a running host: background syncs, the watcher thread, generation switches.
+
+``startup(watch=True)`` and ``startup(block=False)`` land here (the plain
+``startup()`` fast path never imports this module).
+
+- **Switching.** When a new generation is published, ``switch()`` moves this
+  process's ``sys.path`` entry to it and invalidates the import caches, so
+  packages added since import at once.
+- **Restart pending.** Modules already imported stay what they are: Python
+  cannot swap them safely. ``switch()`` looks at what is loaded (every module
+  whose file lies in a generation folder, mapped to its distribution through
+  the RECORD files) and lists the distributions whose active version is now a
+  different one: ``restart_pending()``. ``check`` and the health report show
+  the list (for other processes too: a process with a pending restart leaves
+  ``processes/<host>-<pid>.json`` in the packages folder, removed when the
+  list empties or the process exits).
+- **Following.** A watching process also follows the manifest: a generation
+  published by anyone (another instance, ``bootstrap add``) is switched to.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from bootstrap import activation, manifest
+from bootstrap._fs import atomic_write_text
+from bootstrap.errors import BootstrapError
+from bootstrap.layout import Layout
+from bootstrap.settings import Settings, load_settings
+
+log = logging.getLogger("bootstrap")
+
+_switching = threading.Lock()
+_state: dict[str, Any] = {"watcher": None, "background": None, "packages_dir": None}
+_synced = threading.Event()  # the sync startup(block=False) or the watcher's first sync started has finished
+_pending: list[dict[str, Any]] = []
+
+
+def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: bool) -> dict[str, Any] | None:
+    """``startup()`` with a watcher thread (``watch``) and/or without waiting for a needed sync (``block=False``)."""
+    settings = settings if settings is not None else load_settings()
+    _state["packages_dir"] = settings.packages_dir
+    _synced.clear()
+    if block:
+        current = activation.startup(settings, raise_errors=raise_errors)
+        _synced.set()
+        if watch:
+            _start_watcher(settings, initial_sync=False)
+        return current
+    layout = Layout(settings.packages_dir)
+    current = manifest.read(layout.manifest)
+    fresh = current is not None and current.get("status") == "ok" and not _stale(current, settings, layout)
+    switch(current)  # the last good generation serves at once, fresh or not
+    if fresh:
+        _synced.set()
+        if watch:
+            _start_watcher(settings, initial_sync=False)
+    elif watch:
+        _start_watcher(settings, initial_sync=True)  # its first sync is the one needed
+    else:
+        thread = threading.Thread(target=_background_sync, args=(settings,), name="bootstrap-sync", daemon=True)
+        _state["background"] = thread
+        thread.start()
+    return current
+
+
+def wait_until_synced(timeout: float | None = None) -> bool:
+    """Wait for the sync that ``startup(block=False)`` (or the watcher's first sync) started; True once done."""
+    return _synced.wait(timeout)
+
+
+def stop(timeout: float | None = None) -> None:
+    """Stop the watcher thread (a sync in progress finishes first) and wait for a background sync."""
+    watcher, background = _state["watcher"], _state["background"]
+    _state["watcher"] = _state["background"] = None
+    if watcher is not None:
+        watcher.stop(timeout)
+    if background is not None:
+        background.join(timeout)
+
+
+def switch(current: dict[str, Any] | None) -> str | None:
+    """Put ``current``'s generation on ``sys.path`` (replacing this process's older entry); note what is stale."""
+    with _switching:
+        target = activation.usable_site(current)
+        if current is None or target is None:
+            return None
+        _note_restart_pending(Path(target), current)  # first: whoever sees the new path sees the list too
+        site_dir = activation._activate(current)
+        importlib.invalidate_caches()
+        return site_dir
+
+
+def restart_pending() -> list[dict[str, Any]]:
+    """Loaded distributions whose active version changed: ``[{"name", "loaded", "active"}]`` (active None: gone)."""
+    return [dict(item) for item in _pending]
+
+
+def pending_elsewhere(layout: Layout) -> list[dict[str, Any]]:
+    """What other processes using ``layout`` reported as restart pending (dead processes on this host pruned)."""
+    found: list[dict[str, Any]] = []
+    if not layout.processes.is_dir():
+        return found
+    here = socket.gethostname()
+    for path in sorted(layout.processes.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            pid, host = int(record["pid"]), str(record["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host == here and not _alive(pid):
+            path.unlink(missing_ok=True)  # it restarted (or died): nothing is pending any more
+            continue
+        if host == here and pid == os.getpid():
+            continue
+        found.append(record)
+    return found
+
+
+def _background_sync(settings: Settings) -> None:
+    from bootstrap.sync import sync
+
+    try:
+        switch(sync(settings).manifest)
+    except BootstrapError as exc:
+        log.error("sync failed, serving the last good generation: %s", exc)
+    except Exception:
+        log.exception("sync failed unexpectedly, serving the last good generation")
+    finally:
+        _synced.set()
+
+
+def _start_watcher(settings: Settings, *, initial_sync: bool) -> None:
+    from bootstrap.sync import SyncResult
+    from bootstrap.watch import Watcher
+
+    def on_synced(outcome: SyncResult | BootstrapError) -> None:
+        if isinstance(outcome, SyncResult):
+            switch(outcome.manifest)
+        _synced.set()
+
+    stop()
+    watcher = Watcher(settings, on_synced, initial_sync=initial_sync, follow=switch)
+    watcher.start()
+    _state["watcher"] = watcher
+
+
+def _stale(current: dict[str, Any], settings: Settings, layout: Layout) -> bool:
+    return (
+        activation.stale_reason(
+            current, settings.requirements_file, settings.committed_lock_file, layout.runtime_requirements
+        )
+        is not None
+    )
+
+
+def _note_restart_pending(active_site: Path, current: dict[str, Any]) -> None:
+    """Recompute which loaded distributions the active generation now has in another version (or not at all)."""
+    from bootstrap import verify
+
+    generations = active_site.parent.parent  # <packages>/generations/<id>/site
+    active: dict[str, Any] = {
+        canonicalize_name(str(package.get("name", ""))): package.get("version")
+        for package in current.get("packages", [])
+    }
+    loaded_from: dict[Path, set[str]] = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or not file.startswith(str(generations) + os.sep):
+            continue
+        relative = Path(file).relative_to(generations)
+        if len(relative.parts) < 4 or relative.parts[1] != "site":
+            continue
+        site = generations / relative.parts[0] / "site"
+        if site != active_site:
+            loaded_from.setdefault(site, set()).add("/".join(relative.parts[2:]))
+    pending: dict[str, dict[str, Any]] = {}
+    for site, files in loaded_from.items():
+        try:
+            dists = verify.installed(site)
+        except (BootstrapError, OSError):
+            continue
+        for dist in dists:
+            if dist.name in pending or not files.intersection(dist.files):
+                continue
+            now = active.get(dist.name)
+            if now != dist.version:
+                pending[dist.name] = {"name": dist.display_name, "loaded": dist.version, "active": now}
+    _pending[:] = sorted(pending.values(), key=lambda item: str(item["name"]).lower())
+    if _pending:
+        log.warning(
+            "restart pending: loaded %s; the active generation has other versions",
+            ", ".join(f"{item['name']} {item['loaded']}" for item in _pending),
+        )
+    _report(Layout(generations.parent))
+
+
+def _report(layout: Layout) -> None:
+    """Leave (or clear) this process's restart-pending record where ``check`` in another process finds it."""
+    path = layout.processes / f"{socket.gethostname()}-{os.getpid()}.json"
+    try:
+        if not _pending:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": manifest.now_iso(),
+            "packages": _pending,
+        }
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        _state["report"] = path
+    except OSError as exc:  # only a report: never fail a switch over it
+        log.debug("could not write %s: %s", path, exc)
+
+
+@atexit.register
+def _clear_report() -> None:
+    path = _state.get("report")
+    if isinstance(path, Path):
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
