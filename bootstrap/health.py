@@ -66,11 +66,12 @@ def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
     live = sys.modules.get("bootstrap.live")  # loaded only in a host that switched generations in-process
     if live is not None and live.restart_pending():
         found.append({"pid": None, "host": None, "packages": live.restart_pending()})
-    from bootstrap.live import pending_elsewhere
+    from bootstrap.live import process_records
 
     found += [
-        {"pid": record.get("pid"), "host": record.get("host"), "packages": record.get("packages", [])}
-        for record in pending_elsewhere(layout)
+        {"pid": record.get("pid"), "host": record.get("host"), "packages": record["packages"]}
+        for record in process_records(layout)
+        if record.get("packages")
     ]
     return found
 

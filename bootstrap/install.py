@@ -227,8 +227,13 @@ def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync")
             stray.unlink(missing_ok=True)
 
 
-def collect_garbage(layout: Layout, *, active: str | None, keep: int) -> list[str]:
-    """Remove generations beyond the newest ``keep`` (the active one always stays); return their ids."""
+def collect_garbage(
+    layout: Layout, *, active: str | None, keep: int, in_use: frozenset[str] = frozenset()
+) -> list[str]:
+    """Remove generations beyond the newest ``keep`` (the active one always stays); return their ids.
+
+    ``in_use``: generations running hosts still import from (they stay, beyond ``keep``).
+    """
     if not layout.generations.is_dir():
         return []
     ids = sorted((entry.name for entry in layout.generations.iterdir() if entry.is_dir()), reverse=True)
@@ -236,6 +241,9 @@ def collect_garbage(layout: Layout, *, active: str | None, keep: int) -> list[st
     removed = []
     for generation_id in ids:
         if generation_id in kept:
+            continue
+        if generation_id in in_use:
+            log.info("keeping generation %s: a running host still imports from it", generation_id)
             continue
         complete = read_generation(layout.generation(generation_id)) is not None
         if complete and len(kept) < keep:

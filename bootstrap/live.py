@@ -54,6 +54,7 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
     _synced.clear()
     if block:
         current = activation.startup(settings, raise_errors=raise_errors)
+        switch(current)  # records the generation this host runs on, so no other process's gc removes it
         _synced.set()
         if watch:
             _start_watcher(settings, initial_sync=False)
@@ -107,8 +108,12 @@ def restart_pending() -> list[dict[str, Any]]:
     return [dict(item) for item in _pending]
 
 
-def pending_elsewhere(layout: Layout) -> list[dict[str, Any]]:
-    """What other processes using ``layout`` reported as restart pending (dead processes on this host pruned)."""
+def process_records(layout: Layout, *, include_self: bool = False) -> list[dict[str, Any]]:
+    """What running hosts using ``layout`` reported: ``{"pid", "host", "since", "packages", "generations"}``.
+
+    ``packages``: their restart-pending list; ``generations``: older generations they still run modules
+    from. Records of dead processes on this machine are removed on the way.
+    """
     found: list[dict[str, Any]] = []
     if not layout.processes.is_dir():
         return found
@@ -122,10 +127,33 @@ def pending_elsewhere(layout: Layout) -> list[dict[str, Any]]:
         if host == here and not _alive(pid):
             path.unlink(missing_ok=True)  # it restarted (or died): nothing is pending any more
             continue
-        if host == here and pid == os.getpid():
+        if host == here and pid == os.getpid() and not include_self:
             continue
         found.append(record)
     return found
+
+
+def generations_in_use(layout: Layout, *, max_age_days: float = 7.0) -> frozenset[str]:
+    """Older generations that running hosts still import from: garbage collection keeps them.
+
+    A record from another machine cannot be checked for life; it counts for ``max_age_days`` after its
+    last update (a host that crashed there must not pin a generation on the share for ever).
+    """
+    from datetime import UTC, datetime, timedelta
+
+    here = socket.gethostname()
+    oldest = datetime.now(UTC) - timedelta(days=max_age_days)
+    in_use: set[str] = set()
+    for record in process_records(layout, include_self=True):
+        if record.get("host") != here:
+            try:
+                since = datetime.fromisoformat(str(record.get("since")).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if since < oldest:
+                continue
+        in_use.update(str(generation) for generation in record.get("generations", []))
+    return frozenset(in_use)
 
 
 def _background_sync(settings: Settings) -> None:
@@ -166,7 +194,8 @@ def _stale(current: dict[str, Any], settings: Settings, layout: Layout) -> bool:
 
 
 def _note_restart_pending(active_site: Path, current: dict[str, Any]) -> None:
-    """Recompute which loaded distributions the active generation now has in another version (or not at all)."""
+    """Recompute which loaded distributions the active generation now has in another version (or not at all),
+    and which older generations this process still runs modules from."""
     from bootstrap import verify
 
     generations = active_site.parent.parent  # <packages>/generations/<id>/site
@@ -180,7 +209,7 @@ def _note_restart_pending(active_site: Path, current: dict[str, Any]) -> None:
         if not isinstance(file, str) or not file.startswith(str(generations) + os.sep):
             continue
         relative = Path(file).relative_to(generations)
-        if len(relative.parts) < 4 or relative.parts[1] != "site":
+        if len(relative.parts) < 3 or relative.parts[1] != "site":
             continue
         site = generations / relative.parts[0] / "site"
         if site != active_site:
@@ -203,22 +232,22 @@ def _note_restart_pending(active_site: Path, current: dict[str, Any]) -> None:
             "restart pending: loaded %s; the active generation has other versions",
             ", ".join(f"{item['name']} {item['loaded']}" for item in _pending),
         )
-    _report(Layout(generations.parent))
+    _report(Layout(generations.parent), sorted({active_site.parent.name, *(site.parent.name for site in loaded_from)}))
 
 
-def _report(layout: Layout) -> None:
-    """Leave (or clear) this process's restart-pending record where ``check`` in another process finds it."""
+def _report(layout: Layout, in_use: list[str]) -> None:
+    """Leave this process's record where ``check`` and garbage collection in other processes find it: its
+    restart-pending list, and the generations it runs on (the active one, older ones it still imports from).
+    Removed when the process exits."""
     path = layout.processes / f"{socket.gethostname()}-{os.getpid()}.json"
     try:
-        if not _pending:
-            path.unlink(missing_ok=True)
-            return
         path.parent.mkdir(mode=0o700, exist_ok=True)
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "since": manifest.now_iso(),
             "packages": _pending,
+            "generations": in_use,
         }
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         _state["report"] = path

@@ -196,7 +196,10 @@ def _sync_locked(
     manifest.write(layout.manifest, {key: new[key] for key in manifest.MANIFEST_KEYS})
     # Published: from here on nothing may fail the sync (or roll the manifest back).
     try:
-        install.collect_garbage(layout, active=generation_id, keep=settings.generations_kept)
+        from bootstrap.live import generations_in_use
+
+        in_use = generations_in_use(layout)
+        install.collect_garbage(layout, active=generation_id, keep=settings.generations_kept, in_use=in_use)
     except OSError as exc:
         log.warning("could not remove old generations (%s); the next sync tries again", exc)
     log.info(

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import Repo, python_with_bootstrap
 from tests.test_watch import save_by_rename
 
@@ -211,3 +213,34 @@ def test_a_failed_background_sync_keeps_serving_and_is_recorded(
     assert json.loads(proc.stdout.splitlines()[-1])["file"].startswith(repo.manifest()["site_dir"])
     assert "requirements.txt:2: not a valid requirement" in proc.stderr
     assert repo.manifest()["status"] == "failed"
+
+
+def test_garbage_collection_keeps_a_generation_a_running_host_still_imports_from(
+    repo: Repo,
+    run_cli,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BOOTSTRAP_GENERATIONS_KEPT", "1")
+    repo.write("bsf-alpha==1.0")
+    with host() as proc:
+        first_site = read_json_line(proc)["site"]
+        save_by_rename(repo.requirements, "bsf-alpha==2.0", "bsf-gamma")
+        moved = read_json_line(proc)  # bsf_alpha 1.0 is still loaded from the first generation, bsf_gamma from this
+
+        repo.write("bsf-alpha==2.0", "bsf-gamma", "jaraco.context")
+        assert run_cli("sync").code == 0
+        repo.write("bsf-alpha==2.0", "jaraco.context")
+        assert run_cli("sync").code == 0
+
+        assert Path(first_site).is_dir(), "the host still imports from it"
+        assert Path(moved["site"]).is_dir(), "and from this one (bsf_gamma)"
+        assert Path(repo.manifest()["site_dir"]).is_dir()
+
+        assert proc.stdin is not None
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=WAIT) == 0
+    repo.write("bsf-gamma")
+    assert run_cli("sync").code == 0
+    assert not Path(first_site).exists(), "once the host is gone, the next sync removes it"
+    assert len(list((repo.packages_dir / "generations").iterdir())) == 1
