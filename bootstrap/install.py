@@ -57,7 +57,9 @@ def _pip_install(
     env: dict[str, str] | None = None,
     pip_args: list[str] | None = None,
 ) -> None:
+    # --no-compile: pip compiles one file after another; compile_tree() does it once, in parallel.
     argv = [sys.executable, "-m", "pip", "install", "--target", str(site_dir), "--no-warn-script-location"]
+    argv += ["--no-compile"]
     argv += pip_args or []  # index options the operator allowed the committed file to give
     argv += ["--progress-bar", "off", *(["--no-deps"] if no_deps else []), "-r", str(requirements)]
     try:
@@ -65,6 +67,20 @@ def _pip_install(
         _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env)
     except CommandError as exc:
         raise InstallError(_explain(exc)) from exc
+
+
+def compile_tree(folder: Path, *, timeout: float) -> None:
+    """Write the ``.pyc`` of every module under ``folder``, on every core (``compileall -j 0``).
+
+    Once per distribution: reused ones bring theirs along (``reuse.link_distribution``).
+    A file that does not compile (a package's Python 2 test data, say) is left to
+    import time, as pip leaves it: a warning, never a failed sync.
+    """
+    argv = [sys.executable, "-m", "compileall", "-q", "-j", "0", str(folder)]
+    try:
+        _subprocess.run(argv, timeout=timeout)
+    except CommandError as exc:
+        log.warning("some modules in %s did not compile (%s); they compile when imported", folder.name, exc)
 
 
 def build(
@@ -75,11 +91,13 @@ def build(
     env: dict[str, str] | None = None,
     pip_args: list[str] | None = None,
     reuse_from: Path | None = None,
+    compile_bytecode: bool = True,
 ) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it).
 
     Distributions ``reuse_from`` (the active generation's site folder) already
-    holds at the same pin are linked over instead of installed again.
+    holds at the same pin are linked over instead of installed again, with
+    their bytecode; only what pip installed is compiled (``compile_bytecode``).
     """
     from bootstrap import reuse
 
@@ -102,6 +120,8 @@ def build(
         # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
         target = staging / "new-site" if carried else site_dir
         _pip_install(target, pins_file, no_deps=True, timeout=timeout, env=env, pip_args=pip_args)
+        if compile_bytecode:
+            compile_tree(target, timeout=timeout)
         if carried:
             reuse.merge(target, site_dir)
         pins_file.unlink()

@@ -171,7 +171,7 @@ def read(requirements_file: Path, policy: Policy | None = None) -> Desired:
     if not desired.exists:
         if os.path.lexists(requirements_file):  # a folder, a broken link: not "no requirements"
             raise RequirementsError(requirements_file, None, "is not a readable file")
-        log.warning("%s does not exist: the desired set is empty", requirements_file)
+        log.info("%s does not exist: the desired set is empty", requirements_file)
         return desired
     repo_dir = Path(os.path.realpath(requirements_file.parent))
     real = Path(os.path.realpath(requirements_file))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from bootstrap.errors import InstallError, VerificationError
@@ -48,18 +49,44 @@ def _contained(dist: Distribution) -> bool:
 
 
 def link_distribution(source_site: Path, target_site: Path, dist: Distribution) -> None:
-    """Hard-link (or copy) every file of ``dist`` from one site folder into another."""
+    """Hard-link (or copy) every file of ``dist``, and the bytecode of its modules, into another site folder.
+
+    The ``.pyc`` files are compiled once, when the distribution is first installed;
+    RECORD does not list them, so they are found beside each ``.py`` it lists. A
+    link keeps the source's mtime, which timestamp-checked bytecode relies on.
+    """
     for path in dist.files:
-        if path.startswith("../"):
-            continue  # pip's scripts (bin/): not part of the importable set
-        source, target = source_site / path, target_site / path
+        if path.startswith("../") or "__pycache__/" in path:
+            continue  # pip's scripts (bin/): not part of the importable set; bytecode: below
+        source = source_site / path
         if not source.exists():
-            continue  # a compiled file RECORD lists but the import check did not write
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(source, target)
-        except OSError:  # another filesystem, or one without hard links (some SMB shares)
-            shutil.copy2(source, target)
+            continue
+        _link(source, target_site / path)
+        if path.endswith(".py"):
+            folder, _, name = path.rpartition("/")
+            cache = source_site / folder / "__pycache__"
+            for compiled in _bytecode_of(cache, name[:-3]):
+                _link(compiled, target_site / folder / "__pycache__" / compiled.name)
+
+
+def _bytecode_of(cache: Path, stem: str) -> list[Path]:
+    """``stem.<tag>.pyc`` and its optimised variants, for this interpreter's tag."""
+    tag = sys.implementation.cache_tag
+    return [
+        path
+        for path in (cache / f"{stem}.{tag}.pyc", cache / f"{stem}.{tag}.opt-1.pyc", cache / f"{stem}.{tag}.opt-2.pyc")
+        if path.exists()
+    ]
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return
+    except OSError:  # another filesystem, or one without hard links (some SMB shares)
+        shutil.copy2(source, target)
 
 
 def merge(source_site: Path, target_site: Path) -> None:

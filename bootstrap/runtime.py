@@ -139,7 +139,12 @@ def add(settings: Settings, text: str) -> SyncResult:
         _check_against_committed(settings, layout, text)  # a conflict is refused before anything changes
         atomic_write_text(layout.runtime_requirements, text)
         log.info("added %s to the runtime requirements", wanted.requirement)
-        return _sync_or_undo(settings, layout, before)
+        try:
+            return _sync_or_undo(settings, layout, before)
+        except BootstrapError as exc:  # say which request failed, not only which overlay line
+            exc.message = f"cannot add {text!r} (nothing changed): {exc.message}"
+            exc.args = (exc.message,)
+            raise
 
 
 def remove(settings: Settings, name: str) -> SyncResult:

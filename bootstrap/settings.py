@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     watch_debounce: float = Field(
         1.0, gt=0, description="Seconds `watch` waits for a burst of file events to settle before one sync."
     )
+    compile_bytecode: bool = Field(
+        True,
+        description="Write every module's .pyc when a generation is built (in parallel, once; reused "
+        "distributions keep theirs), so hosts never compile on a cold start.",
+    )
     index_timeout: float | None = Field(
         None, gt=0, description="Seconds pip waits for each answer of the index (pip's --timeout); unset: pip's."
     )

@@ -137,6 +137,7 @@ def _sync_locked(
                 env=settings.pip_environment(),
                 pip_args=desired.pip_args(),
                 reuse_from=_reusable_site(current),
+                compile_bytecode=settings.compile_bytecode,
             )
         dists = verify.verify_generation(
             staging / install.SITE_DIR,
@@ -307,6 +308,8 @@ def _resolve(
     staging: Path | None = outcome.get("staging")
     if staging is not None and install.adopt(staging, lock, provided):
         log.info("the install made while resolving matches the lock: kept")
+        if settings.compile_bytecode:
+            install.compile_tree(staging / install.SITE_DIR, timeout=settings.install_timeout)
         return lock, staging
     why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"
     log.info("not keeping the install made while resolving (%s): installing from the lock", why)

@@ -105,3 +105,122 @@ def build_wheelhouse(folder: Path) -> Path:
     for dist in FIXTURE_DISTS + HOST_DISTS:
         build_wheel(dist, folder)
     return folder
+
+
+# Stand-ins for the packages of the test workflow (repo_template/workflows/test_custom_packages_runtime.py).
+# NOT the real projects: just enough of each API for the workflow's usage checks, under the real names and
+# import names, so the workflow runs offline. The real ones are used by the tests marked `network`.
+_COLORAMA_ANSI = """\
+CSI = "\\033["
+
+
+def code_to_chars(code):
+    return CSI + str(code) + "m"
+
+
+class AnsiCodes:
+    def __init__(self):
+        for name in dir(self):
+            if not name.startswith("_"):
+                setattr(self, name, code_to_chars(getattr(self, name)))
+
+
+class AnsiFore(AnsiCodes):
+    BLACK, RED, GREEN, YELLOW, BLUE, MAGENTA, CYAN, WHITE, RESET = 30, 31, 32, 33, 34, 35, 36, 37, 39
+
+
+class AnsiBack(AnsiCodes):
+    BLACK, RED, GREEN, YELLOW, BLUE, MAGENTA, CYAN, WHITE, RESET = 40, 41, 42, 43, 44, 45, 46, 47, 49
+
+
+class AnsiStyle(AnsiCodes):
+    BRIGHT, DIM, NORMAL, RESET_ALL = 1, 2, 22, 0
+
+
+Fore, Back, Style = AnsiFore(), AnsiBack(), AnsiStyle()
+"""
+
+_TABULATE = """\
+__version__ = "0.9.0"
+
+
+def tabulate(rows, headers=()):
+    table = [[str(cell) for cell in row] for row in [list(headers), *rows]]
+    widths = [max(len(row[i]) for row in table if i < len(row)) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\\n".join(lines)
+"""
+
+_DATEUTIL_PARSER = """\
+import datetime
+
+
+def parse(text):
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.datetime.strptime(text, "%B %d, %Y")
+"""
+
+# A YAML subset: flat mappings of scalars and flow lists; dumps JSON (which is YAML).
+_YAML = """\
+import json
+
+__version__ = "6.0.2"
+
+
+def safe_dump(data):
+    return json.dumps(data) + "\\n"
+
+
+def _scalar(text):
+    text = text.strip()
+    if text.startswith("["):
+        return [_scalar(part) for part in text[1:-1].split(",") if part.strip()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def safe_load(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    return {key.strip(): _scalar(value) for key, value in (line.split(":", 1) for line in text.splitlines() if line)}
+"""
+
+RUNTIME_STAND_INS = [
+    Dist(
+        "colorama",
+        "0.4.6",
+        {
+            "colorama/__init__.py": "from .ansi import Back, Fore, Style\n__version__ = '0.4.6'\n",
+            "colorama/ansi.py": _COLORAMA_ANSI,
+        },
+    ),
+    # Broken on purpose: its colours are not escape codes, so the workflow's usage checks fail.
+    Dist("colorama", "0.4.5", module("colorama", "0.4.5", "class Fore:\n    RED = 'red'\nBack = Style = Fore\n")),
+    Dist("tabulate", "0.9.0", {"tabulate/__init__.py": _TABULATE}),
+    Dist(
+        "python-dateutil",
+        "2.9.0.post0",
+        {"dateutil/__init__.py": "__version__ = '2.9.0.post0'\n", "dateutil/parser.py": _DATEUTIL_PARSER},
+    ),
+    Dist("PyYAML", "6.0.2", {"yaml/__init__.py": _YAML}),
+    # Imported under a name that is not its own, with no top_level.txt: the workflow reads its RECORD.
+    Dist("bsf-renamed", "1.0", module("bsf_other_name", "1.0", "def hello():\n    return 'hello'\n")),
+]
+FIXTURE_DISTS.extend(RUNTIME_STAND_INS)
+
+# A package shipping a file that does not compile (Python 2 syntax, never imported): bytecode
+# compilation at build time must warn about it and go on, as pip does.
+FIXTURE_DISTS.append(
+    Dist(
+        "bsf-py2-leftovers",
+        "1.0",
+        {**module("bsf_py2_leftovers", "1.0"), "bsf_py2_leftovers/legacy.py": "print 'python 2'\n"},
+    )
+)

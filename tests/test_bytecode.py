@@ -1,0 +1,59 @@
+"""Bytecode is compiled once, when a generation is built; reused distributions bring theirs along."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from bootstrap.sync import sync
+from tests.conftest import Repo
+
+TAG = sys.implementation.cache_tag
+
+
+def site(repo: Repo) -> Path:
+    return Path(repo.manifest()["site_dir"])
+
+
+def test_every_module_of_a_new_generation_has_its_bytecode(repo: Repo) -> None:
+    repo.write("bsf-beta==1.0", "bsf-gamma", "jaraco.context")
+    sync(repo.settings())
+    folder = site(repo)
+    modules = sorted(path.relative_to(folder) for path in folder.rglob("*.py"))
+    assert modules, "the set has modules"
+    for module in modules:
+        compiled = folder / module.parent / "__pycache__" / f"{module.stem}.{TAG}.pyc"
+        assert compiled.is_file(), f"{module} was not compiled"
+
+
+def test_a_reused_distribution_keeps_the_same_bytecode_files(repo: Repo) -> None:
+    repo.write("bsf-gamma", "jaraco.context")
+    sync(repo.settings())
+    before = site(repo)
+    repo.write("bsf-gamma", "jaraco.context", "bsf-alpha==1.0")
+    sync(repo.settings())
+    after = site(repo)
+    assert after != before
+    for relative in (f"__pycache__/bsf_gamma.{TAG}.pyc", f"jaraco/__pycache__/context.{TAG}.pyc"):
+        # The same inode: linked, never compiled again.
+        assert (after / relative).stat().st_ino == (before / relative).stat().st_ino, relative
+    assert (after / f"bsf_alpha/__pycache__/__init__.{TAG}.pyc").is_file(), "the new one is compiled"
+
+
+def test_compiling_can_be_turned_off(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOTSTRAP_COMPILE_BYTECODE", "false")
+    repo.write("bsf-gamma", "bsf-beta==1.0")
+    sync(repo.settings())
+    assert not list(site(repo).rglob("*.pyc"))
+
+
+def test_a_file_that_does_not_compile_is_a_warning_not_a_failure(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    repo.write("bsf-py2-leftovers")
+    with caplog.at_level(logging.WARNING, logger="bootstrap"):
+        result = sync(repo.settings())
+    assert result.manifest["status"] == "ok"
+    assert "did not compile" in caplog.text
+    assert (site(repo) / f"bsf_py2_leftovers/__pycache__/__init__.{TAG}.pyc").is_file()
