@@ -54,3 +54,22 @@ def last_error(output: str) -> str:
         if line.strip() and not line.startswith(" "):
             return redact(line.strip())
     return "unknown error"
+
+
+def uv_error(output: str) -> str:
+    """uv's ``error:`` line and the ``Caused by:`` chain under it, as one line, redacted."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for number, line in enumerate(lines):
+        if not line.lower().startswith("error:"):
+            continue
+        parts = [line[len("error:") :].strip()]
+        for following in lines[number + 1 :]:
+            lowered = following.lower()
+            if lowered.startswith("error:"):
+                break
+            if lowered.startswith(("caused by:", "cause:")):
+                parts.append(following.split(":", 1)[1].strip())
+            elif not lowered.startswith("hint:"):
+                parts[-1] = f"{parts[-1]} {following}"
+        return redact(": ".join(parts))
+    return last_error(output)

@@ -22,11 +22,12 @@ from typing import Any
 
 from bootstrap import _subprocess, safety
 from bootstrap._fs import atomic_write_text, remove_tree
-from bootstrap._pipout import indexes, last_error, redact
+from bootstrap._pipout import indexes, last_error, redact, uv_error
+from bootstrap.backend import Backend
 from bootstrap.errors import CommandError, InstallError, PublishError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
-from bootstrap.resolve import Lock
+from bootstrap.resolve import Lock, uv_places
 
 log = logging.getLogger("bootstrap")
 
@@ -46,7 +47,8 @@ def _new_staging(layout: Layout) -> Path:
     return staging
 
 
-def _pip_install(
+def _install(
+    tools: Backend,
     site_dir: Path,
     requirements: Path,
     *,
@@ -54,19 +56,17 @@ def _pip_install(
     timeout: float,
     quiet: bool = False,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
-    env: dict[str, str] | None = None,
-    pip_args: list[str] | None = None,
+    index_args: list[str] | None = None,
 ) -> None:
-    # --no-compile: pip compiles one file after another; compile_tree() does it once, in parallel.
-    argv = [sys.executable, "-m", "pip", "install", "--target", str(site_dir), "--no-warn-script-location"]
-    argv += ["--no-compile"]
-    argv += pip_args or []  # index options the operator allowed the committed file to give
-    argv += ["--progress-bar", "off", *(["--no-deps"] if no_deps else []), "-r", str(requirements)]
+    # index_args: the index options the operator allowed the committed file to give.
+    argv = tools.install_argv(site_dir, requirements, no_deps=no_deps, index_args=index_args or [])
     try:
         progress = _quiet_progress if quiet else _progress
-        _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env)
+        _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=tools.env, cwd=site_dir)
     except CommandError as exc:
-        raise InstallError(_explain(exc)) from exc
+        raise InstallError(_explain(exc, tools)) from exc
+    if tools.uv:
+        (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
 
 
 def compile_tree(folder: Path, *, timeout: float) -> None:
@@ -88,8 +88,8 @@ def build(
     lock: Lock,
     *,
     timeout: float,
-    env: dict[str, str] | None = None,
-    pip_args: list[str] | None = None,
+    tools: Backend,
+    index_args: list[str] | None = None,
     reuse_from: Path | None = None,
     compile_bytecode: bool = True,
 ) -> Path:
@@ -119,7 +119,8 @@ def build(
         atomic_write_text(pins_file, "".join(pin.line() + "\n" for pin in rest))
         # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
         target = staging / "new-site" if carried else site_dir
-        _pip_install(target, pins_file, no_deps=True, timeout=timeout, env=env, pip_args=pip_args)
+        target.mkdir(exist_ok=True)
+        _install(tools, target, pins_file, no_deps=True, timeout=timeout, index_args=index_args)
         if compile_bytecode:
             compile_tree(target, timeout=timeout)
         if carried:
@@ -134,7 +135,7 @@ def build_speculatively(
     *,
     timeout: float,
     on_start: Callable[[subprocess.Popen[str]], None] | None = None,
-    env: dict[str, str] | None = None,
+    tools: Backend,
 ) -> Path:
     """Install ``desired`` with pip's own resolver into a new staging folder, while pip-compile resolves.
 
@@ -145,7 +146,7 @@ def build_speculatively(
     staging = _new_staging(layout)
     input_file = desired.write_compile_input(staging)
     log.info("installing while resolving (kept only if it matches the lock)")
-    _pip_install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start, env=env)
+    _install(tools, staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start)
     return staging
 
 
@@ -200,13 +201,14 @@ def _progress(line: str) -> None:
         log.debug("pip: %s", redact(line))
 
 
-def _explain(exc: CommandError) -> str:
+def _explain(exc: CommandError, tools: Backend) -> str:
     output = exc.stderr + "\n" + exc.stdout
+    where = uv_places() if tools.uv else indexes(output)
     if exc.timed_out:
-        return f"pip install timed out on {indexes(output)}; is it reachable? (raise BOOTSTRAP_INSTALL_TIMEOUT if slow)"
-    if "No space left on device" in output:
+        return f"{tools.installer} timed out on {where}; is it reachable? (raise BOOTSTRAP_INSTALL_TIMEOUT if slow)"
+    if "No space left on device" in output or "os error 28" in output:
         return "the disk is full: free space in the packages folder's filesystem and sync again"
-    return f"pip install failed on {indexes(output)}: {last_error(output)}"
+    return f"{tools.installer} failed on {where}: {uv_error(output) if tools.uv else last_error(output)}"
 
 
 def publish(layout: Layout, staging: Path, metadata: dict[str, Any]) -> Path:

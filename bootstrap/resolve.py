@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 
 from bootstrap import _subprocess, manifest, safety
 from bootstrap._fs import atomic_write_text, text_sha256
-from bootstrap._pipout import indexes, last_error, redact
+from bootstrap._pipout import indexes, last_error, redact, uv_error
 from bootstrap.errors import CommandError, ResolutionError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
@@ -181,7 +181,7 @@ def pip_config_fingerprint() -> str:
     return text_sha256("\n".join(parts))
 
 
-def cache_key(desired: Desired, *, hashes: bool) -> str:
+def cache_key(desired: Desired, *, hashes: bool, backend: str = "pip") -> str:
     from importlib.metadata import version
 
     key = {
@@ -192,8 +192,19 @@ def cache_key(desired: Desired, *, hashes: bool) -> str:
         "pip_config": pip_config_fingerprint(),
         "hashes": hashes,
         "pip_tools": version("pip-tools"),
+        "backend": _backend_version(backend),
     }
     return text_sha256(json.dumps(key, sort_keys=True))
+
+
+def _backend_version(backend: str) -> str:
+    """uv resolves a little differently from pip-tools: a resolution cached by one is not the other's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{backend} {version('uv' if backend == 'uv' else 'pip-tools')}"
+    except PackageNotFoundError:
+        return backend
 
 
 def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
@@ -217,7 +228,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
                 return Lock(pins, text, "committed", committed)
             if not unsatisfied(desired, pins, committed_only=True):  # only the runtime additions are new
                 log.info("the committed lock does not cover %s (added at run time): resolving", unmet[0])
-                return _cached(layout, desired)
+                return _cached(layout, desired, settings.backend)
             why = f"it does not satisfy {unmet[0]}"
         elif recorded is None:
             why = "it was not written by `bootstrap lock`"
@@ -228,11 +239,11 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
             committed,
             why,
         )
-    return _cached(layout, desired)
+    return _cached(layout, desired, settings.backend)
 
 
-def _cached(layout: Layout, desired: Desired) -> Lock | None:
-    cached = _cache_path(layout, desired)
+def _cached(layout: Layout, desired: Desired, backend: str) -> Lock | None:
+    cached = _cache_path(layout, desired, backend)
     if cached.is_file():
         text = cached.read_text(encoding="utf-8")
         log.info("using the cached resolution %s", cached.name[:12])
@@ -275,13 +286,13 @@ def unsatisfied(desired: Desired, pins: tuple[Pin, ...], *, committed_only: bool
     return unmet
 
 
-def _cache_path(layout: Layout, desired: Desired) -> Path:
-    return layout.lock_cache / f"{cache_key(desired, hashes=desired.has_hashes)}.txt"
+def _cache_path(layout: Layout, desired: Desired, backend: str) -> Path:
+    return layout.lock_cache / f"{cache_key(desired, hashes=desired.has_hashes, backend=backend)}.txt"
 
 
 def compile_and_cache(settings: Settings, layout: Layout, desired: Desired, *, seed: str | None) -> Lock:
     """Resolve with pip-compile and cache the result under the hash of its inputs."""
-    cached = _cache_path(layout, desired)
+    cached = _cache_path(layout, desired, settings.backend)
     text = compile_lock(settings, desired, hashes=desired.has_hashes, seed=seed)
     safety.make_private_dir(cached.parent)
     atomic_write_text(cached, text)
@@ -302,47 +313,37 @@ def write_committed_lock(settings: Settings, desired: Desired, *, hashes: bool) 
 
 
 def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: str | None) -> str:
-    """Run pip-compile on the normalised input; return the lock text with bootstrap's header."""
+    """Run the resolver (pip-compile, or uv) on the normalised input; return the lock text with bootstrap's header."""
+    from bootstrap.backend import backend_for
+
+    tools = backend_for(settings)
     count = len(desired.requirements)
-    log.info("resolving %d requirement%s with pip-compile", count, "" if count == 1 else "s")
+    log.info("resolving %d requirement%s with %s", count, "" if count == 1 else "s", tools.resolver)
     with tempfile.TemporaryDirectory(prefix="bootstrap-resolve-") as folder:
         work = Path(folder)
         input_file = desired.write_compile_input(work)
         output = work / "requirements.lock"
         if seed:
-            output.write_text(seed, encoding="utf-8")  # pip-compile keeps existing pins that still fit
-        argv = [
-            sys.executable,
-            "-m",
-            "piptools",
-            "compile",
-            "--verbose",
-            "--no-header",
-            "--strip-extras",
-            "--no-emit-options",
-            "--allow-unsafe",
-            "--output-file",
-            output.name,
-            input_file.name,
-        ]
-        if hashes:
-            argv.insert(5, "--generate-hashes")
+            output.write_text(seed, encoding="utf-8")  # the resolver keeps existing pins that still fit
+        argv = tools.compile_argv(input_file.name, output.name, hashes=hashes)
         try:
-            _subprocess.run(
-                argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress, env=settings.pip_environment()
-            )
+            _subprocess.run(argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress, env=tools.env)
         except CommandError as exc:
-            raise ResolutionError(explain_failure(exc, desired, wheels_only=not settings.allow_source_builds)) from exc
+            wheels_only = not settings.allow_source_builds
+            explain = explain_uv_failure if tools.uv else explain_failure
+            raise ResolutionError(explain(exc, desired, wheels_only=wheels_only)) from exc
         body = output.read_text(encoding="utf-8")
     return lock_header(desired) + body
 
 
 def _progress(line: str) -> None:
     stripped = line.strip()
-    if stripped.startswith("Collecting "):  # one per distribution considered
+    if stripped.startswith("Collecting "):  # pip-compile: one per distribution considered
         log.info("  resolving %s", stripped[len("Collecting ") :].split(" (from ", 1)[0])
+    elif stripped.startswith("Resolved "):  # uv: "Resolved 12 packages in 80ms"
+        log.info("  %s", stripped)
     else:
-        log.debug("pip-compile: %s", redact(line))
+        log.debug("resolver: %s", redact(line))
 
 
 def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = False) -> str:
@@ -393,3 +394,80 @@ def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = 
         return f"the requirements conflict: {sides}; relax one of the pins"
     last = last_error(output)
     return f"pip-compile failed on {where}: {last}"
+
+
+def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = False) -> str:
+    """The same one-line messages as ``explain_failure``, from uv's report."""
+    output = exc.stderr + "\n" + exc.stdout
+    where = uv_places()
+    if exc.timed_out:
+        return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
+    unreachable = re.search(
+        r"(Failed to fetch[^\n]*|error sending request[^\n]*|dns error[^\n]*|Connection refused|"
+        r"operation timed out|Request failed after \d+ retr[^\n]*)",
+        output,
+    )
+    if unreachable:
+        return (
+            f"could not reach {where} ({redact(unreachable.group(1).strip())}); is it up, and is PIP_INDEX_URL "
+            "right? (BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long uv waits)"
+        )
+    decoration = " \u2570\u2500\u25b6\u2502\u00d7"  # uv's report draws with box characters on a terminal
+    because = " ".join(line.strip(decoration) for line in output.splitlines() if line.strip()).strip()
+    because = re.sub(r"^.*?No solution found when resolving dependencies:?\s*(?:cause:\s*)?", "", because)
+    source_only = re.search(r"Because ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)? has no usable wheels", because)
+    if source_only and "building from source is disabled" in because:
+        name = canonicalize_name(source_only.group(1))
+        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        return (
+            f"{origin}{name} publishes only a source archive on {where}, and only wheels are installed: an operator "
+            "can allow building it (which runs its build code) with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+        )
+    missing = re.search(
+        r"(?:Because |and )(?:there are no versions of |)([A-Za-z0-9._-]+) (?:was not found in the|"
+        r"has no versions)|there are no versions of ([A-Za-z0-9._-]+)",
+        because,
+    )
+    if missing:
+        name = canonicalize_name(missing.group(1) or missing.group(2))
+        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        wheels = (
+            "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
+            "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+            if wheels_only
+            else ""
+        )
+        return (
+            f"{origin}{name} was not found on {where} (no versions at all); check the name, and that this index "
+            "is the right one, is reachable and (a private index answers a wrong password with no versions) "
+            f"accepts its credentials{wheels}"
+        )
+    versions = re.search(r"only ([A-Za-z0-9._-]+)([<>=!~][^ ]*) (?:is|are) available and you require ([^ ,]+)", because)
+    if versions is None:
+        versions = re.search(r"there is no version of ([A-Za-z0-9._-]+)([<>=!~][^ ]*) and you require", because)
+    if versions:
+        name = canonicalize_name(versions.group(1))
+        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        host_pin = next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
+        if host_pin is not None:
+            return (
+                f"{origin}the requirements need {name}, which the host has ({host_pin}), but {where} does not "
+                f"offer that version; the index must carry the host's version, or an operator can let users "
+                f"override it with BOOTSTRAP_HOST_OVERRIDES={name}"
+            )
+        return f"{origin}no version of {name} that fits was found on {where} ({redact(because)}); check the version"
+    if "No solution found" in output:
+        return f"the requirements conflict: {redact(because)}; relax one of the pins"
+    return f"uv pip compile failed on {where}: {uv_error(output)}"
+
+
+def uv_places() -> str:
+    """Where uv was told to look (the same words as for pip), redacted."""
+    places = []
+    index = os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
+    if os.environ.get("PIP_NO_INDEX", "").lower() not in ("1", "true", "yes", "on"):
+        places.append(f"index {redact(index or 'https://pypi.org/simple')}")
+    links = os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS")
+    if links:
+        places.append(f"find-links {redact(links)}")
+    return " and ".join(places) or "the configured package index"

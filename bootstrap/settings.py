@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     )
     watch_debounce: float = Field(
         1.0, gt=0, description="Seconds `watch` waits for a burst of file events to settle before one sync."
+    )
+    backend: Literal["pip", "uv"] = Field(
+        "pip",
+        description="What resolves and installs: pip-tools and pip, or uv (`pip install 'bootstrap-packages[uv]'`).",
     )
     compile_bytecode: bool = Field(
         True,

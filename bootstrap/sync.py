@@ -29,6 +29,7 @@ from bootstrap import _subprocess, host, install, manifest, requirements, resolv
 from bootstrap._fs import atomic_write_text, file_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
+from bootstrap.backend import backend_for
 from bootstrap.errors import BootstrapError, LockTimeoutError, RecordedFailure, SettingsError, StorageError
 from bootstrap.layout import Layout
 from bootstrap.settings import Settings
@@ -134,8 +135,8 @@ def _sync_locked(
                 layout,
                 to_install,
                 timeout=settings.install_timeout,
-                env=settings.pip_environment(),
-                pip_args=desired.pip_args(),
+                tools=backend_for(settings),
+                index_args=desired.pip_args(),
                 reuse_from=_reusable_site(current),
                 compile_bytecode=settings.compile_bytecode,
             )
@@ -276,7 +277,8 @@ def _resolve(
     reused = resolve.reuse(settings, layout, desired)
     if reused is not None:
         return reused, None
-    if seed is not None or desired.has_hashes:
+    # uv resolves in a fraction of an install: nothing to win by guessing beside it.
+    if seed is not None or desired.has_hashes or settings.backend == "uv":
         return resolve.compile_and_cache(settings, layout, desired, seed=seed), None
     outcome: dict[str, Any] = {}
 
@@ -289,7 +291,7 @@ def _resolve(
                 desired,
                 timeout=settings.install_timeout,
                 on_start=processes.append,
-                env=settings.pip_environment(),
+                tools=backend_for(settings),
             )
         except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc

@@ -27,6 +27,18 @@ from bootstrap import cli
 from bootstrap.settings import Settings, load_settings
 from tests.wheels import build_wheelhouse
 
+BACKEND = os.environ.get("BOOTSTRAP_TEST_BACKEND", "pip")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the uv backend, tests of pip's own behaviour (marked ``pip_only``) do not apply."""
+    if BACKEND != "uv":
+        return
+    skip = pytest.mark.skip(reason="pip's own behaviour: not the uv backend's")
+    for item in items:
+        if "pip_only" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -61,6 +73,8 @@ def isolated_pip(
     monkeypatch.setenv("PIP_FIND_LINKS", str(wheelhouse))
     monkeypatch.setenv("PIP_DISABLE_PIP_VERSION_CHECK", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    # `make test` runs the suite with pip-tools and pip, then its backend-neutral part again with uv.
+    monkeypatch.setenv("BOOTSTRAP_BACKEND", BACKEND)
 
 
 @pytest.fixture(autouse=True)

@@ -148,6 +148,7 @@ def test_old_generations_are_collected_beyond_the_setting(repo: Repo) -> None:
     assert repo.manifest()["generation"] in generations
 
 
+@pytest.mark.pip_only
 def test_a_cold_sync_installs_while_resolving_and_keeps_it_only_if_it_matches(
     repo: Repo, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -160,6 +161,7 @@ def test_a_cold_sync_installs_while_resolving_and_keeps_it_only_if_it_matches(
     assert repo.installed() == {"bsf-alpha": "2.0", "bsf-beta": "1.0", "jaraco.context": "1.0"}
 
 
+@pytest.mark.pip_only
 def test_a_speculative_install_that_differs_from_the_lock_is_not_adopted(repo: Repo, tmp_path: Path) -> None:
     from bootstrap import install, requirements
     from bootstrap.layout import Layout
@@ -167,7 +169,10 @@ def test_a_speculative_install_that_differs_from_the_lock_is_not_adopted(repo: R
 
     repo.write("bsf-beta==1.0")
     layout = Layout(repo.packages_dir)
-    staging = install.build_speculatively(layout, requirements.read(repo.requirements), timeout=120)
+    from bootstrap.backend import backend_for
+
+    tools = backend_for(repo.settings())
+    staging = install.build_speculatively(layout, requirements.read(repo.requirements), timeout=120, tools=tools)
     # pip's own resolver took bsf-alpha 2.0; a lock that pinned 1.0 must not adopt it.
     other = Lock((Pin("bsf-alpha", "1.0"), Pin("bsf-beta", "1.0")), "", "resolved")
     assert not install.adopt(staging, other)
