@@ -1,26 +1,49 @@
-"""Benchmark bootstrap against plain Python and plain pip, as ratios measured side by side in one run.
+"""Benchmark bootstrap against plain Python, pip, pip-tools and uv, as ratios measured side by side in one run.
 
-Machines are noisy, so nothing here asserts seconds: each pair of commands runs
-interleaved (A B, B A, ...) and the table reports medians and their ratio.
+Machines are noisy, so nothing here asserts seconds: the commands compared in
+one measurement run interleaved (A B C, B C A, ...) and the table reports
+medians and their ratios. Rows (``--rows``), each on the sets (``--sets``) and
+sources (``--sources``) asked for:
 
-1. No-op start-up: ``import bootstrap; bootstrap.startup()`` on an already-synced
-   folder (the fast path) against a bare ``import json, hashlib``; once with
-   bootstrap byte-compiled, once from a copy of its sources with no .pyc.
-2. Cold sync (empty packages folder, empty caches), without and with a committed
-   lock, against ``pip install --target`` and against ``pip-compile`` +
-   ``pip install --no-deps --target``, from a local wheelhouse and from the public index.
+startup      ``import bootstrap; bootstrap.startup()`` on an already-synced folder
+             (the fast path) against a bare ``import json, hashlib``; with and
+             without .pyc for bootstrap (set S, wheelhouse only).
+cold         empty caches, empty packages folder: ``bootstrap sync`` (and with a
+             committed lock, and with the uv backend when bootstrap has one)
+             against ``pip install --target``, ``pip-compile`` + ``pip install
+             --no-deps --target``, and ``uv pip compile`` + ``uv pip install --target``.
+warm         a new instance (empty packages folder) with warm caches: bootstrap's
+             own cache folder (``<packages>/cache``) and XDG_CACHE_HOME kept; the
+             same plain tools with their caches (XDG_CACHE_HOME, UV_CACHE_DIR) kept.
+incremental  add one package to a synced set, against building the grown set
+             into a new packages folder (same caches).
+import       ``import pandas`` from the generation (on PYTHONPATH, and through
+             ``bootstrap.activate()``) against a virtual environment holding the
+             same pandas from the same wheelhouse, with and without .pyc (set M).
 
-Every child runs with pip's ambient configuration removed (no PIP_*, BOOTSTRAP_*
-or PYTHONPATH; PIP_CONFIG_FILE is an empty file), plus the source's settings.
-Usage: ``.venv/bin/python bench/bench.py [--runs N] [--quick]``.
+Sources: ``wheelhouse`` (the sets downloaded once into bench/.cache/wheelhouse,
+then ``--no-index --find-links``) and ``public`` (the public index, given
+explicitly as PIP_INDEX_URL / UV_DEFAULT_INDEX). Every child runs with pip's
+ambient configuration removed: no PIP_*, UV_* or BOOTSTRAP_*, PYTHONPATH only the
+snapshot of bootstrap/ taken at the start (others commit while the bench runs), and
+PIP_CONFIG_FILE=/dev/null (an empty file is not enough: pip still reads
+/etc/pip.conf, /etc/xdg/pip/pip.conf and ~/.config/pip/pip.conf then, which on
+this machine add find-links, file:// indexes and constraints), UV_NO_CONFIG=1.
+
+Usage: ``.venv/bin/python bench/bench.py [--sets S,M] [--rows cold,warm,...]
+[--sources wheelhouse,public] [--public-rows cold|all] [--repeat N] [--quick]``. The table and the raw
+times also go to bench/last-results.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
+import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -29,60 +52,123 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+CACHE = BENCH / ".cache"  # gitignored (bench/.gitignore): the wheelhouse, kept between runs
+RESULTS = BENCH / "last-results.json"
 PY = sys.executable
-PACKAGES = ("colorama", "tabulate", "python-dateutil", "pyyaml")
-ADDED = "six"  # the one package the incremental measurement adds to the set
-PUBLIC_INDEX = "https://pypi.org/simple"
+UV = str(Path(PY).parent / "uv")
+SETS = {
+    "S": ("colorama", "tabulate", "python-dateutil", "pyyaml"),
+    "M": (
+        "httpx",
+        "rich",
+        "pandas",
+        "pydantic",
+        "sqlalchemy",
+        "jinja2",
+        "boto3",
+        "openpyxl",
+        "python-dateutil",
+        "tabulate",
+    ),
+}
+# The one package the incremental row adds: not `six`, which python-dateutil already pulls in
+# (adding it changes no pin, and bootstrap then only rewrites the manifest).
+ADDED = "attrs"
+PUBLIC_INDEX = "https://pypi.org/simple"  # pip's default; the machine's pip.conf only adds file:// extras
+BASELINES = ("pip install --target", "pip-compile + pip install", "uv pip compile + install")
+ALL_ROWS = ("startup", "cold", "warm", "incremental", "import")
 STARTUP_GOAL, SYNC_GOAL = 1.25, 1.2
 HEAVY = ("pydantic", "piptools", "watchdog", "filelock", "packaging")
-# INFO lines bootstrap logs at each phase of a sync (substring, phase that starts there).
-PHASES = (
-    ("resolving ", "pip-compile"),
-    ("installing ", "pip install"),
-    ("verifying the new generation", "verify set + RECORD"),
-    ("import-checking", "import check"),
-    ("published generation", "exit"),
-)
-FIRST_PHASE = "python + imports + settings"
 
-Row = tuple[str, float, float, float | None]  # measurement, bootstrap s, baseline s, goal ratio
+Row = dict[str, Any]
+# A copy of bootstrap/ taken when the bench starts, put first on every child's PYTHONPATH: others commit to
+# bootstrap/ while the bench runs, and a sync started after such a commit would measure other code.
+SNAPSHOT: Path | None = None
+RESULTS_DATA: dict[str, Any] = {"rows": [], "raw": [], "notes": []}
 
 
-def clean_env(work: Path, **extra: str) -> dict[str, str]:
-    """os.environ without PIP_*, BOOTSTRAP_* and PYTHONPATH; an empty pip config; then ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "BOOTSTRAP_")) and k != "PYTHONPATH"}
-    env["PIP_CONFIG_FILE"] = str(work / "empty-pip.conf")
+def note(text: str) -> None:
+    print(text)
+    RESULTS_DATA["notes"].append(text)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without PIP_*, UV_*, BOOTSTRAP_* and PYTHONPATH; no pip/uv config file; then ``extra``."""
+    drop = ("PIP_", "UV_", "BOOTSTRAP_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) and k != "PYTHONPATH"}
+    env["PIP_CONFIG_FILE"] = os.devnull  # /dev/null: pip then reads no config file at all
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["UV_NO_CONFIG"] = "1"
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    if SNAPSHOT is not None:
+        env["PYTHONPATH"] = str(SNAPSHOT)
+    if os.environ.get("PIP_CERT"):  # the machine's CA bundle, for the public index
+        env["PIP_CERT"] = os.environ["PIP_CERT"]
+        env["SSL_CERT_FILE"] = os.environ["PIP_CERT"]
     env.update(extra)
     return env
 
 
-def run(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> float:
+class Source:
+    def __init__(self, name: str, wheelhouse: Path) -> None:
+        self.name = name
+        if name == "wheelhouse":
+            self.pip_env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}
+            self.uv_args = ["--no-index", "--find-links", str(wheelhouse)]
+        else:
+            self.pip_env = {"PIP_INDEX_URL": PUBLIC_INDEX}
+            self.uv_args = ["--default-index", PUBLIC_INDEX]
+
+    def env(self, folder: Path, **extra: str) -> dict[str, str]:
+        """A child environment whose caches all live under ``folder`` (cold when the folder is new)."""
+        return clean_env(
+            **self.pip_env, XDG_CACHE_HOME=str(folder / "xdg-cache"), UV_CACHE_DIR=str(folder / "uv-cache"), **extra
+        )
+
+
+def run(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 1200) -> float:
     """Seconds ``argv`` took; raise with its stderr if it failed."""
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}")
+        raise RuntimeError(
+            f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}"
+        )
     return elapsed
 
 
+def _phase_key(message: str) -> str:
+    message = re.sub(r"\d+", "N", message.split(":", 1)[0])
+    message = re.sub(r"staging/\S+", "staging/ID", message)
+    message = re.sub(r"resolution \S+", "resolution KEY", message)
+    return re.sub(r"generation \S+", "generation ID", message)[:60]
+
+
 def traced_sync(env: dict[str, str], cwd: Path, phases: dict[str, list[float]]) -> float:
-    """Run ``python -m bootstrap sync``; time it and, from its INFO lines' arrival, each of its phases."""
+    """Run ``python -m bootstrap sync``; time it and, from the arrival of its INFO lines, each of its steps.
+
+    A step is the time from one top-level log line to the next (indented lines, one per
+    package, are folded into the step they belong to).
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(
         [PY, "-m", "bootstrap", "sync"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
-    marks: list[tuple[str, float]] = [(FIRST_PHASE, start)]
+    marks: list[tuple[str, float]] = [("(start: python, imports, settings, host scan)", start)]
     lines = []
     for line in proc.stderr:
         lines.append(line)
-        for needle, phase in PHASES:
-            if line.startswith("bootstrap: " + needle) and phase not in dict(marks):
-                marks.append((phase, time.perf_counter()))
+        if line.startswith("bootstrap: ") and not line.startswith("bootstrap:  "):
+            marks.append((_phase_key(line[len("bootstrap: ") :].strip()), time.perf_counter()))
     end = time.perf_counter()
     if proc.wait() != 0:
         raise RuntimeError("bootstrap sync failed:\n" + "".join(lines))
@@ -110,27 +196,156 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f}s (min {min(values):.3f}, max {max(values):.3f}, n={len(values)})"
 
 
+def report(
+    row: str, set_name: str, source: str, times: dict[str, list[float]], ours: Sequence[str], bases: Sequence[str]
+) -> None:
+    """Print each command's spread; add a table line per (bootstrap variant, baseline) pair."""
+    width = max(len(name) for name in times) + 1
+    for name, values in times.items():
+        if values:
+            print(f"  {name + ':':<{width}} {spread(values)}")
+    RESULTS_DATA["raw"].append({"row": row, "set": set_name, "source": source, "times": times})
+    for mine in ours:
+        for base in bases:
+            if not times.get(mine) or not times.get(base):
+                continue
+            RESULTS_DATA["rows"].append(
+                {
+                    "row": row,
+                    "set": set_name,
+                    "source": source,
+                    "bootstrap": mine,
+                    "bootstrap_median": statistics.median(times[mine]),
+                    "baseline": base,
+                    "baseline_median": statistics.median(times[base]),
+                    "ratio": statistics.median(times[mine]) / statistics.median(times[base]),
+                    "n": min(len(times[mine]), len(times[base])),
+                }
+            )
+
+
+def na_row(row: str, set_name: str, source: str, mine: str, why: str) -> None:
+    RESULTS_DATA["rows"].append(
+        {"row": row, "set": set_name, "source": source, "bootstrap": mine, "baseline": "-", "na": why}
+    )
+
+
+def print_phases(title: str, phases: dict[str, list[float]]) -> None:
+    print(f"  {title} (medians, from the arrival of its log lines):")
+    for phase, values in phases.items():
+        print(f"    {phase:<60} {statistics.median(values):7.3f}s  (n={len(values)})")
+
+
+def uv_backend() -> bool:
+    from bootstrap.settings import Settings
+
+    return "backend" in Settings.model_fields
+
+
+def remove(pattern: str, work: Path) -> None:
+    for done in work.glob(pattern):
+        shutil.rmtree(done, ignore_errors=True)
+    os.sync()
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+class Tools:
+    """The commands compared, each into a folder of its own."""
+
+    def __init__(self, source: Source, requirements: Path) -> None:
+        self.source = source
+        self.requirements = requirements
+
+    def bootstrap(
+        self, folder: Path, env: dict[str, str], phases: dict[str, list[float]] | None, **extra: str
+    ) -> float:
+        env = {
+            **env,
+            "BOOTSTRAP_REQUIREMENTS_FILE": str(extra.pop("requirements", self.requirements)),
+            "BOOTSTRAP_PACKAGES_DIR": str(extra.pop("packages", folder / "packages")),
+            **extra,
+        }
+        if phases is not None:
+            return traced_sync(env, folder, phases)
+        return run([PY, "-m", "bootstrap", "sync"], env, folder)
+
+    def pip(self, folder: Path, env: dict[str, str]) -> float:
+        return run(
+            [PY, "-m", "pip", "install", "--target", str(folder / "t"), "-r", str(self.requirements)], env, folder
+        )
+
+    def compile_install(self, folder: Path, env: dict[str, str], compile_times: list[float]) -> float:
+        lock = folder / "lock.txt"
+        argv = [PY, "-m", "piptools", "compile", "-q", "--no-header", "--strip-extras", "--allow-unsafe"]
+        seconds = run([*argv, "-o", str(lock), str(self.requirements)], env, folder)
+        compile_times.append(seconds)
+        install = [PY, "-m", "pip", "install", "--no-deps", "--target", str(folder / "t"), "-r", str(lock)]
+        return seconds + run(install, env, folder)
+
+    def uv(self, folder: Path, env: dict[str, str]) -> float:
+        lock = folder / "uv-lock.txt"
+        common = ["--python", PY, *self.source.uv_args]
+        seconds = run([UV, "pip", "compile", "-q", *common, "-o", str(lock), str(self.requirements)], env, folder)
+        install = [UV, "pip", "install", "-q", *common, "--no-deps", "--target", str(folder / "t"), "-r", str(lock)]
+        return seconds + run(install, env, folder)
+
+
+def write_requirements(folder: Path, names: Sequence[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "requirements.txt"
+    path.write_text("\n".join(names) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- rows
+
+
 def pyc_state() -> str:
-    modules = sorted((ROOT / "bootstrap").glob("*.py"))
+    modules = sorted((code_root() / "bootstrap").glob("*.py"))
     cached = sum(Path(importlib.util.cache_from_source(str(m))).is_file() for m in modules)
     return f"{cached}/{len(modules)} bootstrap modules have a .pyc"
 
 
-def bench_startup(work: Path, wheelhouse: Path, runs: int) -> list[Row]:
-    print("\n== 1. no-op start-up (fast path) ==")
+def code_root() -> Path:
+    return SNAPSHOT if SNAPSHOT is not None else ROOT
+
+
+def take_snapshot(work: Path) -> dict[str, Any]:
+    """Copy bootstrap/ (compiled) into ``work``; children import it from there. Its git state, for the record."""
+    global SNAPSHOT
+    snapshot = work / "code"
+    shutil.copytree(ROOT / "bootstrap", snapshot / "bootstrap", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([PY, "-m", "compileall", "-q", str(snapshot / "bootstrap")], check=True)
+    SNAPSHOT = snapshot
+    sys.path.insert(0, str(snapshot))
+    for name in [m for m in sys.modules if m == "bootstrap" or m.startswith("bootstrap.")]:
+        del sys.modules[name]
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {
+        "head": git("log", "-1", "--format=%h %ci %s")[:120].rstrip(" ,"),
+        "uncommitted_changes_in_bootstrap": git("status", "--porcelain", "bootstrap").splitlines(),
+    }
+
+
+def bench_startup(work: Path, wheelhouse: Path, runs: int) -> None:
+    print("\n== startup: no-op start-up (fast path), set S, wheelhouse ==")
     print(f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')} in the environment")
     print(f"before warm-up: {pyc_state()}")
-    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "bootstrap")], check=True)
+    subprocess.run([PY, "-m", "compileall", "-q", str(code_root() / "bootstrap")], check=True)
     print(f"after `python -m compileall -q bootstrap`: {pyc_state()}")
     repo, packages = work / "startup-repo", work / "startup-packages"
-    repo.mkdir()
-    (repo / "requirements.txt").write_text("\n".join(PACKAGES) + "\n")
-    env = clean_env(work, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
-    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(repo / "requirements.txt"), BOOTSTRAP_PACKAGES_DIR=str(packages))
+    requirements = write_requirements(repo, SETS["S"])
+    env = Source("wheelhouse", wheelhouse).env(work / "startup-caches")
+    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(packages))
     run([PY, "-m", "bootstrap", "sync"], env, work)
     # The same sources copied where no .pyc can be: what a host gets from a source checkout.
     source = work / "source-copy"
-    shutil.copytree(ROOT / "bootstrap", source / "bootstrap", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(code_root() / "bootstrap", source / "bootstrap", ignore=shutil.ignore_patterns("__pycache__"))
     env_no_pyc = {**env, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
     probe = (
         "import bootstrap, sys; m = bootstrap.startup(); print(m is not None and m['status'], "
@@ -143,54 +358,21 @@ def bench_startup(work: Path, wheelhouse: Path, runs: int) -> list[Row]:
     startup = [PY, "-c", "import bootstrap; bootstrap.startup()"]
     bare = [PY, "-c", "import json, hashlib"]
     commands = {
-        "startup": lambda: run(startup, env, work),
-        "startup, no .pyc": lambda: run(startup, env_no_pyc, work),
-        "bare": lambda: run(bare, env, work),
+        "startup()": lambda: run(startup, env, work),
+        "startup(), no .pyc": lambda: run(startup, env_no_pyc, work),
+        "bare python": lambda: run(bare, env, work),
     }
     interleave(commands, 3)  # warm-up: page cache
     times = interleave(commands, runs)
-    for name, values in times.items():
-        print(f"{name + ':':<19} {spread(values)}")
-    bare_median = statistics.median(times["bare"])
-    return [
-        (
-            "no-op startup() vs bare python (.pyc present)",
-            statistics.median(times["startup"]),
-            bare_median,
-            STARTUP_GOAL,
-        ),
-        (
-            "no-op startup() vs bare python (no .pyc for bootstrap)",
-            statistics.median(times["startup, no .pyc"]),
-            bare_median,
-            STARTUP_GOAL,
-        ),
-    ]
+    report("startup", "S", "wheelhouse", times, ["startup()", "startup(), no .pyc"], ["bare python"])
 
 
-def make_wheelhouse(work: Path) -> tuple[Path, bool]:
-    """Download the set once; return the folder and whether the public index was reachable."""
-    wheelhouse = work / "wheelhouse"
-    argv = [PY, "-m", "pip", "download", "-q", "-d", str(wheelhouse), *PACKAGES, ADDED]
-    try:
-        run(argv, clean_env(work, PIP_INDEX_URL=PUBLIC_INDEX, XDG_CACHE_HOME=str(work / "dl-cache")), work, 120)
-        return wheelhouse, True
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"the public index is unreachable ({str(exc).splitlines()[-1][:200]})")
-        print("building the wheelhouse with this machine's own pip configuration instead")
-        run(argv, dict(os.environ), work, 300)
-        return wheelhouse, False
-
-
-def bench_sync(work: Path, source: str, pip_env: dict[str, str], runs: int) -> list[Row]:
-    print(f"\n== 2. cold sync from the {source} ==")
-    repo = work / f"repo-{source.replace(' ', '-')}"
-    repo.mkdir()
-    requirements = repo / "requirements.txt"
-    requirements.write_text("\n".join(PACKAGES) + "\n")
-    locked = work / f"locked-{source.replace(' ', '-')}"
-    locked.mkdir()
-    (locked / "requirements.txt").write_text(requirements.read_text())
+def bench_cold(work: Path, set_name: str, source: Source, runs: int) -> None:
+    print(f"\n== cold: cold sync, set {set_name}, {source.name} ==")
+    tag = f"{set_name}-{source.name}"
+    requirements = write_requirements(work / f"repo-{tag}", SETS[set_name])
+    locked = write_requirements(work / f"locked-{tag}", SETS[set_name])
+    tools = Tools(source, requirements)
     counter = iter(range(10**6))
     phases: dict[str, list[float]] = {}
     compile_times: list[float] = []
@@ -198,163 +380,388 @@ def bench_sync(work: Path, source: str, pip_env: dict[str, str], runs: int) -> l
     def fresh() -> tuple[Path, dict[str, str]]:
         folder = work / f"run-{next(counter)}"
         folder.mkdir()
-        return folder, clean_env(work, **pip_env, XDG_CACHE_HOME=str(folder / "cache"))
-
-    def bootstrap_sync(reqs: Path, trace: bool) -> float:
-        folder, env = fresh()
-        env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(reqs), BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"))
-        if trace:
-            return traced_sync(env, folder, phases)
-        return run([PY, "-m", "bootstrap", "sync"], env, folder)
-
-    def pip_target() -> float:
-        folder, env = fresh()
-        return run([PY, "-m", "pip", "install", "--target", str(folder / "t"), "-r", str(requirements)], env, folder)
-
-    def compile_install() -> float:
-        folder, env = fresh()
-        lock = folder / "lock.txt"
-        compile_argv = [PY, "-m", "piptools", "compile", "-q", "--no-header", "--strip-extras", "--allow-unsafe"]
-        seconds = run([*compile_argv, "-o", str(lock), str(requirements)], env, folder)
-        compile_times.append(seconds)
-        install = [PY, "-m", "pip", "install", "--no-deps", "--target", str(folder / "t"), "-r", str(lock)]
-        return seconds + run(install, env, folder)
+        return folder, source.env(folder)
 
     # The committed-lock variant: `bootstrap lock` once, then its syncs skip pip-compile.
-    env = clean_env(work, **pip_env, XDG_CACHE_HOME=str(work / "lock-cache"))
-    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(locked / "requirements.txt"), BOOTSTRAP_PACKAGES_DIR=str(work / "lp"))
+    env = source.env(work / f"lock-caches-{tag}")
+    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(locked), BOOTSTRAP_PACKAGES_DIR=str(work / f"lp-{tag}"))
     run([PY, "-m", "bootstrap", "lock"], env, work)
 
-    def clean_up() -> None:  # between rounds, so deleting files never overlaps a measured command
-        for done in work.glob("run-*"):
-            shutil.rmtree(done, ignore_errors=True)
-        os.sync()
-
-    pip_target()  # warm-up: page cache, pip's imports
-    times = interleave(
-        {
-            "bootstrap": lambda: bootstrap_sync(requirements, trace=True),
-            "bootstrap+lock": lambda: bootstrap_sync(locked / "requirements.txt", trace=False),
-            "pip": pip_target,
-            "compile+install": compile_install,
-        },
-        runs,
-        clean_up,
-    )
-    print(f"bootstrap sync (no lock):        {spread(times['bootstrap'])}")
-    print(f"bootstrap sync (committed lock): {spread(times['bootstrap+lock'])}")
-    print(f"pip install --target:            {spread(times['pip'])}")
-    print(f"pip-compile + pip install:       {spread(times['compile+install'])}")
-    print(f"  of which pip-compile:          {spread(compile_times)}")
-    print("phases of bootstrap sync (no lock), medians, from the arrival of its log lines:")
-    for phase, values in phases.items():
-        print(f"  {phase:<30} {statistics.median(values):.3f}s")
-    bootstrap, pip, both = (statistics.median(times[k]) for k in ("bootstrap", "pip", "compile+install"))
-    return [
-        (f"cold sync vs pip install --target ({source})", bootstrap, pip, SYNC_GOAL),
-        (f"cold sync vs pip-compile + install ({source})", bootstrap, both, None),
-        (
-            f"cold sync, committed lock, vs pip install --target ({source})",
-            statistics.median(times["bootstrap+lock"]),
-            pip,
-            SYNC_GOAL,
-        ),
-    ]
+    commands: dict[str, Callable[[], float]] = {
+        "bootstrap": lambda: tools.bootstrap(*fresh(), phases),
+        "bootstrap, committed lock": lambda: tools.bootstrap(*fresh(), None, requirements=locked),
+        "pip install --target": lambda: tools.pip(*fresh()),
+        "pip-compile + pip install": lambda: tools.compile_install(*fresh(), compile_times),
+        "uv pip compile + install": lambda: tools.uv(*fresh()),
+    }
+    ours = ["bootstrap", "bootstrap, committed lock"]
+    if uv_backend():
+        commands["bootstrap (uv backend)"] = lambda: tools.bootstrap(*fresh(), None, BOOTSTRAP_BACKEND="uv")
+        ours.append("bootstrap (uv backend)")
+    else:
+        na_row("cold", set_name, source.name, "bootstrap (uv backend)", "n/a (no uv backend)")
+    tools.pip(*fresh())  # warm-up: page cache, pip's imports
+    times = interleave(commands, runs, lambda: remove("run-*", work))
+    remove("run-*", work)
+    times["  of which pip-compile"] = compile_times
+    report("cold", set_name, source.name, times, ours, BASELINES)
+    if not uv_backend():
+        print("  bootstrap (uv backend): n/a (no uv backend)")
+    print_phases("steps of bootstrap sync (no lock)", phases)
+    RESULTS_DATA.setdefault("phases", {})[f"cold {tag}"] = {k: statistics.median(v) for k, v in phases.items()}
 
 
-def bench_incremental(work: Path, wheelhouse: Path, runs: int) -> list[Row]:
-    """Add one package to a synced set, against building the grown set from nothing (both from the wheelhouse)."""
-    print("\n== 3. incremental: add one package to the set ==")
+def bench_warm(work: Path, set_name: str, source: Source, runs: int) -> None:
+    print(f"\n== warm: new instance (empty packages folder), warm caches, set {set_name}, {source.name} ==")
+    tag = f"{set_name}-{source.name}"
+    requirements = write_requirements(work / f"repo-warm-{tag}", SETS[set_name])
+    tools = Tools(source, requirements)
+    caches = {name: work / f"warm-{tag}" / name for name in ("bootstrap", "bootstrap-uv", "pip", "compile", "uv")}
+    for path in caches.values():
+        path.mkdir(parents=True)
+    seed_packages = caches["bootstrap"] / "seed-packages"
+    # Warm every cache once (not measured).
+    tools.bootstrap(caches["bootstrap"], source.env(caches["bootstrap"]), None, packages=seed_packages)
+    seed_cache = seed_packages / "cache"
+    tools.pip(caches["pip"], source.env(caches["pip"]))
+    tools.compile_install(caches["compile"], source.env(caches["compile"]), [])
+    tools.uv(caches["uv"], source.env(caches["uv"]))
+    for name in ("pip", "compile", "uv"):
+        shutil.rmtree(caches[name] / "t")
     counter = iter(range(10**6))
+    phases: dict[str, list[float]] = {}
+    sources_seen: list[str] = []
 
-    def prepared(grown: bool) -> tuple[Path, dict[str, str]]:
-        folder = work / f"inc-{next(counter)}"
-        (folder / "repo").mkdir(parents=True)
-        env = clean_env(work, PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse), XDG_CACHE_HOME=str(folder / "cache"))
-        env.update(
-            BOOTSTRAP_REQUIREMENTS_FILE=str(folder / "repo" / "requirements.txt"),
-            BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"),
+    def folder() -> Path:
+        path = work / f"run-{next(counter)}"
+        path.mkdir()
+        return path
+
+    def bootstrap(extra: dict[str, str], cache_from: Path, trace: bool) -> float:
+        where = folder()
+        shutil.copytree(cache_from, where / "packages" / "cache")  # bootstrap's own cache folder, kept
+        seconds = tools.bootstrap(where, source.env(cache_from.parent.parent), phases if trace else None, **extra)
+        data = json.loads((where / "packages" / "manifest.json").read_text())
+        sources_seen.append(data.get("lock_source"))
+        return seconds
+
+    commands: dict[str, Callable[[], float]] = {
+        "bootstrap": lambda: bootstrap({}, seed_cache, True),
+        "pip install --target": lambda: tools.pip(folder(), source.env(caches["pip"])),
+        "pip-compile + pip install": lambda: tools.compile_install(folder(), source.env(caches["compile"]), []),
+        "uv pip compile + install": lambda: tools.uv(folder(), source.env(caches["uv"])),
+    }
+    ours = ["bootstrap"]
+    if uv_backend():
+        uv_seed = caches["bootstrap-uv"] / "seed-packages"
+        tools.bootstrap(
+            caches["bootstrap-uv"], source.env(caches["bootstrap-uv"]), None, packages=uv_seed, BOOTSTRAP_BACKEND="uv"
         )
-        (folder / "repo" / "requirements.txt").write_text("\n".join(PACKAGES) + "\n")
-        if grown:
-            run([PY, "-m", "bootstrap", "sync"], env, folder)  # not measured: the set before the change
-        (folder / "repo" / "requirements.txt").write_text("\n".join((*PACKAGES, ADDED)) + "\n")
+        commands["bootstrap (uv backend)"] = lambda: bootstrap({"BOOTSTRAP_BACKEND": "uv"}, uv_seed / "cache", False)
+        ours.append("bootstrap (uv backend)")
+    else:
+        na_row("warm", set_name, source.name, "bootstrap (uv backend)", "n/a (no uv backend)")
+    times = interleave(commands, runs, lambda: remove("run-*", work))
+    remove("run-*", work)
+    report("warm", set_name, source.name, times, ours, BASELINES)
+    if not uv_backend():
+        print("  bootstrap (uv backend): n/a (no uv backend)")
+    print(f"  lock_source of the warm bootstrap syncs: {sorted(set(map(str, sources_seen)))}")
+    print_phases("steps of warm bootstrap sync", phases)
+    RESULTS_DATA.setdefault("phases", {})[f"warm {tag}"] = {k: statistics.median(v) for k, v in phases.items()}
+    shutil.rmtree(work / f"warm-{tag}", ignore_errors=True)
+
+
+def bench_incremental(work: Path, set_name: str, source: Source, runs: int) -> None:
+    """Add one package to a synced set, against building the grown set into a new packages folder."""
+    print(f"\n== incremental: add {ADDED} to a synced set {set_name}, {source.name} ==")
+    counter = iter(range(10**6))
+    phases: dict[str, list[float]] = {}
+
+    def prepared() -> tuple[Path, dict[str, str]]:
+        """A packages folder synced with the set (not measured); the file then grows by one package."""
+        folder = work / f"inc-{next(counter)}"
+        requirements = write_requirements(folder / "repo", SETS[set_name])
+        env = source.env(folder)
+        env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"))
+        run([PY, "-m", "bootstrap", "sync"], env, folder)
+        write_requirements(folder / "repo", (*SETS[set_name], ADDED))
         return folder, env
 
     def incremental() -> float:
-        folder, env = prepared(grown=True)
+        folder, env = prepared()
+        return traced_sync(env, folder, phases)
+
+    def rebuild() -> float:  # the same caches (warmed by the same first sync), a new packages folder
+        folder, env = prepared()
+        env["BOOTSTRAP_PACKAGES_DIR"] = str(folder / "packages-rebuild")
         return run([PY, "-m", "bootstrap", "sync"], env, folder)
 
-    def rebuild() -> float:
-        folder, env = prepared(grown=False)
-        return run([PY, "-m", "bootstrap", "sync"], env, folder)
+    times = interleave({"incremental": incremental, "full rebuild": rebuild}, runs, lambda: remove("inc-*", work))
+    remove("inc-*", work)
+    report("incremental", set_name, source.name, times, ["incremental"], ["full rebuild"])
+    print_phases("steps of the incremental sync", phases)
+    RESULTS_DATA.setdefault("phases", {})[f"incremental {set_name}-{source.name}"] = {
+        k: statistics.median(v) for k, v in phases.items()
+    }
 
-    def clean_up() -> None:
-        for done in work.glob("inc-*"):
-            shutil.rmtree(done, ignore_errors=True)
-        os.sync()
 
-    times = interleave({"incremental": incremental, "rebuild": rebuild}, runs, clean_up)
-    print(f"add {ADDED} to a synced set:     {spread(times['incremental'])}")
-    print(f"build the grown set from nothing: {spread(times['rebuild'])}")
-    ours, base = statistics.median(times["incremental"]), statistics.median(times["rebuild"])
-    return [(f"incremental add-one vs full rebuild (wheelhouse, set of {len(PACKAGES) + 1})", ours, base, None)]
+def _pyc_count(folder: Path) -> tuple[int, int]:
+    sources = sum(1 for _ in folder.rglob("*.py"))
+    compiled = sum(1 for _ in folder.rglob("__pycache__/*.pyc"))
+    return sources, compiled
+
+
+def bench_import(work: Path, wheelhouse: Path, runs: int) -> None:
+    print("\n== import: `import pandas` from the generation vs from a virtual environment (set M, wheelhouse) ==")
+    source = Source("wheelhouse", wheelhouse)
+    folder = work / "import"
+    requirements = write_requirements(folder / "repo", SETS["M"])
+    env = source.env(folder)
+    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"))
+    run([PY, "-m", "bootstrap", "sync"], env, folder)
+    data = json.loads((folder / "packages" / "manifest.json").read_text())
+    site = Path(data["site_dir"])
+    version = next(p["version"] for p in data["packages"] if p["name"].lower() == "pandas")
+    py_files, pyc_files = _pyc_count(site)
+    generation_has_pyc = pyc_files > 0
+    note(
+        f"generation: {py_files} .py files, {pyc_files} .pyc files (bootstrap's pip install --target compiled: "
+        f"{'yes' if generation_has_pyc else 'no'})"
+    )
+    # The other state of the generation, in a copy: .pyc stripped, or compiled.
+    other = folder / "gen-copy" / "site"
+    shutil.copytree(site, other, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    if not generation_has_pyc:
+        subprocess.run([PY, "-m", "compileall", "-q", "-j", "0", str(other)], check=False, stdout=subprocess.DEVNULL)
+    gen_pyc, gen_nopyc = (site, other) if generation_has_pyc else (other, site)
+    note(f"generation copy: {_pyc_count(other)[1]} .pyc files")
+    # Virtual environments with the same pandas from the same wheelhouse (and the same base interpreter).
+    venvs = {}
+    for label, compile_flag in (("pyc", []), ("nopyc", ["--no-compile"])):
+        venv = folder / f"venv-{label}"
+        run([PY, "-m", "venv", "--without-pip", str(venv)], clean_env(), folder)
+        pip = [PY, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", *compile_flag]
+        run([*pip, f"pandas=={version}"], source.env(folder / "venv-caches"), folder)
+        venvs[label] = venv / "bin" / "python"
+        purelib = next((venv / "lib").glob("python3*/site-packages"))
+        note(f"venv {label}: pandas {version}, {_pyc_count(purelib)[1]} .pyc files in site-packages")
+    probe = ["-c", "import pandas"]
+    child = clean_env(PYTHONDONTWRITEBYTECODE="1")
+    activate_env = {**child, "BOOTSTRAP_PACKAGES_DIR": str(folder / "packages")}  # PYTHONPATH: the snapshot
+    child.pop("PYTHONPATH", None)
+    commands = {
+        "generation, .pyc (PYTHONPATH)": lambda: run([PY, *probe], {**child, "PYTHONPATH": str(gen_pyc)}, folder),
+        "generation, no .pyc (PYTHONPATH)": lambda: run([PY, *probe], {**child, "PYTHONPATH": str(gen_nopyc)}, folder),
+        "generation as installed, via bootstrap.activate()": lambda: run(
+            [PY, "-c", "import bootstrap; bootstrap.activate(); import pandas"], activate_env, folder
+        ),
+        "venv, .pyc": lambda: run([str(venvs["pyc"]), *probe], child, folder),
+        "venv, no .pyc": lambda: run([str(venvs["nopyc"]), *probe], child, folder),
+    }
+    check = subprocess.run(
+        [PY, "-c", "import pandas, sys; print(pandas.__file__)"],
+        env={**child, "PYTHONPATH": str(gen_pyc)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    note(f"pandas imported from: {check.stdout.strip()}")
+    interleave(commands, 1)  # warm-up: page cache
+    times = interleave(commands, runs)
+    report("import", "M", "wheelhouse", times, ["generation, .pyc (PYTHONPATH)"], ["venv, .pyc"])
+    for mine, base in (
+        ("generation, no .pyc (PYTHONPATH)", "venv, no .pyc"),
+        ("generation as installed, via bootstrap.activate()", "venv, .pyc"),
+    ):
+        RESULTS_DATA["rows"].append(
+            {
+                "row": "import",
+                "set": "M",
+                "source": "wheelhouse",
+                "bootstrap": mine,
+                "bootstrap_median": statistics.median(times[mine]),
+                "baseline": base,
+                "baseline_median": statistics.median(times[base]),
+                "ratio": statistics.median(times[mine]) / statistics.median(times[base]),
+                "n": runs,
+            }
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- wheelhouse, table, main
+
+
+def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
+    """Download the sets (and the added package) once; return the folder and whether the public index answered.
+
+    The host's own distributions constrain the download as they constrain bootstrap's
+    resolutions (pydantic, markupsafe, ... at the host's versions), so every resolution
+    bootstrap makes from the wheelhouse finds its pins there.
+    """
+    from bootstrap import host
+
+    wheelhouse = CACHE / "wheelhouse"
+    CACHE.mkdir(exist_ok=True)
+    constraints = CACHE / "host-constraints.txt"
+    constraints.write_text(host.constraints_text(host.host_distributions(CACHE / "no-packages"), frozenset()))
+    names = sorted({name for s in sets for name in SETS[s]} | {ADDED})
+    argv = [PY, "-m", "pip", "download", "-q", "--only-binary", ":all:", "-d", str(wheelhouse), "-c", str(constraints)]
+    env = clean_env(PIP_INDEX_URL=PUBLIC_INDEX, XDG_CACHE_HOME=str(CACHE / "dl-cache"))
+    try:
+        run([*argv, *names], env, BENCH, 600)
+        return wheelhouse, True
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"the public index is unreachable ({str(exc).strip().splitlines()[-1][:200]})")
+        if all(any(wheelhouse.glob(f"{n.replace('-', '_')}-*")) for n in names if n != "pyyaml"):
+            print("using the wheelhouse downloaded by an earlier run")
+            return wheelhouse, False
+        print("building the wheelhouse with this machine's own pip configuration instead")
+        run([*argv, *names], dict(os.environ), BENCH, 600)
+        return wheelhouse, False
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| measurement | bootstrap median s | baseline median s | ratio | goal |",
-        "|---|---:|---:|---:|---|",
+        "| row | set | source | bootstrap | median s | baseline | median s | ratio |",
+        "|---|---|---|---|---:|---|---:|---:|",
     ]
-    for name, ours, base, goal in rows:
-        ratio = ours / base
-        verdict = "-" if goal is None else f"<= {goal:.2f}x ({'met' if ratio <= goal else 'missed'})"
-        lines.append(f"| {name} | {ours:.3f} | {base:.3f} | {ratio:.2f}x | {verdict} |")
+    for r in rows:
+        if "na" in r:
+            lines.append(f"| {r['row']} | {r['set']} | {r['source']} | {r['bootstrap']} | {r['na']} | - | - | - |")
+            continue
+        lines.append(
+            f"| {r['row']} | {r['set']} | {r['source']} | {r['bootstrap']} | {r['bootstrap_median']:.3f} | "
+            f"{r['baseline']} | {r['baseline_median']:.3f} | {r['ratio']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=None, help="runs per sync command (default 9; start-up: 6x)")
-    parser.add_argument("--quick", action="store_true", help="3 runs (start-up 18), skip the public index")
-    args = parser.parse_args()
-    runs = args.runs or (3 if args.quick else 9)
-    print(f"python {platform.python_version()} ({PY}), {platform.platform()}, nproc {os.cpu_count()}")
-    print(f"runs: {runs} per sync command, {6 * runs} per start-up command; medians; order rotated every round")
-    print(
-        "children: no PIP_*/BOOTSTRAP_*/PYTHONPATH, PIP_CONFIG_FILE=<empty file> (pip still reads the global "
-        "pip.conf), a fresh XDG_CACHE_HOME and packages folder per sync run"
-    )
-    load_before = load_average()
-    busy = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
-    print(f"load average: {load_before}" + (" -- the machine is busy: expect noise" if busy else ""))
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="bootstrap-bench-") as folder:
-        work = Path(folder)
-        (work / "empty-pip.conf").write_text("")
-        wheelhouse, online = make_wheelhouse(work)
-        print(f"wheelhouse: {', '.join(sorted(p.name for p in wheelhouse.iterdir()))}")
-        rows += bench_startup(work, wheelhouse, 6 * runs)
-        rows += bench_sync(work, "wheelhouse", {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(wheelhouse)}, runs)
-        rows += bench_incremental(work, wheelhouse, runs)
-        if args.quick:
-            print("\n(public index skipped: --quick)")
-        elif not online:
-            print("\n(public index skipped: unreachable)")
-        else:
-            try:
-                rows += bench_sync(work, "public index", {"PIP_INDEX_URL": PUBLIC_INDEX}, runs)
-            except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                print(f"(public index rows skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
-    print("\n" + table(rows))
-    busy = busy or os.getloadavg()[0] > 1 + 0.5 * (os.cpu_count() or 1)  # the bench itself adds ~1
-    print(f"\nload average at the start {load_before}, at the end {load_average()}", end="")
-    print(" (other work on the machine skews the ratios: rerun when it is idle)" if busy else "")
-    return 0
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    tools = {}
+    for name, argv in (
+        ("pip", [PY, "-m", "pip", "--version"]),
+        ("pip-tools", [PY, "-m", "piptools", "compile", "--version"]),
+        ("uv", [UV, "--version"]),
+    ):
+        try:
+            tools[name] = subprocess.run(argv, capture_output=True, text=True, env=clean_env()).stdout.strip()
+        except OSError:
+            tools[name] = "not installed"
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "interpreter": PY,
+        "platform": platform.platform(),
+        "tools": tools,
+        "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"),
+    }
 
 
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="S,M", help="comma-separated: S, M (default S,M)")
+    parser.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated, of {','.join(ALL_ROWS)}")
+    parser.add_argument("--sources", default="wheelhouse,public", help="comma-separated: wheelhouse, public")
+    parser.add_argument(
+        "--public-rows",
+        default="cold",
+        help="of the rows asked for, those also run from the public index (default cold: the rest "
+        "measure the same work with the network added, and M from the public index is the slow part); 'all' for all",
+    )
+    parser.add_argument("--repeat", "--runs", type=int, default=None, help="runs per command (default 3)")
+    parser.add_argument("--quick", action="store_true", help="repeat 3 (unless given), skip the public index")
+    args = parser.parse_args()
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if args.quick:
+        sources = [s for s in sources if s != "public"]
+    for value, allowed in ((sets, SETS), (rows, ALL_ROWS), (sources, ("wheelhouse", "public"))):
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            parser.error(f"unknown {bad}; choose from {list(allowed)}")
+    runs = args.repeat or 3
+    public_rows = ALL_ROWS if args.public_rows == "all" else [r.strip() for r in args.public_rows.split(",")]
+    started = time.monotonic()
+    info = machine()
+    RESULTS_DATA["machine"] = info
+    RESULTS_DATA["args"] = {
+        "sets": sets,
+        "rows": rows,
+        "sources": sources,
+        "public_rows": list(public_rows),
+        "repeat": runs,
+    }
+    RESULTS_DATA["started_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']} ({PY}), {info['platform']}")
+    print(f"tools: {'; '.join(info['tools'].values())}")
+    print(
+        f"sets {','.join(sets)}; rows {','.join(rows)}; sources {','.join(sources)} (public index: "
+        f"{','.join(r for r in rows if r in public_rows)}); {runs} runs per command; "
+        "medians; order rotated every round"
+    )
+    load_before = load_average()
+    busy = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
+    print(f"load average: {load_before}" + (" -- the machine is busy: expect noise" if busy else ""))
+    if not Path(UV).exists() and any(r in rows for r in ("cold", "warm")):
+        print(f"uv is not installed ({UV}): `.venv/bin/pip install uv`")
+        return 2
+    if "import" in rows and "M" not in sets:
+        print("(import row skipped: it needs set M, which holds pandas)")
+    with tempfile.TemporaryDirectory(prefix="bootstrap-bench-") as folder:
+        work = Path(folder)
+        RESULTS_DATA["code"] = code = take_snapshot(work)
+        changed = f", uncommitted changes: {' '.join(code['uncommitted_changes_in_bootstrap'])}"
+        print(
+            f"code: a snapshot of bootstrap/ at {code['head']}"
+            + (changed if code["uncommitted_changes_in_bootstrap"] else "")
+        )
+        wheelhouse, online = make_wheelhouse(sets)
+        print(f"wheelhouse: {len(list(wheelhouse.iterdir()))} files in {wheelhouse}")
+        if "startup" in rows:
+            bench_startup(work, wheelhouse, max(18, 6 * runs))
+        for set_name in sets:
+            for source_name in sources:
+                if source_name == "public" and not online:
+                    print(f"\n(public index skipped for set {set_name}: unreachable)")
+                    continue
+                source = Source(source_name, wheelhouse)
+                for row, bench in (("cold", bench_cold), ("warm", bench_warm), ("incremental", bench_incremental)):
+                    if row not in rows or (source_name == "public" and row not in public_rows):
+                        continue
+                    try:
+                        bench(work, set_name, source, runs)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        why = str(exc).strip().splitlines()[-1][:300]
+                        note(f"({row} {set_name} {source_name} skipped: a command failed: {why})")
+        if "import" in rows and "M" in sets:
+            bench_import(work, wheelhouse, max(5, 3 * runs))
+    print("\n" + table(RESULTS_DATA["rows"]))
+    busy = busy or os.getloadavg()[0] > 1 + 0.5 * (os.cpu_count() or 1)  # the bench itself adds ~1
+    elapsed = time.monotonic() - started
+    print(f"\nmachine: {info['cores']} cores, {info['cpu']}, Python {info['python']}; took {elapsed / 60:.1f} min")
+    print(f"load average at the start {load_before}, at the end {load_average()}", end="")
+    print(" (other work on the machine skews the ratios: rerun when it is idle)" if busy else "")
+    RESULTS_DATA["elapsed_s"] = round(elapsed, 1)
+    RESULTS_DATA["load_average"] = {"start": load_before, "end": load_average()}
+    RESULTS.write_text(json.dumps(RESULTS_DATA, indent=2) + "\n")
+    print(f"written: {RESULTS.relative_to(ROOT)}")
+    return 0
 
 
 if __name__ == "__main__":

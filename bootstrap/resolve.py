@@ -327,7 +327,13 @@ def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: st
             output.write_text(seed, encoding="utf-8")  # the resolver keeps existing pins that still fit
         argv = tools.compile_argv(input_file.name, output.name, hashes=hashes)
         try:
-            _subprocess.run(argv, cwd=work, timeout=settings.resolve_timeout, on_line=_progress, env=tools.env)
+            _subprocess.run(
+                argv,
+                cwd=work,
+                timeout=settings.resolve_timeout,
+                on_line=lambda line: _progress(line, tools.resolver),
+                env=tools.env,
+            )
         except CommandError as exc:
             wheels_only = not settings.allow_source_builds
             explain = explain_uv_failure if tools.uv else explain_failure
@@ -336,14 +342,14 @@ def compile_lock(settings: Settings, desired: Desired, *, hashes: bool, seed: st
     return lock_header(desired) + body
 
 
-def _progress(line: str) -> None:
+def _progress(line: str, resolver: str = "pip-compile") -> None:
     stripped = line.strip()
     if stripped.startswith("Collecting "):  # pip-compile: one per distribution considered
         log.info("  resolving %s", stripped[len("Collecting ") :].split(" (from ", 1)[0])
     elif stripped.startswith("Resolved "):  # uv: "Resolved 12 packages in 80ms"
         log.info("  %s", stripped)
     else:
-        log.debug("resolver: %s", redact(line))
+        log.debug("%s: %s", resolver, redact(line))
 
 
 def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = False) -> str:
