@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # typing and pathlib stay off the fast path
 
 # The generation folder this process put on sys.path (None until activate()).
 _active_site_dir: str | None = None
+_active_first = False  # whether it went before the host's site-packages
 
 
 def _logger() -> logging.Logger:
@@ -123,18 +124,25 @@ def usable_site(manifest: dict[str, Any] | None) -> str | None:
 
 
 def _put_on_path(site_dir: str, *, first: bool = False) -> None:
-    """After the host's site-packages, unless the generation overrides host packages (an operator's choice)."""
-    global _active_site_dir
+    """After the host's site-packages, unless the generation overrides host packages (an operator's choice).
+
+    A switch from an older generation replaces its entry in one step (a slice
+    assignment), so an import in another thread never finds no generation on the path.
+    """
+    global _active_site_dir, _active_first
     if _active_site_dir == site_dir and site_dir in sys.path:
         return
-    if _active_site_dir is not None and _active_site_dir in sys.path:
-        sys.path.remove(_active_site_dir)
+    old = _active_site_dir if _active_site_dir is not None and _active_site_dir in sys.path else None
     import site
 
-    if first:
-        sys.path.insert(0, site_dir)  # addsitedir below then only reads its .pth files
-    site.addsitedir(site_dir)
-    _active_site_dir = site_dir
+    if old is not None and first == _active_first:
+        sys.path[:] = [site_dir if entry == old else entry for entry in sys.path if entry != site_dir]
+    elif first:
+        sys.path[:] = [site_dir, *(entry for entry in sys.path if entry not in (old, site_dir))]
+    elif old is not None:
+        sys.path.remove(old)  # moving from first to last place: rare (an operator's override setting changed)
+    site.addsitedir(site_dir)  # appends it if not there yet; reads its .pth files either way
+    _active_site_dir, _active_first = site_dir, first
 
 
 def startup(

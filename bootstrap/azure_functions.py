@@ -40,7 +40,7 @@ from typing import Any
 import azure.functions as func
 
 import bootstrap
-from bootstrap import health
+from bootstrap import health, live
 from bootstrap._pipout import redact
 from bootstrap.settings import Settings, load_settings
 
@@ -70,7 +70,10 @@ def register(
     ``BOOTSTRAP_*`` from the environment: ``settings`` should agree with it.
     """
     settings = settings if settings is not None else load_settings()
-    bootstrap.startup(settings)  # never raises: a failed sync is logged and the last good set serves
+    current = bootstrap.startup(settings)  # never raises: a failed sync is logged and the last good set serves
+    # Through the live machinery: this host's record keeps the generations it imports from out of gc's reach,
+    # and later switches (below, per request) keep its restart-pending list.
+    live.switch(current)
     folder = Path(workflows_dir) if workflows_dir is not None else settings.requirements_file.parent / "workflows"
     routes = _Routes(settings, Path(os.path.abspath(folder)))
     execute_route = "workflows/{name}/execute"
@@ -123,11 +126,11 @@ class _Routes:
         run = getattr(workflow, "run", None)
         if not callable(run):
             return _json({"error": f"workflow {name} has no run(input_data) function"}, 500)
-        # Cheap (reads the manifest): a generation another worker built since start-up is seen.
-        bootstrap.activate(self.settings.packages_dir)
+        # Cheap (reads the manifest; nothing else unless it changed): a generation another worker built is seen.
+        live.switch(bootstrap.read_manifest(self.settings.packages_dir))
         try:
             result = run(input_data)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not take the handler down
             logger.exception("workflow %s failed", name)
             return _json({"error": f"workflow {name} failed: {_one_line(exc)}"}, 500)
         try:

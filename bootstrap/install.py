@@ -166,7 +166,7 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
     found = {dist.name: dist.version for dist in installed(site_dir)}
     if found != wanted:
         return False
-    for scratch in ("requirements.in", "constraints.txt", "host-constraints.txt"):
+    for scratch in ("requirements.in", "constraints.txt", "host-constraints.txt", "lock-constraints.txt"):
         (staging / scratch).unlink(missing_ok=True)
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)
     return True

@@ -48,7 +48,28 @@ _pending: list[dict[str, Any]] = []
 
 
 def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: bool) -> dict[str, Any] | None:
-    """``startup()`` with a watcher thread (``watch``) and/or without waiting for a needed sync (``block=False``)."""
+    """``startup()`` with a watcher thread (``watch``) and/or without waiting for a needed sync (``block=False``).
+
+    Like ``startup()``, it never raises unless ``raise_errors``: a bad setting or a folder that cannot be
+    watched is logged (one line) and the last good generation serves. With ``block=False`` a failed sync is
+    only logged, whatever ``raise_errors`` says (the caller has moved on).
+    """
+    try:
+        return _start(settings, raise_errors=raise_errors, watch=watch, block=block)
+    except Exception as exc:
+        if raise_errors:
+            raise
+        if isinstance(exc, BootstrapError):
+            log.error("start-up incomplete, serving the last good generation: %s", exc)
+        else:
+            log.exception("start-up failed unexpectedly, serving the last good generation")
+        _synced.set()
+        packages_dir = settings.packages_dir if settings is not None else None
+        activation.activate(packages_dir)
+        return activation.read_manifest(packages_dir)
+
+
+def _start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: bool) -> dict[str, Any] | None:
     settings = settings if settings is not None else load_settings()
     _state["packages_dir"] = settings.packages_dir
     _synced.clear()
@@ -70,10 +91,14 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
     elif watch:
         _start_watcher(settings, initial_sync=True)  # its first sync is the one needed
     else:
-        thread = threading.Thread(target=_background_sync, args=(settings,), name="bootstrap-sync", daemon=True)
-        _state["background"] = thread
-        thread.start()
+        _start_background_sync(settings)
     return current
+
+
+def _start_background_sync(settings: Settings) -> None:
+    thread = threading.Thread(target=_background_sync, args=(settings,), name="bootstrap-sync", daemon=True)
+    _state["background"] = thread
+    thread.start()
 
 
 def wait_until_synced(timeout: float | None = None) -> bool:
@@ -97,7 +122,10 @@ def switch(current: dict[str, Any] | None) -> str | None:
         target = activation.usable_site(current)
         if current is None or target is None:
             return None
+        if target == _state.get("noted") == activation._active_site_dir and target in sys.path:
+            return target  # already there and noted: nothing to move, nothing new to note
         _note_restart_pending(Path(target), current)  # first: whoever sees the new path sees the list too
+        _state["noted"] = target
         site_dir = activation._activate(current)
         importlib.invalidate_caches()
         return site_dir
@@ -180,7 +208,15 @@ def _start_watcher(settings: Settings, *, initial_sync: bool) -> None:
 
     stop()
     watcher = Watcher(settings, on_synced, initial_sync=initial_sync, follow=switch)
-    watcher.start()
+    try:
+        watcher.start()
+    except (BootstrapError, OSError) as exc:  # no requirements folder yet, say: serve, say why not watching
+        log.error("not watching for changes: %s", exc)
+        if initial_sync:  # the sync that was needed still runs
+            _start_background_sync(settings)
+        else:
+            _synced.set()
+        return
     _state["watcher"] = watcher
 
 
@@ -226,8 +262,10 @@ def _note_restart_pending(active_site: Path, current: dict[str, Any]) -> None:
             now = active.get(dist.name)
             if now != dist.version:
                 pending[dist.name] = {"name": dist.display_name, "loaded": dist.version, "active": now}
-    _pending[:] = sorted(pending.values(), key=lambda item: str(item["name"]).lower())
-    if _pending:
+    now_pending = sorted(pending.values(), key=lambda item: str(item["name"]).lower())
+    changed = now_pending != _pending
+    _pending[:] = now_pending
+    if _pending and changed:
         log.warning(
             "restart pending: loaded %s; the active generation has other versions",
             ", ".join(f"{item['name']} {item['loaded']}" for item in _pending),

@@ -90,6 +90,8 @@ class Desired:
     inputs: dict[str, str | None] = field(default_factory=dict)
     # Set by the caller, not read from the file (so not part of input_sha256, which a committed lock records):
     host_constraints: str = ""  # the host's own packages, as name==version lines
+    # The committed lock's pins, when runtime additions must be resolved around them (name==version lines).
+    lock_constraints: str = ""
     require_hashes: bool = False  # BOOTSTRAP_REQUIRE_HASHES
 
     @property
@@ -158,6 +160,10 @@ class Desired:
             host = folder / "host-constraints.txt"
             host.write_text(self.host_constraints, encoding="utf-8")
             text = f"-c {host}\n" + text
+        if self.lock_constraints:
+            pinned = folder / "lock-constraints.txt"
+            pinned.write_text(self.lock_constraints, encoding="utf-8")
+            text = f"-c {pinned}\n" + text
         path = folder / "requirements.in"
         path.write_text(text, encoding="utf-8")
         return path

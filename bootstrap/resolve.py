@@ -188,6 +188,7 @@ def cache_key(desired: Desired, *, hashes: bool, backend: str = "pip") -> str:
         "input": desired.input_text(),
         "constraints": desired.constraints_text(),
         "host": desired.host_constraints,
+        "lock": desired.lock_constraints,
         "python": manifest.interpreter(),
         "pip_config": pip_config_fingerprint(),
         "hashes": hashes,
@@ -227,7 +228,9 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Lock | None:
                 log.info("using the committed lock %s", committed)
                 return Lock(pins, text, "committed", committed)
             if not unsatisfied(desired, pins, committed_only=True):  # only the runtime additions are new
-                log.info("the committed lock does not cover %s (added at run time): resolving", unmet[0])
+                # The committed pins stay in force: the additions are resolved around them (constraints).
+                desired.lock_constraints = "".join(f"{pin.name}=={pin.version}\n" for pin in pins if pin.version)
+                log.info("the committed lock does not cover %s (added at run time): resolving around it", unmet[0])
                 return _cached(layout, desired, settings.backend)
             why = f"it does not satisfy {unmet[0]}"
         elif recorded is None:

@@ -28,13 +28,12 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from bootstrap import manifest, requirements
-from bootstrap._fs import atomic_write_text
 from bootstrap.activation import stale_reason
 from bootstrap.errors import BootstrapError, LockTimeoutError, RequirementsError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired, Policy, RequirementLine
 from bootstrap.settings import Settings, load_settings
-from bootstrap.sync import SyncResult, policy_for, prepare_folder, sync
+from bootstrap.sync import RuntimeChange, SyncResult, policy_for, prepare_folder, sync
 
 log = logging.getLogger("bootstrap")
 
@@ -53,10 +52,11 @@ def read_overlay(path: Path, policy: Policy) -> list[RequirementLine]:
         return []
     except UnicodeDecodeError:
         raise RequirementsError(path, None, "is not UTF-8 text; remove it to drop the runtime additions") from None
-    return _parse(path, text, policy)
+    return parse_overlay(path, text, policy)
 
 
-def _parse(path: Path, text: str, policy: Policy) -> list[RequirementLine]:
+def parse_overlay(path: Path, text: str, policy: Policy) -> list[RequirementLine]:
+    """The overlay's text (``path`` names it in messages) as requirements marked ``runtime``."""
     lines = []
     for line_no, line in requirements.logical_lines(text):
         if line.startswith("-"):
@@ -117,9 +117,10 @@ def parse_request(text: str, settings: Settings) -> RequirementLine:
         raise RequirementsError(label, None, "give one requirement on one line, without comments")
     if text.strip().startswith("-"):
         raise RequirementsError(label, None, "only a requirement (NAME or NAME[SPEC]) can be added, not an option")
-    policy = Policy(allow_direct_references=settings.allow_direct_references)
+    # Never a URL or a path, whatever the committed file may give: a runtime request can come from a
+    # workflow's input (an HTTP body), and BOOTSTRAP_ALLOW_DIRECT_REFERENCES is about the reviewed file.
     try:
-        parsed = requirements.parse_requirement(Path("<request>"), 0, text.strip(), policy)
+        parsed = requirements.parse_requirement(Path("<request>"), 0, text.strip(), Policy())
     except RequirementsError as exc:
         raise RequirementsError(label, None, exc.why) from None
     if parsed.hashes:
@@ -128,19 +129,25 @@ def parse_request(text: str, settings: Settings) -> RequirementLine:
 
 
 def add(settings: Settings, text: str) -> SyncResult:
-    """Record ``text`` in the overlay (replacing the package's earlier line) and sync; undone if the sync fails."""
+    """Sync with ``text`` in the overlay (replacing the package's earlier line); the overlay on disk changes only
+    once that is published, so a failure, or a process killed on the way, changes nothing."""
     wanted = parse_request(text, settings)
+    marker = wanted.requirement.marker
+    if marker is not None and not marker.evaluate():
+        raise RequirementsError(
+            f"cannot add {text!r}", None, f"its marker ({marker}) excludes this interpreter: nothing to install"
+        )
     layout = Layout(settings.packages_dir)
     prepare_folder(layout, settings)
     with _overlay_lock(layout, settings.lock_timeout):
-        before = _read_text(layout.runtime_requirements)
         kept = [line for line in _current_lines(layout, settings) if line.name != wanted.name]
-        text = _render([*kept, wanted])
-        _check_against_committed(settings, layout, text)  # a conflict is refused before anything changes
-        atomic_write_text(layout.runtime_requirements, text)
-        log.info("added %s to the runtime requirements", wanted.requirement)
+        overlay = _render([*kept, wanted])
+        _check_against_committed(settings, layout, overlay)  # a conflict is refused before any work
+        # Not in the active generation although asked for (a rollback, say): build even if the inputs look served.
+        missing = package_entry(manifest.read(layout.manifest), wanted.name) is None
+        log.info("adding %s to the runtime requirements", wanted.requirement)
         try:
-            return _sync_or_undo(settings, layout, before)
+            return sync(settings, RuntimeChange(overlay, rebuild=missing))
         except BootstrapError as exc:  # say which request failed, not only which overlay line
             exc.message = f"cannot add {text!r} (nothing changed): {exc.message}"
             exc.args = (exc.message,)
@@ -148,12 +155,11 @@ def add(settings: Settings, text: str) -> SyncResult:
 
 
 def remove(settings: Settings, name: str) -> SyncResult:
-    """Take ``name`` out of the overlay and sync; an error if it was never added at run time."""
+    """Sync without ``name`` in the overlay; an error if it was never added at run time."""
     layout = Layout(settings.packages_dir)
     canonical = canonicalize_name(name)
     prepare_folder(layout, settings)
     with _overlay_lock(layout, settings.lock_timeout):
-        before = _read_text(layout.runtime_requirements)
         lines = _current_lines(layout, settings)
         kept = [line for line in lines if line.name != canonical]
         if len(kept) == len(lines):
@@ -163,9 +169,8 @@ def remove(settings: Settings, name: str) -> SyncResult:
                 "it was not added at run time (`python -m bootstrap status` lists where each package comes from); "
                 f"a package of the committed file is removed there, from {settings.requirements_file}",
             )
-        atomic_write_text(layout.runtime_requirements, _render(kept))
-        log.info("removed %s from the runtime requirements", name)
-        return _sync_or_undo(settings, layout, before)
+        log.info("removing %s from the runtime requirements", name)
+        return sync(settings, RuntimeChange(_render(kept)))
 
 
 def ensure(requirement: str, *, settings: Settings | None = None) -> dict[str, Any]:
@@ -186,9 +191,9 @@ def ensure(requirement: str, *, settings: Settings | None = None) -> dict[str, A
     if entry is None:
         current = add(settings, requirement).manifest
         entry = package_entry(current, wanted.name)
-        if entry is None:  # resolved, installed and verified, yet absent: only a marker that excludes it
+        if entry is None:  # published, yet absent: a bug, not the caller's mistake; say so plainly
             raise RequirementsError(
-                f"cannot add {requirement!r}", None, "it does not apply to this interpreter (its environment marker)"
+                f"cannot add {requirement!r}", None, "the new generation does not hold it; run `check` and report this"
             )
     live.switch(current)
     return entry
@@ -226,18 +231,6 @@ def _current_lines(layout: Layout, settings: Settings) -> list[RequirementLine]:
         ) from None
 
 
-def _sync_or_undo(settings: Settings, layout: Layout, before: str | None) -> SyncResult:
-    try:
-        return sync(settings)
-    except BootstrapError:
-        _restore(layout, before)
-        try:  # the overlay is back to what the active generation serves: record that it is healthy again
-            sync(settings)
-        except BootstrapError as again:
-            log.debug("after undoing the runtime change, sync still fails: %s", again)
-        raise
-
-
 def _render(lines: list[RequirementLine]) -> str:
     return _HEADER + "".join(f"{line.requirement}\n" for line in sorted(lines, key=lambda line: line.name))
 
@@ -249,21 +242,7 @@ def _check_against_committed(settings: Settings, layout: Layout, text: str) -> N
         desired = requirements.read(settings.requirements_file, policy)
     except RequirementsError:
         return  # the committed file's own problem: the sync reports it, in full
-    merge(desired, _parse(layout.runtime_requirements, text, policy))
-
-
-def _restore(layout: Layout, text: str | None) -> None:
-    if text is None:
-        layout.runtime_requirements.unlink(missing_ok=True)
-    else:
-        atomic_write_text(layout.runtime_requirements, text)
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
+    merge(desired, parse_overlay(layout.runtime_requirements, text, policy))
 
 
 @contextmanager

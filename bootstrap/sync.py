@@ -26,7 +26,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from bootstrap import _subprocess, host, install, manifest, requirements, resolve, safety, verify
-from bootstrap._fs import atomic_write_text, file_sha256
+from bootstrap._fs import atomic_write_text, file_sha256, text_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
 from bootstrap.backend import backend_for
@@ -43,52 +43,78 @@ class SyncResult:
     manifest: dict[str, Any]
 
 
-def sync(settings: Settings) -> SyncResult:
+@dataclass(frozen=True)
+class RuntimeChange:
+    """An add or remove of a runtime package, in progress: the overlay as it is to be.
+
+    The sync builds from ``overlay`` and writes it to disk only once the result is
+    published (with the build lock held), so the overlay on disk only ever holds
+    what a published generation serves: a process killed mid-add leaves nothing
+    behind, and the health of other instances never sees a half-done request. A
+    failure is not recorded in the manifest: the request is refused, nothing changed.
+    ``rebuild``: build even if the inputs look served (after a rollback, say).
+    """
+
+    overlay: str
+    rebuild: bool = False
+
+
+def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
     """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails."""
     layout = Layout(settings.packages_dir)
     current = manifest.read(layout.manifest)
-    if current is not None and current.get("status") == "ok" and _is_current(current, settings):
+    if change is None and current is not None and current.get("status") == "ok" and _is_current(current, settings):
         log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
         return SyncResult(changed=False, manifest=current)
     waiting_since = manifest.now_iso()
     try:
         prepare_folder(layout, settings)
         with build_lock(layout, settings.lock_timeout) as waited:
-            return _sync_recording_failures(settings, layout, waiting_since if waited else None)
+            return _sync_recording_failures(settings, layout, waiting_since if waited else None, change)
     except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
         raise StorageError.from_os_error(exc) from exc
 
 
-def _sync_recording_failures(settings: Settings, layout: Layout, waiting_since: str | None) -> SyncResult:
+def _sync_recording_failures(
+    settings: Settings, layout: Layout, waiting_since: str | None, change: RuntimeChange | None
+) -> SyncResult:
     """With the lock held: sync, and record any failure in the manifest beside the serving generation."""
     current, damage = manifest.load(layout.manifest)
     if damage:
         log.warning("%s: it will be rewritten", damage)
     try:
         try:
-            return _sync_locked(settings, layout, current, waiting_since)
+            return _sync_locked(settings, layout, current, waiting_since, change)
         except OSError as exc:  # disk full, permissions: the environment, not a bug
             install.clean_staging(layout, why="this sync failed")
             raise StorageError.from_os_error(exc) from exc
     except BootstrapError as exc:
-        _record_failure(settings, layout, current, exc)
+        if change is None:  # a refused runtime request changed nothing: nothing to record
+            _record_failure(settings, layout, current, exc)
         raise
 
 
 def _sync_locked(
-    settings: Settings, layout: Layout, current: dict[str, Any] | None, waiting_since: str | None
+    settings: Settings,
+    layout: Layout,
+    current: dict[str, Any] | None,
+    waiting_since: str | None,
+    change: RuntimeChange | None = None,
 ) -> SyncResult:
     started = time.monotonic()
-    if current is not None and _is_current(current, settings):
+    overlay_unchanged = change is None or (
+        not change.rebuild and change.overlay == _read_text(layout.runtime_requirements)
+    )
+    if current is not None and overlay_unchanged and _is_current(current, settings):
         if current.get("status") != "ok":  # the file is back to what the active generation serves
             current = {**current, "status": "ok", "error": None, "updated_at": manifest.now_iso()}
             manifest.write(layout.manifest, current)
         log.info("up to date: generation %s (synced by another process)", current.get("generation"))
         return SyncResult(changed=False, manifest=current)
-    recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since else None
+    recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since and not change else None
     if recorded is not None:
         raise recorded
-    desired, host_dists = read_desired(settings)
+    desired, host_dists = read_desired(settings, overlay=change.overlay if change else None)
     inputs = {**desired.inputs, str(settings.committed_lock_file): file_sha256(settings.committed_lock_file)}
     install.clean_staging(layout)
     lock, staging = _resolve(settings, layout, desired, seed=_active_lock_text(current), provided=host_dists)
@@ -127,6 +153,7 @@ def _sync_locked(
         ]
         updated = {**current, **fields, "packages": packages}
         manifest.write(layout.manifest, updated)
+        _commit_overlay(layout, change)
         return SyncResult(changed=False, manifest=updated)
 
     try:
@@ -196,6 +223,7 @@ def _sync_locked(
         **fields,
     }
     manifest.write(layout.manifest, {key: new[key] for key in manifest.MANIFEST_KEYS})
+    _commit_overlay(layout, change)
     # Published: from here on nothing may fail the sync (or roll the manifest back).
     try:
         from bootstrap.live import generations_in_use
@@ -242,17 +270,36 @@ def policy_for(settings: Settings) -> requirements.Policy:
     )
 
 
-def read_desired(settings: Settings, *, runtime: bool = True) -> tuple[requirements.Desired, dict[str, str]]:
-    """The committed file (and, with ``runtime``, the packages added at run time) read under the operator's
-    policy, checked against the host's own packages."""
-    from bootstrap.runtime import merge, read_overlay
+def _commit_overlay(layout: Layout, change: RuntimeChange | None) -> None:
+    """The runtime change is published: its overlay becomes the one on disk (the manifest records its hash)."""
+    if change is not None:
+        atomic_write_text(layout.runtime_requirements, change.overlay)
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def read_desired(
+    settings: Settings, *, runtime: bool = True, overlay: str | None = None
+) -> tuple[requirements.Desired, dict[str, str]]:
+    """The committed file (and, with ``runtime``, the packages added at run time: ``overlay``, or else the
+    overlay on disk) read under the operator's policy, checked against the host's own packages."""
+    from bootstrap.runtime import merge, parse_overlay, read_overlay
 
     policy = policy_for(settings)
     desired = requirements.read(settings.requirements_file, policy)
     if runtime:
-        overlay = Layout(settings.packages_dir).runtime_requirements
-        merge(desired, read_overlay(overlay, policy))
-        desired.inputs[str(overlay)] = file_sha256(overlay)
+        overlay_file = Layout(settings.packages_dir).runtime_requirements
+        if overlay is None:
+            merge(desired, read_overlay(overlay_file, policy))
+            desired.inputs[str(overlay_file)] = file_sha256(overlay_file)
+        else:
+            merge(desired, parse_overlay(overlay_file, overlay, policy))
+            desired.inputs[str(overlay_file)] = text_sha256(overlay)
     host_dists = host.host_distributions(settings.packages_dir)
     host.check_requirements(desired, host_dists, settings.host_overrides)
     desired.host_constraints = host.constraints_text(host_dists, settings.host_overrides)

@@ -327,3 +327,12 @@ def test_the_readme_function_app_example_runs(repo: Repo) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[-2] == "['bootstrap_execute_workflow', 'bootstrap_health']"
     assert repo.installed() == {"bsf-alpha": "1.0"}  # register() ran startup()
+
+
+def test_the_host_records_the_generation_it_runs_on_so_gc_keeps_it(repo: Repo, tmp_path: Path) -> None:
+    repo.write("bsf-gamma")
+    with process_state_restored(tmp_path):
+        azure_functions.register(func.FunctionApp(), workflows_dir=tmp_path)
+        records = list((repo.packages_dir / "processes").glob(f"*-{os.getpid()}.json"))
+        assert len(records) == 1
+        assert repo.manifest()["generation"] in json.loads(records[0].read_text())["generations"]

@@ -244,3 +244,74 @@ def test_garbage_collection_keeps_a_generation_a_running_host_still_imports_from
     assert run_cli("sync").code == 0
     assert not Path(first_site).exists(), "once the host is gone, the next sync removes it"
     assert len(list((repo.packages_dir / "generations").iterdir())) == 1
+
+
+def test_a_switch_never_leaves_an_importing_thread_without_a_generation(
+    repo: Repo,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    repo.write("bsf-alpha==1.0")
+    assert run_cli("sync").code == 0
+    first = repo.manifest()
+    repo.write("bsf-alpha==1.0", "bsf-gamma")
+    assert run_cli("sync").code == 0
+    second = repo.manifest()
+    code = textwrap.dedent(
+        f"""
+        import json, sys, threading
+        from bootstrap import live
+        manifests = [{json.dumps(first)!r}, {json.dumps(second)!r}]
+        manifests = [json.loads(m) for m in manifests]
+        live.switch(manifests[0])
+        sys.setswitchinterval(1e-6)
+        stop = threading.Event()
+        def flip():
+            n = 0
+            while not stop.is_set():
+                live.switch(manifests[n % 2]); n += 1
+        thread = threading.Thread(target=flip); thread.start()
+        missing = 0
+        for _ in range(20000):
+            sys.modules.pop("bsf_alpha", None)
+            try:
+                import bsf_alpha
+            except ModuleNotFoundError:
+                missing += 1
+        stop.set(); thread.join()
+        print(missing)
+        """
+    )
+    proc = python_with_bootstrap(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0"], "an import failed while the process moved between generations"
+
+
+def test_startup_that_cannot_watch_or_read_its_settings_still_serves(
+    repo: Repo,
+    run_cli,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    repo.write("bsf-gamma")
+    assert run_cli("sync").code == 0
+    code = textwrap.dedent(
+        """
+        import bootstrap
+        bootstrap.startup(watch=True)
+        bootstrap.startup(block=False)
+        import bsf_gamma
+        bootstrap.stop()
+        print("served")
+        """
+    )
+    bad_setting = python_with_bootstrap(code, env={**os.environ, "BOOTSTRAP_LOCK_TIMEOUT": "soon"})
+    assert bad_setting.returncode == 0, bad_setting.stderr
+    assert bad_setting.stdout.split() == ["served"]
+    assert "BOOTSTRAP_LOCK_TIMEOUT" in bad_setting.stderr
+
+    no_folder = tmp_path / "no-such-repo" / "requirements.txt"
+    watching = python_with_bootstrap(
+        "import bootstrap\nm = bootstrap.startup(watch=True)\nbootstrap.stop()\nprint(m is None)",
+        env={**os.environ, "BOOTSTRAP_REQUIREMENTS_FILE": str(no_folder)},
+    )
+    assert watching.returncode == 0, watching.stderr
+    assert "not watching for changes" in watching.stderr

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,9 @@ def test_an_addition_that_cannot_be_had_is_undone(repo: Repo, run_cli) -> None: 
     result = run_cli("add", "bsf-nowhere-to-be-found")
 
     assert result.code == 1
-    assert "bsf-nowhere-to-be-found" in result.err
+    [error] = [line for line in result.err.splitlines() if line.startswith("bootstrap: error:")]
+    assert error.startswith("bootstrap: error: cannot add 'bsf-nowhere-to-be-found' (nothing changed): ")
+    assert "# Packages added" not in result.err
     assert (repo.packages_dir / OVERLAY).read_text() == before
     assert repo.manifest()["status"] == "ok"
     assert run_cli("check").code == 0
@@ -269,3 +272,100 @@ def test_two_hosts_adding_at_once_both_get_their_package(repo: Repo) -> None:
         "bsf-gamma": ("1.0", "repo"),
         "jaraco.context": ("1.0", "runtime"),
     }
+
+
+def test_the_committed_pins_hold_for_runtime_additions_even_on_a_fresh_instance(
+    repo: Repo,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    repo.write("bsf-alpha")
+    assert run_cli("lock").code == 0
+    lock = repo.root / "requirements.lock"
+    lock.write_text(lock.read_text().replace("bsf-alpha==2.0", "bsf-alpha==1.0"))
+    assert run_cli("add", "bsf-gamma").code == 0  # a fresh packages folder: no active pins to seed with
+    assert sources(repo) == {"bsf-alpha": ("1.0", "repo"), "bsf-gamma": ("1.0", "runtime")}
+
+    lock.write_text(lock.read_text().replace("bsf-alpha==1.0", "bsf-alpha==2.0"))  # a new committed pin
+    assert run_cli("sync").code == 0
+    assert sources(repo) == {"bsf-alpha": ("2.0", "repo"), "bsf-gamma": ("1.0", "runtime")}
+
+
+def test_a_runtime_addition_against_a_committed_pin_is_refused(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo.write("bsf-beta")
+    assert run_cli("lock").code == 0
+    lock = repo.root / "requirements.lock"
+    lock.write_text(
+        lock.read_text().replace("bsf-beta==2.0", "bsf-beta==1.0").replace("bsf-alpha==2.0", "bsf-alpha==1.0")
+    )
+    assert run_cli("sync").code == 0
+
+    result = run_cli("add", "bsf-alpha>=2")
+
+    assert result.code == 1
+    assert "cannot add 'bsf-alpha>=2' (nothing changed)" in result.err
+    assert sources(repo)["bsf-alpha"] == ("1.0", None)
+
+
+def test_a_killed_add_changes_nothing_and_others_stay_healthy_meanwhile(
+    repo: Repo,
+    run_cli,  # type: ignore[no-untyped-def]
+    slow_index: str,
+) -> None:
+    from tests.conftest import children_running, kill_session
+
+    repo.write("bsf-gamma")
+    assert run_cli("sync").code == 0
+    env = {**os.environ, "PIP_FIND_LINKS": slow_index}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootstrap", "add", "bsf-alpha"],
+        env=env,
+        cwd=str(Path(__file__).resolve().parent.parent),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not children_running(proc.pid, "pip"):
+            assert time.monotonic() < deadline and proc.poll() is None, "the add never reached pip"
+            time.sleep(0.05)
+        checked = run_cli("check")
+        assert checked.code == 0, f"an add in progress is nobody's health problem: {checked.out}"
+    finally:
+        kill_session(proc.pid)
+        proc.wait(timeout=60)
+
+    assert overlay_lines(repo) == [], "a killed add left its request behind"
+    assert run_cli("check").code == 0
+    assert run_cli("add", "jaraco.context").code == 0
+    assert overlay_lines(repo) == ["jaraco.context"]
+
+
+def test_ensure_after_a_rollback_installs_what_the_rolled_back_generation_lacks(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo.write("bsf-alpha==1.0")
+    assert run_cli("sync").code == 0
+    assert run_cli("add", "bsf-gamma").code == 0
+    assert run_cli("rollback").code == 0
+    assert "bsf-gamma" not in repo.installed()
+
+    result = run_cli("add", "bsf-gamma")
+
+    assert result.code == 0, result.err
+    assert sources(repo)["bsf-gamma"] == ("1.0", "runtime")
+
+
+def test_a_request_whose_marker_excludes_this_interpreter_is_refused(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo.write("bsf-gamma")
+    result = run_cli("add", "bsf-alpha; python_version < '3'")
+    assert result.code == 1
+    assert "excludes this interpreter" in result.err
+    assert overlay_lines(repo) == []
+
+
+def test_runtime_requests_never_take_urls_even_when_the_committed_file_may(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOOTSTRAP_ALLOW_DIRECT_REFERENCES", "true")
+    repo.write("bsf-gamma")
+    with pytest.raises(RequirementsError, match="direct references"):
+        runtime.add(repo.settings(), "bsf-alpha @ https://evil.example/bsf_alpha-9.0-py3-none-any.whl")

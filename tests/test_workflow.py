@@ -40,12 +40,18 @@ def load_workflow(path: Path = WORKFLOW) -> ModuleType:
 @contextlib.contextmanager
 def process_state_restored(tmp_path: Path) -> Iterator[None]:
     """Undo what activating a generation does to this process: sys.path, and modules imported from ``tmp_path``."""
-    path, active = list(sys.path), activation._active_site_dir
+    from bootstrap import live
+
+    path, active, first = list(sys.path), activation._active_site_dir, activation._active_first
     try:
         yield
     finally:
         sys.path[:] = path
-        activation._active_site_dir = active
+        activation._active_site_dir, activation._active_first = active, first
+        live._clear_report()  # this process's record in the test's packages folder
+        live._state.pop("noted", None)
+        live._state.pop("report", None)
+        live._pending.clear()
         root = str(tmp_path.resolve())
         for name, module in list(sys.modules.items()):
             where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", []) or []), None)
@@ -298,3 +304,19 @@ def test_real_packages_from_the_public_index(
     second = workflow.run({"package": package})
     assert second["summary"]["already_installed"] is True and "install" not in names(second), second
     assert second["summary"]["all_successful"] is True
+
+
+def test_a_package_present_only_as_a_dependency_is_recorded_so_it_stays(repo: Repo, workflow: ModuleType) -> None:
+    from bootstrap.sync import sync
+
+    repo.write("bsf-beta==1.0")  # pulls in bsf-alpha
+    sync(repo.settings())
+
+    result = workflow.run({"package": "bsf-alpha"})
+
+    assert result["success"] is True, result
+    assert steps(result)["check_existing"]["status"] == "not_installed"
+    assert steps(result)["install"]["source"] == "runtime"
+    repo.write("bsf-gamma")  # the package that pulled it in goes
+    sync(repo.settings())
+    assert "bsf-alpha" in repo.installed(), "recorded at run time: it stays"

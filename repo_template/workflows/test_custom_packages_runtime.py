@@ -35,8 +35,11 @@ The steps, in order (the list stops at the first step that fails):
    either provided by the active generation, whose folder holds its metadata
    (``importlib.metadata`` finds it in ``site_dir``), or provided by the host
    (the manifest says ``"provided_by": "host"``); and, when a version
-   specifier was given, that version satisfies it. Anything else, including a
-   copy that only the host has but the manifest does not list, is "not installed".
+   specifier was given, that version satisfies it; and it is asked for (by the
+   committed requirements file or an earlier runtime addition), not merely a
+   dependency of another package, which could vanish when that one goes.
+   Anything else, including a copy that only the host has but the manifest
+   does not list, is "not installed".
 3. ``install``: only when not already installed: ``bootstrap.ensure(package)``,
    with the ``version``, ``provided_by`` and ``source`` it reports.
 4. ``test_import``: imports the module (``python-dateutil`` -> ``dateutil``,
@@ -199,7 +202,9 @@ def _run(input_data: Any, result: dict[str, Any]) -> None:
         module = importlib.import_module(import_name)
         test, checks = _usage_test(name, module)
     except Exception as exc:
-        raise _fail(result, "test_usage", f"using {import_name} failed: {type(exc).__name__}: {exc}") from None
+        test = USAGE_TEST_NAMES.get(name, "generic")
+        message = f"using {import_name} failed: {type(exc).__name__}: {exc}"
+        raise _fail(result, "test_usage", message, test=test, checks={}) from None
     failed = [check for check, ok in checks.items() if not ok]
     if failed:
         raise _fail(result, "test_usage", f"{test}: failed {', '.join(failed)}", test=test, checks=checks)
@@ -245,6 +250,8 @@ def _already_installed(requirement: Requirement) -> dict[str, Any] | None:
     for entry in manifest.get("packages") or []:
         if canonicalize_name(entry["name"]) != name:
             continue
+        if entry.get("source") is None and entry.get("requested") is not True:
+            return None  # only a dependency of another package: ensure() records it, so it stays
         if requirement.specifier and not requirement.specifier.contains(entry["version"], prereleases=True):
             return None
         if entry.get("provided_by") == "host":
@@ -355,3 +362,9 @@ def _generic_checks(name: str, module: ModuleType) -> dict[str, bool]:
 
 
 USAGE_TESTS = {"colorama": _colorama, "tabulate": _tabulate, "python-dateutil": _dateutil, "pyyaml": _yaml}
+USAGE_TEST_NAMES = {
+    "colorama": "colorama_colors",
+    "tabulate": "tabulate_table",
+    "python-dateutil": "dateutil_parse",
+    "pyyaml": "yaml_round_trip",
+}
