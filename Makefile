@@ -24,8 +24,15 @@ venv: $(VENV)/.installed
 sync-packages: venv
 	$(PY) -m bootstrap sync
 
+# The tests that concern the resolver and installer, run again with the uv backend.
+UV_TESTS := tests/test_sync.py tests/test_runtime.py tests/test_bad_input.py tests/test_policy.py \
+	tests/test_lock.py tests/test_incremental.py tests/test_bytecode.py tests/test_verify.py \
+	tests/test_private_index.py tests/test_host.py tests/test_storage.py tests/test_concurrency.py \
+	tests/test_rollback.py
+
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+	BOOTSTRAP_TEST_BACKEND=uv $(PY) -m pytest -m "not network" $(PYTEST_ARGS) $(UV_TESTS)
 
 lock: venv
 	$(PY) -m bootstrap lock

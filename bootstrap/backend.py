@@ -5,9 +5,9 @@ the generation, the manifest and the one-line errors are the same either way.
 
 uv does not read pip's configuration. So that one set of settings serves both,
 pip's index settings in the environment are handed on to uv: ``PIP_INDEX_URL``
-and ``PIP_EXTRA_INDEX_URL`` through uv's environment variables (credentials stay
-out of the command line, which any local user can read), ``PIP_FIND_LINKS``,
-``PIP_NO_INDEX`` and ``PIP_TRUSTED_HOST`` as options. A ``UV_*`` variable the
+``PIP_EXTRA_INDEX_URL`` and ``PIP_FIND_LINKS`` through uv's environment
+variables (credentials stay out of the command line, which any local user can
+read), ``PIP_NO_INDEX`` and ``PIP_TRUSTED_HOST`` as options. A ``UV_*`` variable the
 operator set wins. pip.conf files are pip's alone: with uv, configure uv
 (``UV_*``, ``uv.toml``). uv runs in a scratch folder, so no project
 configuration (a ``pyproject.toml`` or ``uv.toml`` of the repo) reaches it.
@@ -85,8 +85,9 @@ def backend_for(settings: Settings) -> Backend:
     _hand_on(env, "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL")
     if os.environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE:
         options.append("--no-index")
-    for link in shlex.split(os.environ.get("PIP_FIND_LINKS", "")):
-        options += ["--find-links", link]
+    links = shlex.split(os.environ.get("PIP_FIND_LINKS", ""))
+    if links and "UV_FIND_LINKS" not in os.environ:  # through the environment: a link may carry a password
+        env["UV_FIND_LINKS"] = ",".join(links)
     for trusted in shlex.split(os.environ.get("PIP_TRUSTED_HOST", "")):
         options += ["--allow-insecure-host", trusted]
     if settings.index_timeout is not None and "UV_HTTP_TIMEOUT" not in os.environ:

@@ -413,7 +413,7 @@ def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool
         return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
     unreachable = re.search(
         r"(Failed to fetch[^\n]*|error sending request[^\n]*|dns error[^\n]*|Connection refused|"
-        r"operation timed out|Request failed after \d+ retr[^\n]*)",
+        r"operation timed out|Request failed after \d+ retr(?:y|ies))",
         output,
     )
     if unreachable:
@@ -439,7 +439,9 @@ def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool
     )
     if missing:
         name = canonicalize_name(missing.group(1) or missing.group(2))
-        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        asked = next((line for line in desired.requirements if line.name == name), None)
+        origin = f"{asked.path.name}:{asked.line}: " if asked else ""
+        spec = str(asked.requirement) if asked else name
         wheels = (
             "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
             "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
@@ -447,15 +449,15 @@ def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool
             else ""
         )
         return (
-            f"{origin}{name} was not found on {where} (no versions at all); check the name, and that this index "
-            "is the right one, is reachable and (a private index answers a wrong password with no versions) "
+            f"{origin}{redact(spec)} was not found on {where} (no versions at all); check the name, and that this "
+            "index is the right one, is reachable and (a private index answers a wrong password with no versions) "
             f"accepts its credentials{wheels}"
         )
-    versions = re.search(r"only ([A-Za-z0-9._-]+)([<>=!~][^ ]*) (?:is|are) available and you require ([^ ,]+)", because)
-    if versions is None:
-        versions = re.search(r"there is no version of ([A-Za-z0-9._-]+)([<>=!~][^ ]*) and you require", because)
-    if versions:
-        name = canonicalize_name(versions.group(1))
+    required = re.search(r"you require ([A-Za-z0-9._-]+)([<>=!~][^ ,]*)", because)
+    no_fit = re.search(r"only \S+ (?:is|are) available|there is no version of", because)
+    if required and no_fit:
+        name = canonicalize_name(required.group(1))
+        wanted = required.group(1) + required.group(2)
         origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
         host_pin = next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
         if host_pin is not None:
@@ -464,7 +466,7 @@ def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool
                 f"offer that version; the index must carry the host's version, or an operator can let users "
                 f"override it with BOOTSTRAP_HOST_OVERRIDES={name}"
             )
-        return f"{origin}no version of {name} that fits was found on {where} ({redact(because)}); check the version"
+        return f"{origin}no version of {redact(wanted)} found on {where} ({redact(because)}); check the version"
     if "No solution found" in output:
         return f"the requirements conflict: {redact(because)}; relax one of the pins"
     return f"uv pip compile failed on {where}: {uv_error(output)}"

@@ -141,6 +141,7 @@ def test_changing_the_lock_file_setting_is_noticed(repo: Repo, run_cli: Any, mon
     assert result.code == 1 and "prod.lock" in result.out
 
 
+@pytest.mark.pip_only  # the speculative install is the pip backend's
 def test_a_failed_resolution_stops_the_speculative_install(
     repo: Repo, monkeypatch: pytest.MonkeyPatch, slow_index: str
 ) -> None:
