@@ -25,7 +25,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from bootstrap import _subprocess, host, install, manifest, requirements, resolve, safety, verify
+from bootstrap import _subprocess, host, install, manifest, requirements, resolve, reuse, safety, verify
 from bootstrap._fs import atomic_write_text, file_sha256, text_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
@@ -156,8 +156,10 @@ def _sync_locked(
         _commit_overlay(layout, change)
         return SyncResult(changed=False, manifest=updated)
 
+    carried: frozenset[str] = frozenset()
     try:
         if staging is None:
+            carried = frozenset(dist.name for dist in reuse.reusable(_reusable_site(current), to_install.pins))
             staging = install.build(
                 layout,
                 to_install,
@@ -173,6 +175,7 @@ def _sync_locked(
             skip=frozenset(settings.skip_import_check),
             timeout=settings.import_check_timeout,
             provided=host_dists,
+            carried=carried,
         )
         packages = sorted(
             [

@@ -87,3 +87,18 @@ def test_a_shared_file_edited_in_place_shows_up_in_verify(repo: Repo, run_cli: o
         handle.write("PATCHED = True\n")
     result = run_cli("verify")  # type: ignore[operator]
     assert result.code == 1 and "changed: bsf-gamma 1.0: bsf_gamma.py" in result.out
+
+
+def test_only_what_changed_and_what_depends_on_it_is_import_checked_again(
+    repo: Repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bootstrap.sync import sync
+
+    repo.write("bsf-beta==1.0", "bsf-alpha==1.0", "bsf-gamma")
+    sync(repo.settings())
+    repo.write("bsf-beta==1.0", "bsf-alpha==2.0", "bsf-gamma")  # alpha changes; beta depends on it
+    caplog.clear()
+    with caplog.at_level("INFO", logger="bootstrap"):
+        sync(repo.settings())
+    assert "1 unchanged distributions were import-checked before" in caplog.text  # bsf-gamma only
+    assert "import-checking 2 modules" in caplog.text  # bsf_alpha (changed), bsf_beta (depends on it)
