@@ -11,7 +11,9 @@ startup      ``import bootstrap; bootstrap.startup()`` on an already-synced fold
 cold         empty caches, empty packages folder: ``bootstrap sync`` (and with a
              committed lock, and with the uv backend when bootstrap has one)
              against ``pip install --target``, ``pip-compile`` + ``pip install
-             --no-deps --target``, and ``uv pip compile`` + ``uv pip install --target``.
+             --no-deps --target``, and ``uv pip compile`` + ``uv pip install --target``
+             (uv writes no .pyc unless ``--compile-bytecode``; pip and bootstrap do:
+             both uv variants are measured).
 warm         a new instance (empty packages folder) with warm caches: bootstrap's
              own cache folder (``<packages>/cache``) and XDG_CACHE_HOME kept; the
              same plain tools with their caches (XDG_CACHE_HOME, UV_CACHE_DIR) kept.
@@ -79,7 +81,12 @@ SETS = {
 # (adding it changes no pin, and bootstrap then only rewrites the manifest).
 ADDED = "attrs"
 PUBLIC_INDEX = "https://pypi.org/simple"  # pip's default; the machine's pip.conf only adds file:// extras
-BASELINES = ("pip install --target", "pip-compile + pip install", "uv pip compile + install")
+BASELINES = (
+    "pip install --target",
+    "pip-compile + pip install",
+    "uv pip compile + install",
+    "uv pip compile + install --compile-bytecode",
+)
 ALL_ROWS = ("startup", "cold", "warm", "incremental", "import")
 STARTUP_GOAL, SYNC_GOAL = 1.25, 1.2
 HEAVY = ("pydantic", "piptools", "watchdog", "filelock", "packaging")
@@ -284,11 +291,13 @@ class Tools:
         install = [PY, "-m", "pip", "install", "--no-deps", "--target", str(folder / "t"), "-r", str(lock)]
         return seconds + run(install, env, folder)
 
-    def uv(self, folder: Path, env: dict[str, str]) -> float:
+    def uv(self, folder: Path, env: dict[str, str], compile_bytecode: bool = False) -> float:
+        """uv's own default writes no .pyc (pip and bootstrap do): ``compile_bytecode`` asks it to."""
         lock = folder / "uv-lock.txt"
         common = ["--python", PY, *self.source.uv_args]
         seconds = run([UV, "pip", "compile", "-q", *common, "-o", str(lock), str(self.requirements)], env, folder)
         install = [UV, "pip", "install", "-q", *common, "--no-deps", "--target", str(folder / "t"), "-r", str(lock)]
+        install += ["--compile-bytecode"] if compile_bytecode else []
         return seconds + run(install, env, folder)
 
 
@@ -393,6 +402,7 @@ def bench_cold(work: Path, set_name: str, source: Source, runs: int) -> None:
         "pip install --target": lambda: tools.pip(*fresh()),
         "pip-compile + pip install": lambda: tools.compile_install(*fresh(), compile_times),
         "uv pip compile + install": lambda: tools.uv(*fresh()),
+        "uv pip compile + install --compile-bytecode": lambda: tools.uv(*fresh(), compile_bytecode=True),
     }
     ours = ["bootstrap", "bootstrap, committed lock"]
     if uv_backend():
@@ -403,7 +413,7 @@ def bench_cold(work: Path, set_name: str, source: Source, runs: int) -> None:
     tools.pip(*fresh())  # warm-up: page cache, pip's imports
     times = interleave(commands, runs, lambda: remove("run-*", work))
     remove("run-*", work)
-    times["  of which pip-compile"] = compile_times
+    times["  (pip-compile alone, in pip-compile + pip install)"] = compile_times
     report("cold", set_name, source.name, times, ours, BASELINES)
     if not uv_backend():
         print("  bootstrap (uv backend): n/a (no uv backend)")
@@ -450,6 +460,9 @@ def bench_warm(work: Path, set_name: str, source: Source, runs: int) -> None:
         "pip install --target": lambda: tools.pip(folder(), source.env(caches["pip"])),
         "pip-compile + pip install": lambda: tools.compile_install(folder(), source.env(caches["compile"]), []),
         "uv pip compile + install": lambda: tools.uv(folder(), source.env(caches["uv"])),
+        "uv pip compile + install --compile-bytecode": lambda: tools.uv(
+            folder(), source.env(caches["uv"]), compile_bytecode=True
+        ),
     }
     ours = ["bootstrap"]
     if uv_backend():

@@ -109,7 +109,9 @@ def _sync_locked(
         if current.get("status") != "ok":  # the file is back to what the active generation serves
             current = {**current, "status": "ok", "error": None, "updated_at": manifest.now_iso()}
             manifest.write(layout.manifest, current)
-        log.info("up to date: generation %s (synced by another process)", current.get("generation"))
+            log.info("up to date again: generation %s serves the file as it is now", current.get("generation"))
+        else:
+            log.info("up to date: generation %s (synced by another process)", current.get("generation"))
         return SyncResult(changed=False, manifest=current)
     recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since and not change else None
     if recorded is not None:
