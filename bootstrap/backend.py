@@ -55,15 +55,34 @@ class Backend:
             argv.insert(argv.index("--output-file"), "--generate-hashes")
         return argv
 
-    def install_argv(self, target: Path, requirements: Path, *, no_deps: bool, index_args: list[str]) -> list[str]:
-        """Install ``requirements`` into the empty folder ``target`` (no bytecode: compiled once, later)."""
+    def install_command(
+        self, target: Path, requirements: Path, *, no_deps: bool, index_args: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Install ``requirements`` into the empty folder ``target`` (no bytecode: compiled once, later).
+
+        Returns the command and its environment. ``index_args``: the index options the operator allowed
+        the committed file to give; for uv, its find-links join ``UV_FIND_LINKS`` (an option would replace
+        the variable's links, not add to them).
+        """
         deps = ["--no-deps"] if no_deps else []
-        if self.uv:
-            argv = [self.uv, "pip", "install", "--target", str(target), "--python", sys.executable]
-            return [*argv, *self.uv_options, *index_args, "--no-progress", *deps, "-r", str(requirements)]
-        argv = [sys.executable, "-m", "pip", "install", "--target", str(target), "--no-warn-script-location"]
-        argv += ["--no-compile", *index_args, "--progress-bar", "off", *deps, "-r", str(requirements)]
-        return argv
+        if not self.uv:
+            argv = [sys.executable, "-m", "pip", "install", "--target", str(target), "--no-warn-script-location"]
+            argv += ["--no-compile", *index_args, "--progress-bar", "off", *deps, "-r", str(requirements)]
+            return argv, self.env
+        env, rest = dict(self.env), []
+        links = [link for link in (env.get("UV_FIND_LINKS") or os.environ.get("UV_FIND_LINKS", "")).split(",") if link]
+        tokens = iter(index_args)
+        for token in tokens:
+            if token in ("-f", "--find-links"):
+                links.append(next(tokens, ""))
+            elif token.startswith("--find-links="):
+                links.append(token.split("=", 1)[1])
+            else:
+                rest.append(token)
+        if links:
+            env["UV_FIND_LINKS"] = ",".join(link for link in links if link)
+        argv = [self.uv, "pip", "install", "--target", str(target), "--python", sys.executable]
+        return [*argv, *self.uv_options, *rest, "--no-progress", *deps, "-r", str(requirements)], env
 
 
 def backend_for(settings: Settings) -> Backend:

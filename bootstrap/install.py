@@ -59,10 +59,10 @@ def _install(
     index_args: list[str] | None = None,
 ) -> None:
     # index_args: the index options the operator allowed the committed file to give.
-    argv = tools.install_argv(site_dir, requirements, no_deps=no_deps, index_args=index_args or [])
+    argv, env = tools.install_command(site_dir, requirements, no_deps=no_deps, index_args=index_args or [])
     try:
         progress = _quiet_progress if quiet else _progress
-        _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=tools.env, cwd=site_dir)
+        _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env, cwd=site_dir)
     except CommandError as exc:
         raise InstallError(_explain(exc, tools)) from exc
     if tools.uv:
