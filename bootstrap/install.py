@@ -69,16 +69,19 @@ def _install(
         (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
 
 
-def compile_tree(folder: Path, *, timeout: float) -> None:
+def compile_tree(
+    folder: Path, *, timeout: float, on_start: Callable[[subprocess.Popen[str]], None] | None = None
+) -> None:
     """Write the ``.pyc`` of every module under ``folder``, on every core (``compileall -j 0``).
 
     Once per distribution: reused ones bring theirs along (``reuse.link_distribution``).
     A file that does not compile (a package's Python 2 test data, say) is left to
     import time, as pip leaves it: a warning, never a failed sync.
     """
+    log.info("compiling bytecode (on %d cores)", os.cpu_count() or 1)
     argv = [sys.executable, "-m", "compileall", "-q", "-j", "0", str(folder)]
     try:
-        _subprocess.run(argv, timeout=timeout)
+        _subprocess.run(argv, timeout=timeout, on_start=on_start)
     except CommandError as exc:
         log.warning("some modules in %s did not compile (%s); they compile when imported", folder.name, exc)
 
@@ -181,6 +184,11 @@ def _remove_distribution(site_dir: Path, dist_info: Path, files: tuple[str, ...]
             continue
         target.unlink(missing_ok=True)
         folders.update(parent for parent in target.parents if site_dir in parent.parents)
+        if target.suffix == ".py":  # its bytecode, compiled beside it (RECORD does not list it)
+            cache = target.parent / "__pycache__"
+            for compiled in cache.glob(f"{target.stem}.*.pyc"):
+                compiled.unlink(missing_ok=True)
+            folders.add(cache)
     shutil.rmtree(dist_info, ignore_errors=True)
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
         if folder.is_dir() and not any(folder.iterdir()):

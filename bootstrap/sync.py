@@ -338,21 +338,30 @@ def _resolve(
 
     def speculate() -> None:
         try:
-            outcome["staging"] = install.build_speculatively(
+            staging = install.build_speculatively(
                 layout,
                 desired,
                 timeout=settings.install_timeout,
                 on_start=processes.append,
                 tools=backend_for(settings),
             )
+            outcome["staging"] = staging
+            # pip-compile is usually still at work: compile meanwhile (unless resolution already failed).
+            if settings.compile_bytecode and not cancelled.is_set():
+                install.compile_tree(
+                    staging / install.SITE_DIR, timeout=settings.install_timeout, on_start=processes.append
+                )
+                outcome["compiled"] = True
         except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc
 
+    cancelled = threading.Event()
     worker = threading.Thread(target=speculate, name="bootstrap-speculative-install", daemon=True)
     worker.start()
     try:
         lock = resolve.compile_and_cache(settings, layout, desired, seed=None)
     except BaseException:
+        cancelled.set()
         for process in processes:  # resolution failed: the guess is moot, do not wait for it
             _subprocess.kill(process)
         worker.join()
@@ -362,7 +371,7 @@ def _resolve(
     staging: Path | None = outcome.get("staging")
     if staging is not None and install.adopt(staging, lock, provided):
         log.info("the install made while resolving matches the lock: kept")
-        if settings.compile_bytecode:
+        if settings.compile_bytecode and not outcome.get("compiled"):
             install.compile_tree(staging / install.SITE_DIR, timeout=settings.install_timeout)
         return lock, staging
     why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"

@@ -57,3 +57,12 @@ def test_a_file_that_does_not_compile_is_a_warning_not_a_failure(repo: Repo, cap
     assert result.manifest["status"] == "ok"
     assert "did not compile" in caplog.text
     assert (site(repo) / f"bsf_py2_leftovers/__pycache__/__init__.{TAG}.pyc").is_file()
+
+
+@pytest.mark.pip_only  # the speculative install is the pip backend's
+def test_bytecode_of_a_host_package_taken_out_of_a_speculative_install_goes_too(repo: Repo) -> None:
+    repo.write("bsf-needs-host")  # pip's own resolver installs packaging too; the host provides it
+    sync(repo.settings())
+    folder = site(repo)
+    assert sorted(path.name for path in folder.iterdir() if not path.name.endswith(".dist-info")) == ["bsf_needs_host"]
+    assert (folder / f"bsf_needs_host/__pycache__/__init__.{TAG}.pyc").is_file()
