@@ -408,6 +408,11 @@ def bench_cold(work: Path, set_name: str, source: Source, runs: int) -> None:
     if uv_backend():
         commands["bootstrap (uv backend)"] = lambda: tools.bootstrap(*fresh(), None, BOOTSTRAP_BACKEND="uv")
         ours.append("bootstrap (uv backend)")
+        # Like for like with plain uv, which writes no .pyc: bootstrap's uv backend with compiling off.
+        commands["bootstrap (uv backend, no .pyc)"] = lambda: tools.bootstrap(
+            *fresh(), None, BOOTSTRAP_BACKEND="uv", BOOTSTRAP_COMPILE_BYTECODE="false"
+        )
+        ours.append("bootstrap (uv backend, no .pyc)")
     else:
         na_row("cold", set_name, source.name, "bootstrap (uv backend)", "n/a (no uv backend)")
     tools.pip(*fresh())  # warm-up: page cache, pip's imports
