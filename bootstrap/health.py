@@ -151,6 +151,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("active           none (never synced successfully)")
     lines.append(f"health           {'healthy' if health['healthy'] else 'NOT healthy'}")
     lines.extend(f"  - {problem}" for problem in health["problems"])
+    lines.extend(f"  note: {note}" for note in health.get("notes", []))
     error = current.get("error")
     if error:
         lines.append(f"last error       {error.get('at')} at {error.get('stage')}: {error.get('message')}")
@@ -158,10 +159,7 @@ def format_status(report: dict[str, Any]) -> str:
     if packages:
         lines.append("packages")
         width = max(len(p["name"]) for p in packages)
-        lines.extend(
-            f"  {p['name']:<{width}}  {p['version']:<12} {'requested' if p['requested'] else 'dependency'}"
-            for p in packages
-        )
+        lines.extend(f"  {p['name']:<{width}}  {p['version']:<12} {_why_there(p)}" for p in packages)
     if report["generations"]:
         lines.append("generations")
         for gen in report["generations"]:
@@ -176,3 +174,12 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("not created by bootstrap (never deleted; move them into requirements.txt)")
         lines.extend(f"  {name}" for name in report["unmanaged"])
     return "\n".join(lines)
+
+
+def _why_there(package: dict[str, Any]) -> str:
+    """How a package came to be in the set, for a person: the file asked, a workflow added it, or pulled in."""
+    if package.get("source") == "runtime":
+        why = "added at run time"
+    else:
+        why = "requested" if package.get("requested") else "dependency"
+    return why + (" (the host's)" if package.get("provided_by") == "host" else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -47,6 +48,9 @@ def test_add_records_installs_and_names_the_source(repo: Repo, run_cli) -> None:
     }
     inputs = repo.manifest()["inputs"]
     assert str(repo.packages_dir / OVERLAY) in inputs
+    status = run_cli("status").out
+    assert re.search(r"bsf-gamma\s+1\.0\s+added at run time", status), status
+    assert re.search(r"bsf-alpha\s+2\.0\s+dependency", status), status
 
 
 def test_an_addition_survives_restarts_and_later_syncs(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
