@@ -109,6 +109,11 @@ def backend_for(settings: Settings) -> Backend:
         env["UV_FIND_LINKS"] = ",".join(links)
     for trusted in shlex.split(os.environ.get("PIP_TRUSTED_HOST", "")):
         options += ["--allow-insecure-host", trusted]
+    if "UV_LINK_MODE" not in os.environ:
+        # Copies, not hard links into uv's cache: a file edited in place in a generation (a platform patching
+        # certifi's CA bundle) must not become the cache's file too and spread to every later install.
+        # Generations still share files with each other, by hard link, after a hash check (reuse.py).
+        env["UV_LINK_MODE"] = "copy"
     if settings.index_timeout is not None and "UV_HTTP_TIMEOUT" not in os.environ:
         env["UV_HTTP_TIMEOUT"] = str(int(settings.index_timeout) or 1)
     if settings.index_retries is not None and "UV_HTTP_RETRIES" not in os.environ:

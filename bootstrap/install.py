@@ -28,6 +28,7 @@ from bootstrap.errors import CommandError, InstallError, PublishError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
 from bootstrap.resolve import Lock, uv_places
+from bootstrap.verify import Distribution
 
 log = logging.getLogger("bootstrap")
 
@@ -67,6 +68,20 @@ def _install(
         raise InstallError(_explain(exc, tools)) from exc
     if tools.uv:
         (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
+        _check_uv_links(site_dir)
+
+
+def _check_uv_links(site_dir: Path) -> None:
+    """uv hard-links files from its cache: a file once edited in place through a generation (a platform
+    patching certifi's CA bundle, say) is the cache's file too. Never build on such a copy."""
+    from bootstrap.verify import changed_files, installed
+
+    changed = changed_files(site_dir, installed(site_dir))
+    if changed:
+        raise InstallError(
+            f"uv's cache holds a file that was edited after install ({changed[0]}): it was hard-linked into a "
+            "generation and changed there; run `uv cache clean` and sync again"
+        )
 
 
 def compile_tree(
@@ -95,19 +110,22 @@ def build(
     index_args: list[str] | None = None,
     reuse_from: Path | None = None,
     compile_bytecode: bool = True,
+    carried: list[Distribution] | None = None,
 ) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it).
 
     Distributions ``reuse_from`` (the active generation's site folder) already
     holds at the same pin are linked over instead of installed again, with
     their bytecode; only what pip installed is compiled (``compile_bytecode``).
+    ``carried``: those distributions, if the caller already looked (``reuse.reusable``).
     """
     from bootstrap import reuse
 
     staging = _new_staging(layout)
     site_dir = staging / SITE_DIR
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
-    carried = reuse.reusable(reuse_from, lock.pins)
+    if carried is None:
+        carried = reuse.reusable(reuse_from, lock.pins)
     if carried:
         assert reuse_from is not None
         for dist in carried:

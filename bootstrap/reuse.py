@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bootstrap.errors import InstallError, VerificationError
 from bootstrap.resolve import Pin
-from bootstrap.verify import Distribution, installed, missing_files
+from bootstrap.verify import Distribution, changed_files, installed, missing_files
 
 log = logging.getLogger("bootstrap")
 
@@ -34,11 +34,24 @@ def reusable(active_site: Path | None, pins: tuple[Pin, ...]) -> list[Distributi
         found = installed(active_site)
     except VerificationError:  # a damaged dist-info: reuse nothing rather than guess
         return []
-    return [
+    candidates = [
         dist
         for dist in found
         if wanted.get(dist.name) == dist.version and not missing_files(active_site, [dist]) and _contained(dist)
     ]
+    return [dist for dist in candidates if _unchanged(active_site, dist)]
+
+
+def _unchanged(site: Path, dist: Distribution) -> bool:
+    """Every file still matches its RECORD hash: an edit made in place (a platform patching certifi's CA
+    bundle, say) is not carried into the next generation; the distribution is installed afresh instead."""
+    try:
+        changed = changed_files(site, [dist])
+    except OSError:
+        return False
+    if changed:
+        log.warning("not reusing %s %s: %s; installing it afresh", dist.display_name, dist.version, changed[0])
+    return not changed
 
 
 def _contained(dist: Distribution) -> bool:

@@ -161,7 +161,8 @@ def _sync_locked(
     carried: frozenset[str] = frozenset()
     try:
         if staging is None:
-            carried = frozenset(dist.name for dist in reuse.reusable(_reusable_site(current), to_install.pins))
+            reusable = reuse.reusable(_reusable_site(current), to_install.pins)
+            carried = frozenset(dist.name for dist in reusable)
             staging = install.build(
                 layout,
                 to_install,
@@ -170,6 +171,7 @@ def _sync_locked(
                 index_args=desired.pip_args(),
                 reuse_from=_reusable_site(current),
                 compile_bytecode=settings.compile_bytecode,
+                carried=reusable,
             )
         dists = verify.verify_generation(
             staging / install.SITE_DIR,

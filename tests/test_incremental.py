@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.sync import sync
-from tests.conftest import Repo, python_in
+from tests.conftest import BACKEND, Repo, python_in
 
 
 def _inode(path: Path) -> int:
@@ -102,3 +102,53 @@ def test_only_what_changed_and_what_depends_on_it_is_import_checked_again(
         sync(repo.settings())
     assert "1 unchanged distributions were import-checked before" in caplog.text  # bsf-gamma only
     assert "import-checking 2 modules" in caplog.text  # bsf_alpha (changed), bsf_beta (depends on it)
+
+
+def test_a_file_edited_in_place_is_not_carried_into_the_next_generation(
+    repo: Repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bootstrap.sync import sync
+
+    repo.write("bsf-gamma", "bsf-alpha==1.0")
+    sync(repo.settings())
+    patched = Path(repo.manifest()["site_dir"]) / "bsf_gamma.py"
+    original = patched.read_text()
+    with open(patched, "a") as handle:  # in place, as a platform patching certifi's CA bundle would
+        handle.write("PATCHED = True\n")
+    repo.write("bsf-gamma", "bsf-alpha==1.0", "jaraco.context")
+    with caplog.at_level("WARNING", logger="bootstrap"):
+        sync(repo.settings())
+    fresh = Path(repo.manifest()["site_dir"]) / "bsf_gamma.py"
+    assert fresh.read_text() == original
+    assert fresh.stat().st_ino != patched.stat().st_ino
+    assert "not reusing bsf-gamma 1.0: changed: bsf-gamma 1.0: bsf_gamma.py" in caplog.text
+
+
+@pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
+def test_a_file_edited_through_uvs_cache_links_is_refused_not_spread(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bootstrap.errors import InstallError
+    from bootstrap.sync import sync
+
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # this test spoils its cache on purpose
+    monkeypatch.setenv("UV_LINK_MODE", "hardlink")  # an operator's choice; bootstrap's default is copy
+    repo.write("bsf-gamma")
+    sync(repo.settings())
+    patched = Path(repo.manifest()["site_dir"]) / "bsf_gamma.py"
+    if patched.stat().st_nlink < 2:
+        pytest.skip("uv copied instead of linking on this filesystem")
+    with open(patched, "a") as handle:
+        handle.write("PATCHED = True\n")
+    other = repo.settings(packages_dir=tmp_path / "another-instance")
+    with pytest.raises(InstallError, match="uv cache clean"):
+        sync(other)
+
+
+@pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
+def test_the_uv_backend_copies_from_its_cache_by_default(repo: Repo) -> None:
+    from bootstrap.sync import sync
+
+    repo.write("bsf-gamma")
+    sync(repo.settings())
+    assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").stat().st_nlink == 1
