@@ -61,7 +61,7 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.runtime import add, package_entry, parse_request
 
-    name = parse_request(args.requirement, settings).name
+    name = parse_request(args.requirement).name
     result = add(settings, args.requirement)
     entry = package_entry(result.manifest, name) or {}
     print(

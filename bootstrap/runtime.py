@@ -108,7 +108,7 @@ def _conflict(committed: RequirementLine, runtime: RequirementLine) -> bool:
     return False
 
 
-def parse_request(text: str, settings: Settings) -> RequirementLine:
+def parse_request(text: str) -> RequirementLine:
     """One requirement as a workflow or operator asks for it (``NAME`` or ``NAME[extras] SPEC``)."""
     label = f"cannot add {text!r}"
     if not isinstance(text, str) or not text.strip():
@@ -131,7 +131,7 @@ def parse_request(text: str, settings: Settings) -> RequirementLine:
 def add(settings: Settings, text: str) -> SyncResult:
     """Sync with ``text`` in the overlay (replacing the package's earlier line); the overlay on disk changes only
     once that is published, so a failure, or a process killed on the way, changes nothing."""
-    wanted = parse_request(text, settings)
+    wanted = parse_request(text)
     marker = wanted.requirement.marker
     if marker is not None and not marker.evaluate():
         raise RequirementsError(
@@ -184,7 +184,7 @@ def ensure(requirement: str, *, settings: Settings | None = None) -> dict[str, A
     from bootstrap import live
 
     settings = settings if settings is not None else load_settings()
-    wanted = parse_request(requirement, settings)
+    wanted = parse_request(requirement)
     layout = Layout(settings.packages_dir)
     current = manifest.read(layout.manifest)
     entry = _served(current, wanted, settings, layout)
