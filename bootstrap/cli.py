@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -167,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("details:", exc_info=True)
         print(f"bootstrap: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `status | head`: the reader left; not the packages folder's fault
+        with contextlib.suppress(OSError):  # no "Exception ignored" when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except OSError as exc:  # the machine, not a bug: one line, the traceback under -v
         log.debug("details:", exc_info=True)
         print(f"bootstrap: error: {StorageError.from_os_error(exc)}", file=sys.stderr)

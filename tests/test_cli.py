@@ -224,3 +224,13 @@ def test_python_dash_m_bootstrap_end_to_end(repo: Repo) -> None:
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["healthy"] is True
+
+
+def test_a_reader_that_leaves_early_is_not_blamed_on_the_packages_folder(repo: Repo) -> None:
+    repo.write("bsf-gamma")
+    assert subprocess.run([sys.executable, "-m", "bootstrap", "-q", "sync"], check=False).returncode == 0
+    # `true` exits at once: bootstrap's first write meets a closed pipe (EPIPE), as with `status | head`.
+    shell = f"{sys.executable} -m bootstrap status | true"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True, check=False)
+    assert "cannot use" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
