@@ -73,3 +73,15 @@ def uv_error(output: str) -> str:
                 parts[-1] = f"{parts[-1]} {following}"
         return redact(": ".join(parts))
     return last_error(output)
+
+
+def uv_places() -> str:
+    """Where uv was told to look (the same words as for pip), redacted."""
+    places = []
+    index = os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
+    if os.environ.get("PIP_NO_INDEX", "").lower() not in ("1", "true", "yes", "on"):
+        places.append(f"index {redact(index or 'https://pypi.org/simple')}")
+    links = os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS")
+    if links:
+        places.append(f"find-links {redact(links)}")
+    return " and ".join(places) or "the configured package index"

@@ -60,17 +60,15 @@ def check(settings: Settings) -> dict[str, Any]:
 
 def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
     """Processes (this one first) running modules of a distribution whose active version has changed."""
-    import sys
+    from bootstrap import live
 
     found: list[dict[str, Any]] = []
-    live = sys.modules.get("bootstrap.live")  # loaded only in a host that switched generations in-process
-    if live is not None and live.restart_pending():
-        found.append({"pid": None, "host": None, "packages": live.restart_pending()})
-    from bootstrap.live import process_records
-
+    pending_here = live.restart_pending()  # empty unless this process switched generations in-process
+    if pending_here:
+        found.append({"pid": None, "host": None, "packages": pending_here})
     found += [
         {"pid": record.get("pid"), "host": record.get("host"), "packages": record["packages"]}
-        for record in process_records(layout)
+        for record in live.process_records(layout)
         if record.get("packages")
     ]
     return found

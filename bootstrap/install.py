@@ -22,12 +22,12 @@ from typing import Any
 
 from bootstrap import _subprocess, safety
 from bootstrap._fs import atomic_write_text, remove_tree
-from bootstrap._pipout import indexes, last_error, redact, uv_error
+from bootstrap._pipout import indexes, last_error, redact, uv_error, uv_places
 from bootstrap.backend import Backend
 from bootstrap.errors import CommandError, InstallError, PublishError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
-from bootstrap.resolve import Lock, uv_places
+from bootstrap.resolve import Lock
 from bootstrap.verify import Distribution
 
 log = logging.getLogger("bootstrap")

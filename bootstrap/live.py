@@ -42,7 +42,7 @@ from bootstrap.settings import Settings, load_settings
 log = logging.getLogger("bootstrap")
 
 _switching = threading.Lock()
-_state: dict[str, Any] = {"watcher": None, "background": None, "packages_dir": None}
+_state: dict[str, Any] = {"watcher": None, "background": None}
 _synced = threading.Event()  # the sync startup(block=False) or the watcher's first sync started has finished
 _pending: list[dict[str, Any]] = []
 
@@ -71,7 +71,6 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
 
 def _start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: bool) -> dict[str, Any] | None:
     settings = settings if settings is not None else load_settings()
-    _state["packages_dir"] = settings.packages_dir
     _synced.clear()
     if block:
         current = activation.startup(settings, raise_errors=raise_errors)

@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 
 from bootstrap import _subprocess, manifest, safety
 from bootstrap._fs import atomic_write_text, text_sha256
-from bootstrap._pipout import indexes, last_error, redact, uv_error
+from bootstrap._pipout import indexes, last_error, redact, uv_error, uv_places
 from bootstrap.errors import CommandError, ResolutionError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
@@ -375,27 +375,12 @@ def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = 
     if not_found:
         spec, versions = not_found.group(1), not_found.group(2).strip()
         name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
-        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
-        host_pin = next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
-        if host_pin is not None:
-            return (
-                f"{origin}the requirements need {name}, which the host has ({host_pin}), but {where} does not "
-                f"offer that version ({versions or 'none'}); the index must carry the host's version, or an "
-                f"operator can let users override it with BOOTSTRAP_HOST_OVERRIDES={name}"
-            )
+        origin = _asked_at(desired, name)
+        if _host_pin(desired, name) is not None:
+            return _host_lacks(desired, name, origin, where, f" ({versions or 'none'})")
         if versions and versions != "none":
             return f"{origin}no version of {redact(spec)} found on {where} (available: {versions}); check the version"
-        wheels = (
-            "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
-            "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
-            if wheels_only
-            else ""
-        )
-        return (
-            f"{origin}{redact(spec)} was not found on {where} (no versions at all); "
-            "check the name, and that this index is the right one, is reachable and (a private index answers a "
-            f"wrong password with no versions) accepts its credentials{wheels}"
-        )
+        return _not_found(origin, spec, where, wheels_only=wheels_only)
     # pip-compile may retry without the seeded pins: the last conflict block is the real one.
     conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)
     if conflicts:
@@ -403,6 +388,38 @@ def explain_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = 
         return f"the requirements conflict: {sides}; relax one of the pins"
     last = last_error(output)
     return f"pip-compile failed on {where}: {last}"
+
+
+def _asked_at(desired: Desired, name: str) -> str:
+    """``requirements.txt:3: `` where the file asks for ``name``, or nothing (a dependency)."""
+    return next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+
+
+def _host_pin(desired: Desired, name: str) -> str | None:
+    return next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
+
+
+def _host_lacks(desired: Desired, name: str, origin: str, where: str, versions: str) -> str:
+    """The index does not offer the host's own version of a package the set needs."""
+    return (
+        f"{origin}the requirements need {name}, which the host has ({_host_pin(desired, name)}), but {where} does "
+        f"not offer that version{versions}; the index must carry the host's version, or an operator can let users "
+        f"override it with BOOTSTRAP_HOST_OVERRIDES={name}"
+    )
+
+
+def _not_found(origin: str, spec: str, where: str, *, wheels_only: bool) -> str:
+    wheels = (
+        "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
+        "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+        if wheels_only
+        else ""
+    )
+    return (
+        f"{origin}{redact(spec)} was not found on {where} (no versions at all); check the name, and that this "
+        "index is the right one, is reachable and (a private index answers a wrong password with no versions) "
+        f"accepts its credentials{wheels}"
+    )
 
 
 def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool = False) -> str:
@@ -427,7 +444,7 @@ def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool
     source_only = re.search(r"Because ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)? has no usable wheels", because)
     if source_only and "building from source is disabled" in because:
         name = canonicalize_name(source_only.group(1))
-        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+        origin = _asked_at(desired, name)
         return (
             f"{origin}{name} publishes only a source archive on {where}, and only wheels are installed: an operator "
             "can allow building it (which runs its build code) with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
@@ -440,45 +457,17 @@ def explain_uv_failure(exc: CommandError, desired: Desired, *, wheels_only: bool
     if missing:
         name = canonicalize_name(missing.group(1) or missing.group(2))
         asked = next((line for line in desired.requirements if line.name == name), None)
-        origin = f"{asked.path.name}:{asked.line}: " if asked else ""
         spec = str(asked.requirement) if asked else name
-        wheels = (
-            "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
-            "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
-            if wheels_only
-            else ""
-        )
-        return (
-            f"{origin}{redact(spec)} was not found on {where} (no versions at all); check the name, and that this "
-            "index is the right one, is reachable and (a private index answers a wrong password with no versions) "
-            f"accepts its credentials{wheels}"
-        )
+        return _not_found(_asked_at(desired, name), spec, where, wheels_only=wheels_only)
     required = re.search(r"you require ([A-Za-z0-9._-]+)([<>=!~][^ ,]*)", because)
     no_fit = re.search(r"only \S+ (?:is|are) available|there is no version of", because)
     if required and no_fit:
         name = canonicalize_name(required.group(1))
         wanted = required.group(1) + required.group(2)
-        origin = next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
-        host_pin = next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
-        if host_pin is not None:
-            return (
-                f"{origin}the requirements need {name}, which the host has ({host_pin}), but {where} does not "
-                f"offer that version; the index must carry the host's version, or an operator can let users "
-                f"override it with BOOTSTRAP_HOST_OVERRIDES={name}"
-            )
+        origin = _asked_at(desired, name)
+        if _host_pin(desired, name) is not None:
+            return _host_lacks(desired, name, origin, where, "")
         return f"{origin}no version of {redact(wanted)} found on {where} ({redact(because)}); check the version"
     if "No solution found" in output:
         return f"the requirements conflict: {redact(because)}; relax one of the pins"
     return f"uv pip compile failed on {where}: {uv_error(output)}"
-
-
-def uv_places() -> str:
-    """Where uv was told to look (the same words as for pip), redacted."""
-    places = []
-    index = os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
-    if os.environ.get("PIP_NO_INDEX", "").lower() not in ("1", "true", "yes", "on"):
-        places.append(f"index {redact(index or 'https://pypi.org/simple')}")
-    links = os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS")
-    if links:
-        places.append(f"find-links {redact(links)}")
-    return " and ".join(places) or "the configured package index"

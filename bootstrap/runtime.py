@@ -140,7 +140,7 @@ def add(settings: Settings, text: str) -> SyncResult:
     layout = Layout(settings.packages_dir)
     prepare_folder(layout, settings)
     with _overlay_lock(layout, settings.lock_timeout):
-        kept = [line for line in _current_lines(layout, settings) if line.name != wanted.name]
+        kept = [line for line in _current_lines(layout) if line.name != wanted.name]
         overlay = _render([*kept, wanted])
         _check_against_committed(settings, layout, overlay)  # a conflict is refused before any work
         # Not in the active generation although asked for (a rollback, say): build even if the inputs look served.
@@ -160,7 +160,7 @@ def remove(settings: Settings, name: str) -> SyncResult:
     canonical = canonicalize_name(name)
     prepare_folder(layout, settings)
     with _overlay_lock(layout, settings.lock_timeout):
-        lines = _current_lines(layout, settings)
+        lines = _current_lines(layout)
         kept = [line for line in lines if line.name != canonical]
         if len(kept) == len(lines):
             raise RequirementsError(
@@ -222,7 +222,7 @@ def _served(
     return entry
 
 
-def _current_lines(layout: Layout, settings: Settings) -> list[RequirementLine]:
+def _current_lines(layout: Layout) -> list[RequirementLine]:
     try:
         return read_overlay(layout.runtime_requirements, Policy(allow_direct_references=True))
     except RequirementsError as exc:  # a hand-edited overlay: say so rather than silently dropping lines

@@ -80,6 +80,14 @@ def read_json_line(proc: subprocess.Popen[str]) -> dict[str, Any]:
     return json.loads(line)  # type: ignore[no-any-return]
 
 
+def let_exit(proc: subprocess.Popen[str]) -> int:
+    """The host waits on stdin once it has reported: let it stop its watcher and exit; its exit code."""
+    assert proc.stdin is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    return proc.wait(timeout=WAIT)
+
+
 def test_a_watching_host_moves_to_the_new_generation_and_lists_what_needs_a_restart(
     repo: Repo,
     run_cli,  # type: ignore[no-untyped-def]
@@ -108,10 +116,7 @@ def test_a_watching_host_moves_to_the_new_generation_and_lists_what_needs_a_rest
         assert f"restart pending: pid {proc.pid}" in text.out
         assert "bsf-alpha 1.0 (the active generation has 2.0)" in text.out
 
-        assert proc.stdin is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=WAIT) == 0
+        assert let_exit(proc) == 0
     # The host is gone: nothing is pending any more.
     assert json.loads(run_cli("check", "--json").out)["restart_pending"] == []
     assert not list((repo.packages_dir / "processes").glob("*.json"))
@@ -130,10 +135,7 @@ def test_a_watching_host_follows_a_package_added_by_another_process(
         moved = read_json_line(proc)
         assert moved["gamma"].startswith(repo.manifest()["site_dir"])
         assert moved["pending"] == [], "bsf-alpha is the same version in both generations"
-        assert proc.stdin is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=WAIT) == 0
+        assert let_exit(proc) == 0
 
 
 def test_startup_without_blocking_serves_the_last_good_generation_at_once(
@@ -236,10 +238,7 @@ def test_garbage_collection_keeps_a_generation_a_running_host_still_imports_from
         assert Path(moved["site"]).is_dir(), "and from this one (bsf_gamma)"
         assert Path(repo.manifest()["site_dir"]).is_dir()
 
-        assert proc.stdin is not None
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.wait(timeout=WAIT) == 0
+        assert let_exit(proc) == 0
     repo.write("bsf-gamma")
     assert run_cli("sync").code == 0
     assert not Path(first_site).exists(), "once the host is gone, the next sync removes it"
