@@ -3,6 +3,9 @@
 Only the command lines differ. The policy, the staging folder, verification,
 the generation, the manifest and the one-line errors are the same either way.
 
+uv hard-links from its cache (its default); ``install`` checks what it linked
+against the RECORD hashes and drops an edited file's package from uv's cache.
+
 uv does not read pip's configuration. So that one set of settings serves both,
 pip's index settings in the environment are handed on to uv: ``PIP_INDEX_URL``
 ``PIP_EXTRA_INDEX_URL`` and ``PIP_FIND_LINKS`` through uv's environment
@@ -54,6 +57,11 @@ class Backend:
         if hashes:
             argv.insert(argv.index("--output-file"), "--generate-hashes")
         return argv
+
+    def cache_clean_argv(self, names: list[str]) -> list[str]:
+        """Drop these packages from uv's cache (their next install unpacks them afresh)."""
+        assert self.uv
+        return [self.uv, "cache", "clean", *names]
 
     def install_command(
         self, target: Path, requirements: Path, *, no_deps: bool, index_args: list[str]
@@ -109,11 +117,6 @@ def backend_for(settings: Settings) -> Backend:
         env["UV_FIND_LINKS"] = ",".join(links)
     for trusted in shlex.split(os.environ.get("PIP_TRUSTED_HOST", "")):
         options += ["--allow-insecure-host", trusted]
-    if "UV_LINK_MODE" not in os.environ:
-        # Copies, not hard links into uv's cache: a file edited in place in a generation (a platform patching
-        # certifi's CA bundle) must not become the cache's file too and spread to every later install.
-        # Generations still share files with each other, by hard link, after a hash check (reuse.py).
-        env["UV_LINK_MODE"] = "copy"
     if settings.index_timeout is not None and "UV_HTTP_TIMEOUT" not in os.environ:
         env["UV_HTTP_TIMEOUT"] = str(int(settings.index_timeout) or 1)
     if settings.index_retries is not None and "UV_HTTP_RETRIES" not in os.environ:

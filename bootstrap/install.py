@@ -61,27 +61,70 @@ def _install(
 ) -> None:
     # index_args: the index options the operator allowed the committed file to give.
     argv, env = tools.install_command(site_dir, requirements, no_deps=no_deps, index_args=index_args or [])
-    try:
-        progress = _quiet_progress if quiet else _progress
-        _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env, cwd=site_dir)
-    except CommandError as exc:
-        raise InstallError(_explain(exc, tools)) from exc
+    progress = _quiet_progress if quiet else _progress
+
+    def install() -> None:
+        try:
+            _subprocess.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env, cwd=site_dir)
+        except CommandError as exc:
+            raise InstallError(_explain(exc, tools)) from exc
+        if tools.uv:
+            (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
+
+    install()
     if tools.uv:
-        (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
-        _check_uv_links(site_dir)
+        edited = _edited_in_uv_cache(site_dir)
+        if edited:
+            _clean_uv_cache(tools, edited, timeout=timeout)
+            _empty(site_dir)
+            install()
+            edited = _edited_in_uv_cache(site_dir)
+        if edited:
+            raise InstallError(
+                f"uv's cache holds a file that was edited after install ({next(iter(edited.values()))}), even "
+                "after cleaning it; run `uv cache clean` and sync again"
+            )
 
 
-def _check_uv_links(site_dir: Path) -> None:
-    """uv hard-links files from its cache: a file once edited in place through a generation (a platform
-    patching certifi's CA bundle, say) is the cache's file too. Never build on such a copy."""
+def _edited_in_uv_cache(site_dir: Path) -> dict[str, str]:
+    """Distributions (and a file of each) that do not match their RECORD right after uv installed them.
+
+    uv hard-links files from its cache (its default: fast, no copy). A file once edited in place
+    through a generation (a platform patching certifi's CA bundle, say) is then the cache's file too:
+    never build on such a file.
+    """
     from bootstrap.verify import changed_files, installed
 
-    changed = changed_files(site_dir, installed(site_dir))
-    if changed:
+    edited = {}
+    for dist in installed(site_dir):
+        changed = changed_files(site_dir, [dist])
+        if changed:
+            edited[dist.name] = changed[0]
+    return edited
+
+
+def _clean_uv_cache(tools: Backend, edited: dict[str, str], *, timeout: float) -> None:
+    log.warning(
+        "uv's cache holds files edited after install (%s): dropping %s from uv's cache and installing again",
+        "; ".join(edited.values()),
+        ", ".join(sorted(edited)),
+    )
+    try:
+        _subprocess.run(tools.cache_clean_argv(sorted(edited)), timeout=timeout, env=tools.env)
+    except CommandError as exc:
+        why = uv_error(exc.stderr + "\n" + exc.stdout)
         raise InstallError(
-            f"uv's cache holds a file that was edited after install ({changed[0]}): it was hard-linked into a "
-            "generation and changed there; run `uv cache clean` and sync again"
-        )
+            f"uv's cache holds a file that was edited after install ({next(iter(edited.values()))}) and "
+            f"`uv cache clean` failed ({why}); run it by hand and sync again"
+        ) from exc
+
+
+def _empty(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def compile_tree(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -125,30 +126,43 @@ def test_a_file_edited_in_place_is_not_carried_into_the_next_generation(
 
 
 @pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
-def test_a_file_edited_through_uvs_cache_links_is_refused_not_spread(
-    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_file_edited_through_uvs_cache_links_is_dropped_from_the_cache_not_spread(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bootstrap.errors import InstallError
     from bootstrap.sync import sync
+    from bootstrap.verify import changed_files, installed
 
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # this test spoils its cache on purpose
-    monkeypatch.setenv("UV_LINK_MODE", "hardlink")  # an operator's choice; bootstrap's default is copy
-    repo.write("bsf-gamma")
+    repo.write("bsf-gamma", "bsf-alpha==1.0")
     sync(repo.settings())
     patched = Path(repo.manifest()["site_dir"]) / "bsf_gamma.py"
     if patched.stat().st_nlink < 2:
         pytest.skip("uv copied instead of linking on this filesystem")
-    with open(patched, "a") as handle:
+    original = patched.read_text()
+    with open(patched, "a") as handle:  # in place: through the link, uv's cache file changes too
         handle.write("PATCHED = True\n")
     other = repo.settings(packages_dir=tmp_path / "another-instance")
-    with pytest.raises(InstallError, match="uv cache clean"):
+    with caplog.at_level("WARNING", logger="bootstrap"):
         sync(other)
+    assert "uv's cache holds files edited after install (changed: bsf-gamma 1.0: bsf_gamma.py)" in caplog.text
+    assert "dropping bsf-gamma from uv's cache" in caplog.text
+    fresh_site = Path(json.loads((tmp_path / "another-instance" / "manifest.json").read_text())["site_dir"])
+    assert (fresh_site / "bsf_gamma.py").read_text() == original
+    assert (fresh_site / "bsf_gamma.py").stat().st_ino != patched.stat().st_ino
+    assert not changed_files(fresh_site, installed(fresh_site))
+    # The edited generation still tells on itself, and the next install links the clean file again.
+    assert changed_files(patched.parent, installed(patched.parent)) == ["changed: bsf-gamma 1.0: bsf_gamma.py"]
+    caplog.clear()
+    third = repo.settings(packages_dir=tmp_path / "a-third-instance")
+    with caplog.at_level("WARNING", logger="bootstrap"):
+        sync(third)
+    assert "edited after install" not in caplog.text
 
 
 @pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
-def test_the_uv_backend_copies_from_its_cache_by_default(repo: Repo) -> None:
+def test_the_uv_backend_links_from_its_cache_as_uv_does(repo: Repo) -> None:
     from bootstrap.sync import sync
 
     repo.write("bsf-gamma")
     sync(repo.settings())
-    assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").stat().st_nlink == 1
+    assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").stat().st_nlink >= 2, "hard-linked, not copied"
