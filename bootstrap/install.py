@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from bootstrap import _subprocess, safety
 from bootstrap._fs import atomic_write_text, remove_tree
 from bootstrap._pipout import indexes, last_error, redact, uv_error, uv_places
 from bootstrap.backend import Backend
+from bootstrap.bytecode import compile_tree
 from bootstrap.errors import CommandError, InstallError, PublishError
 from bootstrap.layout import Layout
 from bootstrap.requirements import Desired
@@ -125,23 +125,6 @@ def _empty(folder: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def compile_tree(
-    folder: Path, *, timeout: float, on_start: Callable[[subprocess.Popen[str]], None] | None = None
-) -> None:
-    """Write the ``.pyc`` of every module under ``folder``, on every core (``compileall -j 0``).
-
-    Once per distribution: reused ones bring theirs along (``reuse.link_distribution``).
-    A file that does not compile (a package's Python 2 test data, say) is left to
-    import time, as pip leaves it: a warning, never a failed sync.
-    """
-    log.info("compiling bytecode (on %d cores)", os.cpu_count() or 1)
-    argv = [sys.executable, "-m", "compileall", "-q", "-j", "0", str(folder)]
-    try:
-        _subprocess.run(argv, timeout=timeout, on_start=on_start)
-    except CommandError as exc:
-        log.warning("some modules in %s did not compile (%s); they compile when imported", folder.name, exc)
 
 
 def build(

@@ -25,7 +25,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from bootstrap import _subprocess, host, install, manifest, requirements, resolve, reuse, safety, verify
+from bootstrap import _subprocess, bytecode, host, install, manifest, requirements, resolve, reuse, safety, verify
 from bootstrap._fs import atomic_write_text, file_sha256, text_sha256
 from bootstrap._pipout import redact
 from bootstrap.activation import stale_reason
@@ -350,7 +350,7 @@ def _resolve(
             outcome["staging"] = staging
             # pip-compile is usually still at work: compile meanwhile (unless resolution already failed).
             if settings.compile_bytecode and not cancelled.is_set():
-                install.compile_tree(
+                bytecode.compile_tree(
                     staging / install.SITE_DIR, timeout=settings.install_timeout, on_start=processes.append
                 )
                 outcome["compiled"] = True
@@ -374,7 +374,7 @@ def _resolve(
     if staging is not None and install.adopt(staging, lock, provided):
         log.info("the install made while resolving matches the lock: kept")
         if settings.compile_bytecode and not outcome.get("compiled"):
-            install.compile_tree(staging / install.SITE_DIR, timeout=settings.install_timeout)
+            bytecode.compile_tree(staging / install.SITE_DIR, timeout=settings.install_timeout)
         return lock, staging
     why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"
     log.info("not keeping the install made while resolving (%s): installing from the lock", why)

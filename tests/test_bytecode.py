@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.sync import sync
-from tests.conftest import Repo
+from tests.conftest import Repo, python_in
 
 TAG = sys.implementation.cache_tag
 
@@ -27,6 +27,17 @@ def test_every_module_of_a_new_generation_has_its_bytecode(repo: Repo) -> None:
     for module in modules:
         compiled = folder / module.parent / "__pycache__" / f"{module.stem}.{TAG}.pyc"
         assert compiled.is_file(), f"{module} was not compiled"
+
+
+def test_a_packages_own_test_folder_is_left_to_import_time(repo: Repo) -> None:
+    repo.write("bsf-with-tests")
+    sync(repo.settings())
+    folder = site(repo) / "bsf_with_tests"
+    assert (folder / f"__pycache__/core.{TAG}.pyc").is_file()
+    assert (folder / "tests" / "test_core.py").is_file(), "installed, only not compiled"
+    assert not list((folder / "tests").rglob("*.pyc"))
+    code = "import bsf_with_tests.tests.test_core as t; print(t.CHECKED)"
+    assert python_in(site(repo), code).stdout.strip() == "True"
 
 
 def test_a_reused_distribution_keeps_the_same_bytecode_files(repo: Repo) -> None:
@@ -66,3 +77,25 @@ def test_bytecode_of_a_host_package_taken_out_of_a_speculative_install_goes_too(
     folder = site(repo)
     assert sorted(path.name for path in folder.iterdir() if not path.name.endswith(".dist-info")) == ["bsf_needs_host"]
     assert (folder / f"bsf_needs_host/__pycache__/__init__.{TAG}.pyc").is_file()
+
+
+def test_the_workers_share_out_every_module_between_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from bootstrap.bytecode import compile_tree
+
+    folder = tmp_path / "site"
+    for package in range(6):
+        (folder / f"pkg{package}").mkdir(parents=True)
+        for number in range(40):  # more modules than one chunk per worker
+            (folder / f"pkg{package}" / f"mod{number}.py").write_text(f"VALUE = {number}\n" * (number + 1))
+    (folder / "pkg0" / "broken.py").write_text("def (:\n")
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        compile_tree(folder, timeout=60)
+    assert "compiling bytecode of 241 modules" in caplog.text
+    assert "pkg0/broken.py did not compile" in caplog.text
+    missing = [
+        path
+        for path in folder.rglob("mod*.py")
+        if not (path.parent / "__pycache__" / f"{path.stem}.{TAG}.pyc").is_file()
+    ]
+    assert not missing
+    assert [path.name for path in tmp_path.iterdir()] == ["site"], "its scratch files are gone"

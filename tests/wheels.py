@@ -217,6 +217,19 @@ FIXTURE_DISTS.extend(RUNTIME_STAND_INS)
 
 # A package shipping a file that does not compile (Python 2 syntax, never imported): bytecode
 # compilation at build time must warn about it and go on, as pip does.
+# A package that ships its own test suite: test folders get no bytecode at build time.
+FIXTURE_DISTS.append(
+    Dist(
+        "bsf-with-tests",
+        "1.0",
+        {
+            **module("bsf_with_tests", "1.0"),
+            "bsf_with_tests/core.py": "VALUE = 42\n",
+            "bsf_with_tests/tests/__init__.py": "",
+            "bsf_with_tests/tests/test_core.py": "from bsf_with_tests.core import VALUE\nCHECKED = VALUE == 42\n",
+        },
+    )
+)
 FIXTURE_DISTS.append(
     Dist(
         "bsf-py2-leftovers",
