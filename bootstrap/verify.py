@@ -14,8 +14,11 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import HeaderParser
@@ -222,7 +225,12 @@ def _satisfies(version: str, requirement: Requirement) -> bool:
 
 
 def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[str], timeout: float) -> None:
-    """Import every top-level module of every distribution (but the skipped) in one child process."""
+    """Import every top-level module of every distribution (but the skipped) in child processes.
+
+    One child per core, each importing whole distributions (shared out by size), at once:
+    the import check is the largest step of a sync after bytecode, and on a cold host
+    without ``.pyc`` mostly compiling. A child that dies or hangs stops the others.
+    """
     skipped = {canonicalize_name(name) for name in skip}  # `Foo_Bar` in the setting means foo-bar
     owner: dict[str, Distribution] = {}
     for dist in dists:
@@ -233,20 +241,54 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
             owner.setdefault(module, dist)
     if not owner:
         return
-    log.info("import-checking %d module%s", len(owner), "" if len(owner) == 1 else "s")
-    argv = [sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *sorted(owner)]
-    try:
-        completed = _subprocess.run(argv, cwd=site_dir.parent, timeout=timeout)
-    except CommandError as exc:  # never exc.message: it would quote the whole script
+    groups = _share_out(owner)
+    log.info(
+        "import-checking %d module%s (%d process%s)",
+        len(owner),
+        "" if len(owner) == 1 else "s",
+        len(groups),
+        "" if len(groups) == 1 else "es",
+    )
+    processes: list[subprocess.Popen[str]] = []
+    completed: list[_subprocess.Completed] = []
+    deaths: list[CommandError] = []  # the first is the cause: the others were stopped because of it
+    lock = threading.Lock()
+
+    def started(process: subprocess.Popen[str]) -> None:
+        with lock:
+            processes.append(process)
+
+    def check(modules: list[str]) -> None:
+        argv = [sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *modules]
+        try:
+            outcome = _subprocess.run(argv, cwd=site_dir.parent, timeout=timeout, on_start=started)
+        except CommandError as exc:
+            with lock:
+                deaths.append(exc)
+                for process in processes:  # no point in the others going on
+                    _subprocess.kill(process)
+            return
+        with lock:
+            completed.append(outcome)
+
+    threads = [threading.Thread(target=check, args=(group,), daemon=True) for group in groups]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if deaths:
+        exc = deaths[0]  # never exc.message: it would quote the whole script
         if exc.timed_out:
             raise VerificationError(
                 _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
             ) from exc
         raise VerificationError(_died(f"crashed ({_how(exc.returncode)})", exc.stdout, owner)) from exc
-    result_line = _last_marked(completed.stdout, _RESULT_MARK)
-    if result_line is None:  # os._exit(0) at import
-        raise VerificationError(_died("ended early (exit code 0)", completed.stdout, owner))
-    failed: dict[str, str] = json.loads(result_line)
+    failed: dict[str, str] = {}
+    for outcome in completed:
+        result_line = _last_marked(outcome.stdout, _RESULT_MARK)
+        if result_line is None:  # os._exit(0) at import
+            raise VerificationError(_died("ended early (exit code 0)", outcome.stdout, owner))
+        failed.update(json.loads(result_line))
     if failed:
         details = "; ".join(
             f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"
@@ -256,6 +298,22 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
         raise VerificationError(
             f"{details}. If the package needs configuration to import, set BOOTSTRAP_SKIP_IMPORT_CHECK={names}"
         )
+
+
+def _share_out(owner: dict[str, Distribution]) -> list[list[str]]:
+    """The modules, in one group per core, each distribution whole, balanced by files (a proxy for import time)."""
+    by_dist: dict[str, list[str]] = {}
+    size: dict[str, int] = {}
+    for module, dist in owner.items():
+        by_dist.setdefault(dist.name, []).append(module)
+        size[dist.name] = len(dist.files)
+    count = max(1, min(len(os.sched_getaffinity(0)), len(by_dist)))
+    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(count)]
+    for name in sorted(by_dist, key=lambda name: (-size[name], name)):
+        index = min(range(count), key=lambda i: groups[i][0])
+        load, modules = groups[index]
+        groups[index] = (load + size[name], modules + by_dist[name])
+    return [sorted(modules) for _, modules in groups if modules]
 
 
 def _last_marked(stdout: str, mark: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,26 @@ def test_a_hang_at_import_names_the_package(tmp_path: Path) -> None:
     message = str(info.value)
     assert "timed out while importing bsf_hangs from bsf-hangs 1.0" in message
     assert "BOOTSTRAP_IMPORT_CHECK_TIMEOUT" in message and "\n" not in message
+
+
+def test_the_children_share_the_modules_and_a_crash_stops_the_others(
+    tmp_path: Path, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hangs = Dist("bsf-hangs", "1.0", module("bsf_hangs", "1.0", "import time\ntime.sleep(600)\n"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    site = site_with(tmp_path, wheelhouse, "bsf-segfault")
+    pip_install(site, build_wheel(hangs, wheels))
+    dists = verify.installed(site)
+    monkeypatch.setattr(verify.os, "sched_getaffinity", lambda pid: {0, 1})  # two children, whatever the machine
+    groups = verify._share_out({module: dist for dist in dists for module in dist.modules()})
+    assert sorted(groups) == [["bsf_hangs"], ["bsf_segfault"]]
+    started = time.monotonic()
+    with pytest.raises(VerificationError) as info:
+        verify.check_imports(site, dists, skip=frozenset(), timeout=120)
+    # The segfault is the cause, not the sibling stopped because of it; nobody waited for the hang.
+    assert "crashed (SIGSEGV) while importing bsf_segfault from bsf-segfault 1.0" in str(info.value)
+    assert time.monotonic() - started < 100, "the hanging child was stopped, not waited for"
 
 
 def test_an_import_error_is_still_reported_per_module(tmp_path: Path, wheelhouse: Path) -> None:
