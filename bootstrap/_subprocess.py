@@ -123,6 +123,81 @@ def run(
 
 
 def kill(proc: subprocess.Popen[str]) -> None:
-    """End a process started by ``run`` and everything in its process group."""
+    """End a process started by ``run`` and everything in its process group (unless it was reaped already)."""
+    if proc.returncode is not None:  # its process group id may belong to someone else by now
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    completed: list[Completed]  # of the commands that succeeded
+    failures: list[BaseException]  # in the order they happened: with ``stop_on_failure``, the first is the cause
+
+
+def run_all(
+    commands: Sequence[Sequence[str]],
+    *,
+    timeout: float | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stop_on_failure: bool = False,
+    on_start: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> Outcomes:
+    """Run ``commands`` at once, each as ``run`` would; never raise for one of them, report.
+
+    ``stop_on_failure``: the first command that fails (or cannot start) ends the others.
+    An interruption of the caller (Ctrl-C) ends them all before it goes on.
+    """
+    lock = threading.Lock()
+    started: list[subprocess.Popen[str]] = []
+    completed: list[Completed] = []
+    failures: list[BaseException] = []
+    stopping = threading.Event()
+
+    def stop_all() -> None:  # with the lock held
+        stopping.set()
+        for proc in started:
+            kill(proc)
+
+    def register(proc: subprocess.Popen[str]) -> None:
+        with lock:
+            started.append(proc)
+            if stopping.is_set():  # started while the others were being stopped
+                kill(proc)
+        if on_start is not None:
+            on_start(proc)
+
+    def one(argv: Sequence[str]) -> None:
+        try:
+            result = run(argv, timeout=timeout, cwd=cwd, on_start=register)
+        except BaseException as exc:  # a failure, or a process that could not start (OSError)
+            with lock:
+                failures.append(exc)  # before stopping the others: their failures come after it
+                if stop_on_failure:
+                    stop_all()
+            return
+        with lock:
+            completed.append(result)
+
+    threads = [threading.Thread(target=one, args=(argv,), daemon=True) for argv in commands]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        with lock:
+            stop_all()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join()
+        raise
+    return Outcomes(completed, failures)

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +34,8 @@ _FAILED_MARK = "BOOTSTRAP-NOT-COMPILED:"
 # argv: the list (NUL-separated paths), the claims folder, the chunk size.
 _WORKER = f"""
 import os, py_compile, sys
-paths = open(sys.argv[1], encoding="utf-8").read().split("\\0")
+paths = open(sys.argv[1], encoding="utf-8", errors="surrogateescape").read().split("\\0")
+out = open(sys.stdout.fileno(), "w", encoding="utf-8", errors="backslashreplace", closefd=False)
 claims, chunk = sys.argv[2], int(sys.argv[3])
 for start in range(0, len(paths), chunk):
     try:
@@ -47,7 +47,8 @@ for start in range(0, len(paths), chunk):
             py_compile.compile(path, doraise=True)
         except Exception as exc:
             why = " ".join(str(exc).split())[:200]
-            sys.stdout.write({_FAILED_MARK!r} + path + "\\0" + why + "\\n")
+            out.write({_FAILED_MARK!r} + path + "\\0" + why + "\\n")
+out.flush()
 """
 
 
@@ -78,51 +79,38 @@ def compile_tree(
     modules = modules_to_compile(folder)
     if not modules:
         return
-    workers = max(1, min(len(os.sched_getaffinity(0)), len(modules) // _CHUNK + 1))
+    workers = max(1, min(_subprocess.cores(), len(modules) // _CHUNK + 1))
     log.info("compiling bytecode of %d modules (on %d cores)", len(modules), workers)
     scratch = Path(tempfile.mkdtemp(prefix=".compile-", dir=folder.parent))
     try:
         listing = scratch / "modules"
-        listing.write_text("\0".join(map(str, modules)), encoding="utf-8")
+        listing.write_text("\0".join(map(str, modules)), encoding="utf-8", errors="surrogateescape")
         claims = scratch / "claims"
         claims.mkdir()
         argv = [sys.executable, "-c", _WORKER, str(listing), str(claims), str(_CHUNK)]
-        failures = _run_workers(argv, workers, timeout=timeout, on_start=on_start)
+        # Never stopped for one worker's sake: the others go on claiming what it left.
+        outcomes = _subprocess.run_all([argv] * workers, timeout=timeout, on_start=on_start)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if failures:
-        path, why = failures[0]
-        more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+    if outcomes.failures:  # killed, timed out, or could not start: what it left compiles when imported
         log.warning(
-            "%s did not compile (%s)%s; left to compile when imported", Path(path).relative_to(folder), why, more
+            "compiling bytecode stopped early (%s); modules without bytecode compile when imported",
+            _why(outcomes.failures[0]),
         )
+    failures = sorted(
+        line[len(_FAILED_MARK) :].partition("\0")
+        for completed in outcomes.completed
+        for line in completed.stdout.split("\n")
+        if line.startswith(_FAILED_MARK)
+    )
+    if failures:
+        path, _, why = failures[0]
+        more = f" and {len(failures) - 1} more" if len(failures) > 1 else ""
+        shown = os.path.relpath(path, folder) if path.startswith(str(folder)) else path
+        log.warning("%s did not compile (%s)%s; left to compile when imported", shown, why, more)
 
 
-def _run_workers(
-    argv: list[str], count: int, *, timeout: float, on_start: Callable[[subprocess.Popen[str]], None] | None
-) -> list[tuple[str, str]]:
-    """Run ``count`` copies of ``argv`` at once; the files they report as not compiled."""
-    failures: list[tuple[str, str]] = []
-    errors: list[CommandError] = []
-
-    def work() -> None:
-        try:
-            completed = _subprocess.run(argv, timeout=timeout, on_start=on_start)
-        except CommandError as exc:
-            errors.append(exc)
-            return
-        for line in completed.stdout.splitlines():
-            if line.startswith(_FAILED_MARK):
-                path, _, why = line[len(_FAILED_MARK) :].partition("\0")
-                failures.append((path, why))
-
-    threads = [threading.Thread(target=work, name=f"bootstrap-compile-{n}", daemon=True) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:  # a worker killed, or timed out: whatever it had not compiled compiles when imported
-        exc = errors[0]
-        how = "timed out" if exc.timed_out else f"ended with exit code {exc.returncode}"
-        log.warning("compiling bytecode %s; modules without bytecode compile when imported", how)
-    return sorted(failures)
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, CommandError):
+        return "timed out" if exc.timed_out else f"exit code {exc.returncode}"
+    return str(exc)

@@ -97,8 +97,8 @@ def _edited_in_uv_cache(site_dir: Path) -> dict[str, str]:
 
     edited = {}
     for dist in installed(site_dir):
-        changed = changed_files(site_dir, [dist])
-        if changed:
+        changed = [problem for problem in changed_files(site_dir, [dist]) if problem.startswith("changed:")]
+        if changed:  # (a missing file is verification's to report, not a sign of an edited cache)
             edited[dist.name] = changed[0]
     return edited
 
@@ -109,13 +109,14 @@ def _clean_uv_cache(tools: Backend, edited: dict[str, str], *, timeout: float) -
         "; ".join(edited.values()),
         ", ".join(sorted(edited)),
     )
+    # `uv cache clean` waits for every other uv process reading the cache: not for long.
     try:
-        _subprocess.run(tools.cache_clean_argv(sorted(edited)), timeout=timeout, env=tools.env)
+        _subprocess.run(tools.cache_clean_argv(sorted(edited)), timeout=min(timeout, 60), env=tools.env)
     except CommandError as exc:
-        why = uv_error(exc.stderr + "\n" + exc.stdout)
+        why = "timed out: uv processes are using the cache" if exc.timed_out else uv_error(exc.stderr + exc.stdout)
         raise InstallError(
             f"uv's cache holds a file that was edited after install ({next(iter(edited.values()))}) and "
-            f"`uv cache clean` failed ({why}); run it by hand and sync again"
+            f"`uv cache clean` failed ({why}); run `uv cache clean {' '.join(sorted(edited))}` and sync again"
         ) from exc
 
 

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     )
     compile_bytecode: bool = Field(
         True,
-        description="Write every module's .pyc when a generation is built (in parallel, once; reused "
-        "distributions keep theirs), so hosts never compile on a cold start.",
+        description="Write the modules' .pyc when a generation is built (in parallel, once; reused "
+        "distributions keep theirs; packages' own test folders are left out), so hosts never compile on a "
+        "cold start.",
     )
     index_timeout: float | None = Field(
         None, gt=0, description="Seconds pip waits for each answer of the index (pip's --timeout); unset: pip's."

@@ -338,21 +338,24 @@ def _resolve(
 
     processes: list[subprocess.Popen[str]] = []
 
+    def started(process: subprocess.Popen[str]) -> None:
+        processes.append(process)
+        if cancelled.is_set():  # started after resolution failed and the others were stopped
+            _subprocess.kill(process)
+
     def speculate() -> None:
         try:
             staging = install.build_speculatively(
                 layout,
                 desired,
                 timeout=settings.install_timeout,
-                on_start=processes.append,
+                on_start=started,
                 tools=backend_for(settings),
             )
             outcome["staging"] = staging
             # pip-compile is usually still at work: compile meanwhile (unless resolution already failed).
             if settings.compile_bytecode and not cancelled.is_set():
-                bytecode.compile_tree(
-                    staging / install.SITE_DIR, timeout=settings.install_timeout, on_start=processes.append
-                )
+                bytecode.compile_tree(staging / install.SITE_DIR, timeout=settings.install_timeout, on_start=started)
                 outcome["compiled"] = True
         except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc

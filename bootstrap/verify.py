@@ -3,8 +3,9 @@
 Four checks: the installed set is exactly the lock (one dist-info per
 distribution, nothing missing, nothing extra); every distribution's own
 requirements are met inside the set; every file each distribution's RECORD
-lists is present; and each top-level module imports, in a child process, so a
-broken package never reaches the host.
+lists is present; and each top-level module imports, in child processes (one
+per core, each importing whole distributions), so a broken package never
+reaches the host.
 """
 
 from __future__ import annotations
@@ -14,11 +15,8 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import HeaderParser
@@ -249,42 +247,20 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
         len(groups),
         "" if len(groups) == 1 else "es",
     )
-    processes: list[subprocess.Popen[str]] = []
-    completed: list[_subprocess.Completed] = []
-    deaths: list[CommandError] = []  # the first is the cause: the others were stopped because of it
-    lock = threading.Lock()
-
-    def started(process: subprocess.Popen[str]) -> None:
-        with lock:
-            processes.append(process)
-
-    def check(modules: list[str]) -> None:
-        argv = [sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *modules]
-        try:
-            outcome = _subprocess.run(argv, cwd=site_dir.parent, timeout=timeout, on_start=started)
-        except CommandError as exc:
-            with lock:
-                deaths.append(exc)
-                for process in processes:  # no point in the others going on
-                    _subprocess.kill(process)
-            return
-        with lock:
-            completed.append(outcome)
-
-    threads = [threading.Thread(target=check, args=(group,), daemon=True) for group in groups]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if deaths:
-        exc = deaths[0]  # never exc.message: it would quote the whole script
+    argvs = [[sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *group] for group in groups]
+    outcomes = _subprocess.run_all(argvs, cwd=site_dir.parent, timeout=timeout, stop_on_failure=True)
+    if outcomes.failures:
+        exc = outcomes.failures[0]  # the cause: the others were stopped because of it
+        if not isinstance(exc, CommandError):
+            raise exc  # it could not start (OSError: out of processes or memory): no check is no pass
+        # never exc.message: it would quote the whole script
         if exc.timed_out:
             raise VerificationError(
                 _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
             ) from exc
         raise VerificationError(_died(f"crashed ({_how(exc.returncode)})", exc.stdout, owner)) from exc
     failed: dict[str, str] = {}
-    for outcome in completed:
+    for outcome in outcomes.completed:
         result_line = _last_marked(outcome.stdout, _RESULT_MARK)
         if result_line is None:  # os._exit(0) at import
             raise VerificationError(_died("ended early (exit code 0)", outcome.stdout, owner))
@@ -307,7 +283,7 @@ def _share_out(owner: dict[str, Distribution]) -> list[list[str]]:
     for module, dist in owner.items():
         by_dist.setdefault(dist.name, []).append(module)
         size[dist.name] = len(dist.files)
-    count = max(1, min(len(os.sched_getaffinity(0)), len(by_dist)))
+    count = max(1, min(_subprocess.cores(), len(by_dist)))
     groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(count)]
     for name in sorted(by_dist, key=lambda name: (-size[name], name)):
         index = min(range(count), key=lambda i: groups[i][0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -99,3 +100,23 @@ def test_the_workers_share_out_every_module_between_them(tmp_path: Path, caplog:
     ]
     assert not missing
     assert [path.name for path in tmp_path.iterdir()] == ["site"], "its scratch files are gone"
+
+
+def test_a_claimed_chunk_is_left_to_the_worker_that_claimed_it(tmp_path: Path) -> None:
+    from bootstrap import bytecode
+
+    folder = tmp_path / "site"
+    folder.mkdir()
+    for number in range(3 * bytecode._CHUNK):
+        (folder / f"mod{number:02}.py").write_text(f"VALUE = {number}\n")
+    modules = bytecode.modules_to_compile(folder)
+    listing, claims = tmp_path / "modules", tmp_path / "claims"
+    listing.write_text("\0".join(map(str, modules)))
+    claims.mkdir()
+    (claims / str(bytecode._CHUNK)).touch()  # another worker has the second chunk
+    argv = [sys.executable, "-c", bytecode._WORKER, str(listing), str(claims), str(bytecode._CHUNK)]
+    subprocess.run(argv, check=True)
+    compiled = [(module.parent / "__pycache__" / f"{module.stem}.{TAG}.pyc").is_file() for module in modules]
+    chunk = bytecode._CHUNK
+    assert compiled == [True] * chunk + [False] * chunk + [True] * chunk
+    assert sorted(path.name for path in claims.iterdir()) == sorted(["0", str(chunk), str(2 * chunk)])

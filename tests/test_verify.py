@@ -184,7 +184,7 @@ def test_the_children_share_the_modules_and_a_crash_stops_the_others(
     site = site_with(tmp_path, wheelhouse, "bsf-segfault")
     pip_install(site, build_wheel(hangs, wheels))
     dists = verify.installed(site)
-    monkeypatch.setattr(verify.os, "sched_getaffinity", lambda pid: {0, 1})  # two children, whatever the machine
+    monkeypatch.setattr(verify._subprocess, "cores", lambda: 2)  # two children, whatever the machine
     groups = verify._share_out({module: dist for dist in dists for module in dist.modules()})
     assert sorted(groups) == [["bsf_hangs"], ["bsf_segfault"]]
     started = time.monotonic()
@@ -226,3 +226,26 @@ def test_a_crash_before_any_import_blames_no_package(tmp_path: Path, wheelhouse:
         message
         == "the import check crashed (exit code 5) before importing any module (a .pth file in the new site folder?)"
     )
+
+
+def test_an_import_check_that_cannot_start_is_no_pass(
+    tmp_path: Path, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = site_with(tmp_path, wheelhouse, "bsf-gamma")
+    monkeypatch.setattr(verify.sys, "executable", str(tmp_path / "no-such-python"))
+    with pytest.raises(FileNotFoundError):  # a sync reports it as a storage error; it never passes
+        verify.check_imports(site, verify.installed(site), skip=frozenset(), timeout=60)
+
+
+def test_commands_run_at_once_report_the_first_failure_and_stop_the_rest() -> None:
+    from bootstrap import _subprocess
+    from bootstrap.errors import CommandError
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    failing = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"]
+    outcomes = _subprocess.run_all([sleeper, failing, sleeper], timeout=300, stop_on_failure=True)
+    assert not outcomes.completed
+    assert len(outcomes.failures) == 3
+    first = outcomes.failures[0]
+    assert isinstance(first, CommandError) and first.returncode == 3, "the cause comes first"
+    assert all(isinstance(exc, CommandError) and exc.returncode == -9 for exc in outcomes.failures[1:])

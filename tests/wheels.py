@@ -215,8 +215,6 @@ RUNTIME_STAND_INS = [
 ]
 FIXTURE_DISTS.extend(RUNTIME_STAND_INS)
 
-# A package shipping a file that does not compile (Python 2 syntax, never imported): bytecode
-# compilation at build time must warn about it and go on, as pip does.
 # A package that ships its own test suite: test folders get no bytecode at build time.
 FIXTURE_DISTS.append(
     Dist(
@@ -230,6 +228,8 @@ FIXTURE_DISTS.append(
         },
     )
 )
+# A package shipping a file that does not compile (Python 2 syntax, never imported): bytecode
+# compilation at build time must warn about it and go on, as pip does.
 FIXTURE_DISTS.append(
     Dist(
         "bsf-py2-leftovers",
