@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,14 +72,16 @@ def _install(
         if tools.uv:
             (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
 
+    started = time.time_ns()
     install()
     if tools.uv:
-        edited = _edited_in_uv_cache(site_dir)
+        edited = _edited_in_uv_cache(site_dir, started)
         if edited:
             _clean_uv_cache(tools, edited, timeout=timeout)
             _empty(site_dir)
+            started = time.time_ns()
             install()
-            edited = _edited_in_uv_cache(site_dir)
+            edited = _edited_in_uv_cache(site_dir, started)
         if edited:
             raise InstallError(
                 f"uv's cache holds a file that was edited after install ({next(iter(edited.values()))}), even "
@@ -86,18 +89,20 @@ def _install(
             )
 
 
-def _edited_in_uv_cache(site_dir: Path) -> dict[str, str]:
+def _edited_in_uv_cache(site_dir: Path, started_ns: int) -> dict[str, str]:
     """Distributions (and a file of each) that do not match their RECORD right after uv installed them.
 
     uv hard-links files from its cache (its default: fast, no copy). A file once edited in place
     through a generation (a platform patching certifi's CA bundle, say) is then the cache's file too:
-    never build on such a file.
+    never build on such a file. Files uv unpacked into its cache during this install (written
+    since it ``started_ns``: a cold cache) come straight from their wheel and are not read again.
     """
     from bootstrap.verify import changed_files, installed
 
     edited = {}
     for dist in installed(site_dir):
-        changed = [problem for problem in changed_files(site_dir, [dist]) if problem.startswith("changed:")]
+        changed = changed_files(site_dir, [dist], written_since_ns=started_ns)
+        changed = [problem for problem in changed if problem.startswith("changed:")]
         if changed:  # (a missing file is verification's to report, not a sign of an edited cache)
             edited[dist.name] = changed[0]
     return edited

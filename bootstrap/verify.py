@@ -122,8 +122,12 @@ def missing_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
     return missing
 
 
-def changed_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
-    """Files whose content no longer matches the hash their RECORD gives, or that are gone."""
+def changed_files(site_dir: Path, dists: Iterable[Distribution], *, written_since_ns: int | None = None) -> list[str]:
+    """Files whose content no longer matches the hash their RECORD gives, or that are gone.
+
+    ``written_since_ns``: files last written at or after this time are taken as written by
+    the install that just ran (fresh from their wheel) and not read again.
+    """
     problems = []
     for dist in dists:
         with open(dist.dist_info / "RECORD", newline="", encoding="utf-8") as handle:
@@ -133,6 +137,8 @@ def changed_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
                 continue  # RECORD itself, compiled files, pip's scripts: no hash to check
             algorithm, _, expected = recorded.partition("=")
             try:
+                if written_since_ns is not None and (site_dir / path).stat().st_mtime_ns >= written_since_ns:
+                    continue
                 digest = hashlib.new(algorithm, (site_dir / path).read_bytes()).digest()
             except FileNotFoundError:
                 problems.append(f"missing: {dist.display_name} {dist.version}: {path}")

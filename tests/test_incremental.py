@@ -166,3 +166,26 @@ def test_the_uv_backend_links_from_its_cache_as_uv_does(repo: Repo) -> None:
     repo.write("bsf-gamma")
     sync(repo.settings())
     assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").stat().st_nlink >= 2, "hard-linked, not copied"
+
+
+@pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
+def test_only_files_uv_did_not_just_unpack_are_hash_checked(
+    repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bootstrap import verify
+    from bootstrap.sync import sync
+
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # cold: uv unpacks every wheel now
+    hashed: list[str] = []
+    real_new = verify.hashlib.new
+
+    def counting_new(name: str, data: bytes = b"") -> object:
+        hashed.append(name)
+        return real_new(name, data)
+
+    monkeypatch.setattr(verify.hashlib, "new", counting_new)
+    repo.write("bsf-gamma", "bsf-alpha==1.0")
+    sync(repo.settings())
+    assert hashed == [], "fresh from the wheels: nothing to read again"
+    sync(repo.settings(packages_dir=tmp_path / "another-instance"))  # a warm cache: files from before
+    assert len(hashed) >= 2, "every file linked from an older cache entry is checked"
