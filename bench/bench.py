@@ -204,14 +204,21 @@ def spread(values: list[float]) -> str:
 
 
 def report(
-    row: str, set_name: str, source: str, times: dict[str, list[float]], ours: Sequence[str], bases: Sequence[str]
+    row: str,
+    set_name: str,
+    source: str,
+    times: dict[str, list[float]],
+    ours: Sequence[str],
+    bases: Sequence[str],
+    show: bool = True,
 ) -> None:
-    """Print each command's spread; add a table line per (bootstrap variant, baseline) pair."""
+    """Print each command's spread (``show``); add a table line per (bootstrap variant, baseline) pair."""
     width = max(len(name) for name in times) + 1
     for name, values in times.items():
-        if values:
+        if values and show:
             print(f"  {name + ':':<{width}} {spread(values)}")
-    RESULTS_DATA["raw"].append({"row": row, "set": set_name, "source": source, "times": times})
+    if show:
+        RESULTS_DATA["raw"].append({"row": row, "set": set_name, "source": source, "times": times})
     for mine in ours:
         for base in bases:
             if not times.get(mine) or not times.get(base):
@@ -496,28 +503,36 @@ def bench_incremental(work: Path, set_name: str, source: Source, runs: int) -> N
     counter = iter(range(10**6))
     phases: dict[str, list[float]] = {}
 
-    def prepared() -> tuple[Path, dict[str, str]]:
+    def prepared(**extra: str) -> tuple[Path, dict[str, str]]:
         """A packages folder synced with the set (not measured); the file then grows by one package."""
         folder = work / f"inc-{next(counter)}"
         requirements = write_requirements(folder / "repo", SETS[set_name])
-        env = source.env(folder)
+        env = source.env(folder, **extra)
         env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"))
         run([PY, "-m", "bootstrap", "sync"], env, folder)
         write_requirements(folder / "repo", (*SETS[set_name], ADDED))
         return folder, env
 
-    def incremental() -> float:
-        folder, env = prepared()
-        return traced_sync(env, folder, phases)
+    def incremental(**extra: str) -> float:
+        folder, env = prepared(**extra)
+        return traced_sync(env, folder, phases) if not extra else run([PY, "-m", "bootstrap", "sync"], env, folder)
 
-    def rebuild() -> float:  # the same caches (warmed by the same first sync), a new packages folder
-        folder, env = prepared()
+    def rebuild(**extra: str) -> float:  # the same caches (warmed by the same first sync), a new packages folder
+        folder, env = prepared(**extra)
         env["BOOTSTRAP_PACKAGES_DIR"] = str(folder / "packages-rebuild")
         return run([PY, "-m", "bootstrap", "sync"], env, folder)
 
-    times = interleave({"incremental": incremental, "full rebuild": rebuild}, runs, lambda: remove("inc-*", work))
+    commands: dict[str, Callable[[], float]] = {"incremental": incremental, "full rebuild": rebuild}
+    if uv_backend():
+        commands["incremental (uv backend)"] = lambda: incremental(BOOTSTRAP_BACKEND="uv")
+        commands["full rebuild (uv backend)"] = lambda: rebuild(BOOTSTRAP_BACKEND="uv")
+    times = interleave(commands, runs, lambda: remove("inc-*", work))
     remove("inc-*", work)
-    report("incremental", set_name, source.name, times, ["incremental"], ["full rebuild"])
+    report("incremental", set_name, source.name, times, ["incremental"], ["full rebuild"])  # prints them all
+    if uv_backend():
+        mine, base = "incremental (uv backend)", "full rebuild (uv backend)"
+        pair = {name: times[name] for name in (mine, base)}
+        report("incremental", set_name, source.name, pair, [mine], [base], show=False)
     print_phases("steps of the incremental sync", phases)
     RESULTS_DATA.setdefault("phases", {})[f"incremental {set_name}-{source.name}"] = {
         k: statistics.median(v) for k, v in phases.items()

@@ -97,11 +97,11 @@ def _edited_in_uv_cache(site_dir: Path, started_ns: int) -> dict[str, str]:
     never build on such a file. Files uv unpacked into its cache during this install (written
     since it ``started_ns``: a cold cache) come straight from their wheel and are not read again.
     """
-    from bootstrap.verify import changed_files, installed
+    from bootstrap.verify import changed_files, installed, written_since
 
     edited = {}
     for dist in installed(site_dir):
-        changed = changed_files(site_dir, [dist], written_since_ns=started_ns)
+        changed = changed_files(site_dir, [dist], quick=written_since(started_ns))
         changed = [problem for problem in changed if problem.startswith("changed:")]
         if changed:  # (a missing file is verification's to report, not a sign of an edited cache)
             edited[dist.name] = changed[0]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bootstrap.errors import InstallError, VerificationError
 from bootstrap.resolve import Pin
-from bootstrap.verify import Distribution, changed_files, installed, missing_files
+from bootstrap.verify import Distribution, changed_files, installed, missing_files, unchanged_since
 
 log = logging.getLogger("bootstrap")
 
@@ -39,14 +39,25 @@ def reusable(active_site: Path | None, pins: tuple[Pin, ...]) -> list[Distributi
         for dist in found
         if wanted.get(dist.name) == dist.version and not missing_files(active_site, [dist]) and _contained(dist)
     ]
-    return [dist for dist in candidates if _unchanged(active_site, dist)]
+    from bootstrap.install import GENERATION_FILE
+
+    try:  # written when the generation was published, after every file in it
+        published_ns: int | None = (active_site.parent / GENERATION_FILE).stat().st_mtime_ns
+    except OSError:
+        published_ns = None
+    return [dist for dist in candidates if _unchanged(active_site, dist, published_ns)]
 
 
-def _unchanged(site: Path, dist: Distribution) -> bool:
-    """Every file still matches its RECORD hash: an edit made in place (a platform patching certifi's CA
-    bundle, say) is not carried into the next generation; the distribution is installed afresh instead."""
+def _unchanged(site: Path, dist: Distribution, published_ns: int | None) -> bool:
+    """Every file still matches its RECORD: an edit made in place (a platform patching certifi's CA
+    bundle, say) is not carried into the next generation; the distribution is installed afresh instead.
+
+    A file not written since the generation was published, at its recorded size, is taken as it
+    was (from its stat, as git does); any other file is hashed.
+    """
+    quick = unchanged_since(published_ns) if published_ns is not None else None
     try:
-        changed = changed_files(site, [dist])
+        changed = changed_files(site, [dist], quick=quick)
     except OSError:
         return False
     if changed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,49 @@ def test_a_file_edited_in_place_is_not_carried_into_the_next_generation(
     assert fresh.read_text() == original
     assert fresh.stat().st_ino != patched.stat().st_ino
     assert "not reusing bsf-gamma 1.0: changed: bsf-gamma 1.0: bsf_gamma.py" in caplog.text
+
+
+def test_an_edit_that_keeps_the_size_is_caught_by_its_time(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
+    from bootstrap.sync import sync
+
+    repo.write("bsf-gamma", "bsf-alpha==1.0")
+    sync(repo.settings())
+    patched = Path(repo.manifest()["site_dir"]) / "bsf_gamma.py"
+    original = patched.read_bytes()
+    with open(patched, "r+b") as handle:  # same size, new bytes, in place
+        handle.write(original[:-1].upper() + original[-1:])
+    assert patched.read_bytes() != original and len(patched.read_bytes()) == len(original)
+    repo.write("bsf-gamma", "bsf-alpha==1.0", "jaraco.context")
+    with caplog.at_level("WARNING", logger="bootstrap"):
+        sync(repo.settings())
+    assert "not reusing bsf-gamma 1.0: changed: bsf-gamma 1.0: bsf_gamma.py" in caplog.text
+    assert (Path(repo.manifest()["site_dir"]) / "bsf_gamma.py").read_bytes() == original
+
+
+def test_carried_files_are_read_only_when_their_stat_says_they_may_have_changed(
+    repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bootstrap import verify
+    from bootstrap.sync import sync
+
+    repo.write("bsf-gamma", "bsf-alpha==1.0")
+    sync(repo.settings())
+    site = Path(repo.manifest()["site_dir"])
+    os.utime(site / "bsf_alpha" / "__init__.py")  # touched after publication: read again, found intact
+    read: list[str] = []
+    real_read_bytes = Path.read_bytes
+
+    def recording_read_bytes(self: Path) -> bytes:
+        read.append("/".join(self.parts[-2:]))
+        return real_read_bytes(self)
+
+    monkeypatch.setattr(verify.Path, "read_bytes", recording_read_bytes)
+    repo.write("bsf-gamma", "bsf-alpha==1.0", "jaraco.context")
+    sync(repo.settings())
+    monkeypatch.undo()
+    assert read.count("bsf_alpha/__init__.py") == 1
+    assert not [path for path in read if path.endswith("bsf_gamma.py")]
+    assert "bsf-alpha" in repo.installed() and Path(repo.manifest()["site_dir"]) != site
 
 
 @pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
