@@ -62,7 +62,8 @@ def run(
     (pip's build backends, say).
     """
     argv = [str(part) for part in argv]
-    log.debug("running %s", redact(" ".join(argv)))  # an allowed --extra-index-url may carry a password
+    shown = " ".join("<script>" if "\n" in part else part for part in argv)
+    log.debug("running %s", redact(shown))  # an allowed --extra-index-url may carry a password
     proc = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,

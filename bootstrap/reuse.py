@@ -78,36 +78,52 @@ def link_distribution(source_site: Path, target_site: Path, dist: Distribution) 
     The ``.pyc`` files are compiled once, when the distribution is first installed;
     RECORD does not list them, so they are found beside each ``.py`` it lists. A
     link keeps the source's mtime, which timestamp-checked bytecode relies on.
+    Strings and one listing per ``__pycache__``: an add to a set like M links ~12,000 files.
     """
+    source_root, target_root = str(source_site), str(target_site)
+    made: set[str] = set()  # folders known to exist in the target
+    bytecode: dict[str, dict[str, list[str]]] = {}  # folder -> module stem -> its .pyc names
     for path in dist.files:
         if path.startswith("../") or "__pycache__/" in path:
             continue  # pip's scripts (bin/): not part of the importable set; bytecode: below
-        source = source_site / path
-        if not source.exists():
-            continue
-        _link(source, target_site / path)
+        _link(os.path.join(source_root, path), os.path.join(target_root, path), made)
         if path.endswith(".py"):
             folder, _, name = path.rpartition("/")
-            cache = source_site / folder / "__pycache__"
-            for compiled in _bytecode_of(cache, name[:-3]):
-                _link(compiled, target_site / folder / "__pycache__" / compiled.name)
+            compiled = bytecode.get(folder)
+            if compiled is None:
+                compiled = bytecode[folder] = _bytecode_in(os.path.join(source_root, folder, "__pycache__"))
+            for pyc in compiled.get(name[:-3], ()):
+                cache = os.path.join(folder, "__pycache__", pyc)
+                _link(os.path.join(source_root, cache), os.path.join(target_root, cache), made)
 
 
-def _bytecode_of(cache: Path, stem: str) -> list[Path]:
-    """``stem.<tag>.pyc`` and its optimised variants, for this interpreter's tag."""
+def _bytecode_in(cache: str) -> dict[str, list[str]]:
+    """The ``.pyc`` files in ``cache`` for this interpreter (``stem.<tag>.pyc`` and optimised variants), by stem."""
     tag = sys.implementation.cache_tag
-    return [
-        path
-        for path in (cache / f"{stem}.{tag}.pyc", cache / f"{stem}.{tag}.opt-1.pyc", cache / f"{stem}.{tag}.opt-2.pyc")
-        if path.exists()
-    ]
+    suffixes = (f".{tag}.pyc", f".{tag}.opt-1.pyc", f".{tag}.opt-2.pyc")
+    found: dict[str, list[str]] = {}
+    try:
+        names = os.listdir(cache)
+    except OSError:  # no bytecode here
+        return found
+    for name in names:
+        for suffix in suffixes:
+            if name.endswith(suffix):
+                found.setdefault(name[: -len(suffix)], []).append(name)
+                break
+    return found
 
 
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _link(source: str, target: str, made: set[str]) -> None:
+    folder = os.path.dirname(target)
+    if folder not in made:
+        os.makedirs(folder, exist_ok=True)
+        made.add(folder)
     try:
         os.link(source, target)
     except FileExistsError:
+        return
+    except FileNotFoundError:  # listed but gone from the source (the caller checked what matters)
         return
     except OSError:  # another filesystem, or one without hard links (some SMB shares)
         shutil.copy2(source, target)

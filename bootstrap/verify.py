@@ -114,11 +114,12 @@ def installed(site_dir: Path) -> list[Distribution]:
 def missing_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
     """Files a RECORD lists that are not there (paths outside the site folder are pip's scripts: skipped)."""
     missing = []
+    root = str(site_dir)
     for dist in dists:
         for path in dist.files:
             if path.startswith(("../", "/")):
                 continue
-            if not (site_dir / path).exists():
+            if not os.path.exists(os.path.join(root, path)):
                 missing.append(f"{dist.display_name} {dist.version}: {path}")
     return missing
 
@@ -133,6 +134,7 @@ def changed_files(site_dir: Path, dists: Iterable[Distribution], *, quick: Quick
     ``quick``: files it vouches for from their stat alone are not read (see ``unchanged_since``).
     """
     problems = []
+    root = str(site_dir)
     for dist in dists:
         with open(dist.dist_info / "RECORD", newline="", encoding="utf-8") as handle:
             rows = [row for row in csv.reader(handle) if len(row) >= 2]
@@ -140,10 +142,12 @@ def changed_files(site_dir: Path, dists: Iterable[Distribution], *, quick: Quick
             if not recorded or path.startswith(("../", "/")):
                 continue  # RECORD itself, compiled files, pip's scripts: no hash to check
             algorithm, _, expected = recorded.partition("=")
+            file = os.path.join(root, path)
             try:
-                if quick is not None and quick((site_dir / path).stat(), rest[0] if rest else ""):
+                if quick is not None and quick(os.stat(file), rest[0] if rest else ""):
                     continue
-                digest = hashlib.new(algorithm, (site_dir / path).read_bytes()).digest()
+                with open(file, "rb") as handle:
+                    digest = hashlib.new(algorithm, handle.read()).digest()
             except FileNotFoundError:
                 problems.append(f"missing: {dist.display_name} {dist.version}: {path}")
                 continue
