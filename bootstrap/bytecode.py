@@ -112,5 +112,5 @@ def compile_tree(
 
 def _why(exc: BaseException) -> str:
     if isinstance(exc, CommandError):
-        return "timed out" if exc.timed_out else f"exit code {exc.returncode}"
+        return "timed out" if exc.timed_out else exc.ending
     return str(exc)

@@ -6,6 +6,7 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 
 from bootstrap._pipout import redact
@@ -98,6 +99,16 @@ class CommandError(BootstrapError):
         # Name the program, never the whole argv: a `-c` script or a URL with credentials may be in it.
         program = " ".join(part for part in self.argv[1:3] if not part.startswith("-") or part == "-m")
         super().__init__(f"{program or self.argv[0]} {summary}" + (f": {last}" if last else ""))
+
+    @property
+    def ending(self) -> str:
+        """How the process ended, in a few words: ``exit code 3``, ``SIGSEGV``."""
+        if self.returncode is not None and self.returncode < 0:
+            try:
+                return signal.Signals(-self.returncode).name
+            except ValueError:
+                return f"signal {-self.returncode}"
+        return f"exit code {self.returncode}"
 
 
 def last_line(text: str) -> str:

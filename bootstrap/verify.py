@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -287,7 +286,7 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
             raise VerificationError(
                 _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
             ) from exc
-        raise VerificationError(_died(f"crashed ({_how(exc.returncode)})", exc.stdout, owner)) from exc
+        raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
     failed: dict[str, str] = {}
     for outcome in outcomes.completed:
         result_line = _last_marked(outcome.stdout, _RESULT_MARK)
@@ -324,15 +323,6 @@ def _share_out(owner: dict[str, Distribution]) -> list[list[str]]:
 def _last_marked(stdout: str, mark: str) -> str | None:
     """What follows ``mark`` on the last line that starts with it."""
     return next((line[len(mark) :] for line in reversed(stdout.splitlines()) if line.startswith(mark)), None)
-
-
-def _how(returncode: int | None) -> str:
-    if returncode is not None and returncode < 0:
-        try:
-            return signal.Signals(-returncode).name
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def _died(what: str, stdout: str, owner: dict[str, Distribution], advice: str = "") -> str:
