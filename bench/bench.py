@@ -633,7 +633,7 @@ def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
     resolutions (pydantic, markupsafe, ... at the host's versions), so every resolution
     bootstrap makes from the wheelhouse finds its pins there.
     """
-    from bootstrap import host
+    from bootstrap.inputs import host
 
     wheelhouse = CACHE / "wheelhouse"
     CACHE.mkdir(exist_ok=True)

@@ -7,12 +7,17 @@ following the file; ``block=False`` serves the last good generation at once).
 active generation holds; ``ensure("tabulate")`` adds a package at run time,
 for good. Importing this package is cheap: the sync machinery loads only when
 a sync is needed.
+
+The package's folders are the pipeline's layers, each importing only those
+below it: ``store`` (the folder on disk; the fast path) < ``settings`` <
+``inputs`` < ``tools`` < ``pipeline`` < ``ops`` < ``host`` < ``cli``.
 """
 
 from __future__ import annotations
 
-from bootstrap._paths import packages_dir
-from bootstrap.activation import activate, read_manifest, startup
+from bootstrap.host.activation import activate, read_manifest
+from bootstrap.host.startup import startup
+from bootstrap.store.paths import packages_dir
 
 __all__ = [
     "activate",
@@ -30,35 +35,37 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the start-up fast path
     from typing import Any
 
+    from bootstrap.store.manifest import PackageEntry
 
-def ensure(requirement: str, **options: Any) -> dict[str, Any]:
+
+def ensure(requirement: str, **options: Any) -> PackageEntry:
     """Make ``requirement`` (``"tabulate"``, ``"tabulate>=0.9"``) importable now and after restarts.
 
     Recorded in the runtime overlay of the packages folder, synced and activated
     in this process; returns the package's manifest entry. Raises
     ``bootstrap.errors.BootstrapError`` if it cannot be had (the last good set keeps serving).
     """
-    from bootstrap.runtime import ensure as _ensure
+    from bootstrap.host.runtime import ensure as _ensure  # slow path: settings and the pipeline
 
     return _ensure(requirement, **options)
 
 
 def wait_until_synced(timeout: float | None = None) -> bool:
     """After ``startup(block=False)`` or ``startup(watch=True)``: wait for the first sync; True once done."""
-    from bootstrap.live import wait_until_synced as _wait
+    from bootstrap.host.live import wait_until_synced as _wait  # slow path: threads
 
     return _wait(timeout)
 
 
 def restart_pending() -> list[dict[str, Any]]:
     """Distributions this process loaded whose active version has changed since: restart to use the new ones."""
-    from bootstrap.live import restart_pending as _pending
+    from bootstrap.host.live import restart_pending as _pending  # slow path: threads
 
     return _pending()
 
 
 def stop(timeout: float | None = None) -> None:
     """Stop the watcher thread of ``startup(watch=True)`` (a sync in progress finishes first)."""
-    from bootstrap.live import stop as _stop
+    from bootstrap.host.live import stop as _stop  # slow path: threads
 
     _stop(timeout)

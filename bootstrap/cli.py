@@ -10,16 +10,20 @@ import os
 import sys
 from collections.abc import Sequence
 
-from bootstrap._pipout import redact
-from bootstrap.errors import BootstrapError, StorageError
+from bootstrap.errors import BootstrapError, StorageError, redact
+from bootstrap.host import runtime, watch
+from bootstrap.inputs.desired import read_desired
+from bootstrap.inputs.overlay import parse_request
+from bootstrap.ops import health, rollback
+from bootstrap.pipeline import resolve
+from bootstrap.pipeline.sync import sync
 from bootstrap.settings import Settings, load_settings
+from bootstrap.tools.backends import backend_for
 
 log = logging.getLogger("bootstrap")
 
 
 def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.sync import sync
-
     result = sync(settings)
     manifest = result.manifest
     summary = f"generation {manifest.get('generation')} ({len(manifest.get('packages', []))} packages)"
@@ -28,17 +32,13 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.health import format_status, status
-
-    report = status(settings)
-    print(json.dumps(report, indent=2) if args.json else format_status(report))
+    report = health.status(settings)
+    print(json.dumps(report, indent=2) if args.json else health.format_status(report))
     return 0
 
 
 def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.health import check
-
-    report = check(settings)
+    report = health.check(settings)
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["healthy"]:
@@ -51,40 +51,32 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.resolve import write_committed_lock
-    from bootstrap.sync import read_desired
-
     desired, _ = read_desired(settings, runtime=False)  # the lock is for committing: the repo file's alone
-    lock = write_committed_lock(settings, desired, hashes=args.hashes)
+    lock = resolve.write_committed_lock(settings, desired, backend_for(settings), hashes=args.hashes)
     print(f"wrote {lock.committed_file} ({len(lock.pins)} pins); commit it beside {settings.requirements_file.name}")
     return 0
 
 
 def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.runtime import add, package_entry, parse_request
-
     name = parse_request(args.requirement).name
-    result = add(settings, args.requirement)
-    entry = package_entry(result.manifest, name) or {}
+    result = runtime.add(settings, args.requirement)
+    entry = runtime.package_entry(result.manifest, name)
     print(
-        f"added {entry.get('name', args.requirement)} {entry.get('version', '')} at run time: generation "
+        f"added {entry['name'] if entry else args.requirement} {entry['version'] if entry else ''} at run time: "
+        f"generation "
         f"{result.manifest.get('generation')} is active (kept across restarts; `remove` takes it out)"
     )
     return 0
 
 
 def _cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.runtime import remove
-
-    result = remove(settings, args.name)
+    result = runtime.remove(settings, args.name)
     print(f"removed {args.name}: generation {result.manifest.get('generation')} is active")
     return 0
 
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.health import verify_active
-
-    report = verify_active(settings)
+    report = health.verify_active(settings)
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["ok"]:
@@ -96,15 +88,11 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.watch import watch
-
-    return watch(settings)
+    return watch.watch(settings)
 
 
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from bootstrap.rollback import rollback
-
-    manifest = rollback(settings, to=args.to)
+    manifest = rollback.rollback(settings, to=args.to)
     print(f"rolled back: generation {manifest['generation']} ({len(manifest['packages'])} packages) is active")
     return 0
 

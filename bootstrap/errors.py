@@ -1,15 +1,27 @@
 """One small exception tree. Every message says what happened and what to do.
 
 The CLI catches ``BootstrapError`` only and prints its message as one line;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. ``redact`` lives here too:
+every message, and every log line made of a tool's output, passes through it.
+
+The bottom of the layers: the standard library only, importable from anywhere.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Sequence
 
-from bootstrap._pipout import redact
+# Userinfo is everything between "scheme://" and the LAST "@" before the host part ends (the first "/" or
+# blank): pip takes an unencoded "@" in a password (https://bob:p@ss@host), so stopping at the first "@" would
+# leak the rest. The greedy run backtracks to that last "@"; an "@" after the first "/" is path, not userinfo.
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+
+
+def redact(text: str) -> str:
+    """Hide credentials in URLs (``https://user:secret@host`` becomes ``https://****@host``)."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}****@", text)
 
 
 class BootstrapError(Exception):
@@ -81,6 +93,10 @@ class RecordedFailure(BootstrapError):
 
 class LockTimeoutError(BootstrapError):
     stage = "lock"
+
+
+class RollbackError(BootstrapError):
+    stage = "rollback"
 
 
 class CommandError(BootstrapError):

@@ -9,14 +9,22 @@ pip and pip-compile unchanged.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bootstrap._paths import DEFAULT_PACKAGES_DIR, DEFAULT_REQUIREMENTS_FILE, ENV_PREFIX, default_lock_file
 from bootstrap.errors import SettingsError
+from bootstrap.store.layout import Layout
+from bootstrap.store.paths import (
+    DEFAULT_PACKAGES_DIR,
+    DEFAULT_REQUIREMENTS_FILE,
+    ENV_PREFIX,
+    Sources,
+    default_lock_file,
+)
 
 
 class Settings(BaseSettings):
@@ -114,6 +122,16 @@ class Settings(BaseSettings):
     def committed_lock_file(self) -> Path:
         """The committed lock: ``requirements.lock`` beside the requirements file unless set."""
         return self.lock_file if self.lock_file is not None else Path(default_lock_file(str(self.requirements_file)))
+
+    @cached_property
+    def layout(self) -> Layout:
+        """The packages folder's parts (built once, with the settings)."""
+        return Layout(self.packages_dir)
+
+    @property
+    def sources(self) -> Sources:
+        """The files the active generation's freshness is judged by (see ``store.freshness``)."""
+        return Sources(str(self.requirements_file), str(self.committed_lock_file), str(self.packages_dir))
 
 
 def load_settings(**overrides: object) -> Settings:

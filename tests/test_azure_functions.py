@@ -16,7 +16,8 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from bootstrap import azure_functions, health
+from bootstrap import azure_functions
+from bootstrap.ops import health
 from tests.conftest import Repo, python_with_bootstrap
 from tests.test_workflow import WORKFLOW, process_state_restored
 
@@ -130,7 +131,7 @@ def test_health_is_503_when_the_requirements_file_has_a_bad_line(repo: Repo) -> 
 def test_health_is_503_when_the_check_itself_breaks(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     handlers = make_app(repo)
 
-    def broken(settings: object) -> dict[str, Any]:
+    def broken(settings: object, **options: object) -> dict[str, Any]:
         raise OSError("the share went away")
 
     monkeypatch.setattr(health, "check", broken)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_in
 
 TAG = sys.implementation.cache_tag
@@ -81,7 +81,7 @@ def test_bytecode_of_a_host_package_taken_out_of_a_speculative_install_goes_too(
 
 
 def test_the_workers_share_out_every_module_between_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from bootstrap.bytecode import compile_tree
+    from bootstrap.pipeline.bytecode import compile_tree
 
     folder = tmp_path / "site"
     for package in range(6):
@@ -103,7 +103,7 @@ def test_the_workers_share_out_every_module_between_them(tmp_path: Path, caplog:
 
 
 def test_a_claimed_chunk_is_left_to_the_worker_that_claimed_it(tmp_path: Path) -> None:
-    from bootstrap import bytecode
+    from bootstrap.pipeline import bytecode
 
     folder = tmp_path / "site"
     folder.mkdir()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, children_running, kill_session, python_in, session_processes
 
 
@@ -59,7 +59,7 @@ def test_a_sync_killed_mid_install_leaves_the_previous_generation_serving(repo: 
     assert python_in(after["site_dir"], "import bsf_alpha; print(bsf_alpha.__version__)").stdout.strip() == "1.0"
     staging = repo.packages_dir / "staging"
     assert any(staging.iterdir()), "the killed sync left its staging folder (debris)"
-    from bootstrap.health import check
+    from bootstrap.ops.health import check
 
     report = check(repo.settings())
     assert any("interrupted sync" in note for note in report["notes"])  # named in check

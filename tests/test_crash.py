@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.errors import BootstrapError, LockTimeoutError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, kill_session, python_in, session_processes
 
 # Where a sync is killed: the first stderr line (of `-v sync`) containing the text, or a delay.
@@ -110,8 +110,8 @@ def test_a_lock_held_too_long_names_its_holder(repo: Repo) -> None:
     repo.write("bsf-alpha")
     code = (
         "import sys, time\n"
-        "from bootstrap.layout import Layout\n"
-        "from bootstrap.sync import build_lock\n"
+        "from bootstrap.store.layout import Layout\n"
+        "from bootstrap.store.locks import build_lock\n"
         f"with build_lock(Layout({str(repo.packages_dir)!r}), 5):\n"
         "    print('held', flush=True)\n"
         "    time.sleep(60)\n"

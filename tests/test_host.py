@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import RequirementsError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_with_bootstrap
 from tests.wheels import HOST_PACKAGING
 
@@ -65,8 +65,8 @@ def test_a_committed_lock_pinning_a_host_package_elsewhere_is_refused(repo: Repo
 
 
 def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tmp_path: Path) -> None:
-    from bootstrap import install
-    from bootstrap.resolve import Lock
+    from bootstrap.pipeline import build
+    from bootstrap.pipeline.lockfile import Lock
 
     staging = tmp_path / "staging" / "g"
     site_dir = staging / "site"
@@ -76,6 +76,6 @@ def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tm
     victim = tmp_path / "outside.txt"
     victim.write_text("keep me")
     (dist_info / "RECORD").write_text("packaging/../../../../outside.txt,,\n/etc/hostname,,\n")
-    assert install.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
+    assert build.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
     assert victim.read_text() == "keep me"
     assert not dist_info.exists()

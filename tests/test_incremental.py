@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import BACKEND, Repo, python_in
 
 
@@ -95,7 +95,7 @@ def test_a_shared_file_edited_in_place_shows_up_in_verify(repo: Repo, run_cli: o
 def test_only_what_changed_and_what_depends_on_it_is_import_checked_again(
     repo: Repo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
 
     repo.write("bsf-beta==1.0", "bsf-alpha==1.0", "bsf-gamma")
     sync(repo.settings())
@@ -110,7 +110,7 @@ def test_only_what_changed_and_what_depends_on_it_is_import_checked_again(
 def test_a_file_edited_in_place_is_not_carried_into_the_next_generation(
     repo: Repo, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
 
     repo.write("bsf-gamma", "bsf-alpha==1.0")
     sync(repo.settings())
@@ -128,7 +128,7 @@ def test_a_file_edited_in_place_is_not_carried_into_the_next_generation(
 
 
 def test_an_edit_that_keeps_the_size_is_caught_by_its_time(repo: Repo, caplog: pytest.LogCaptureFixture) -> None:
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
 
     repo.write("bsf-gamma", "bsf-alpha==1.0")
     sync(repo.settings())
@@ -147,8 +147,8 @@ def test_an_edit_that_keeps_the_size_is_caught_by_its_time(repo: Repo, caplog: p
 def test_carried_files_are_read_only_when_their_stat_says_they_may_have_changed(
     repo: Repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bootstrap import verify
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
+    from bootstrap.store import records
 
     repo.write("bsf-gamma", "bsf-alpha==1.0")
     sync(repo.settings())
@@ -161,7 +161,7 @@ def test_carried_files_are_read_only_when_their_stat_says_they_may_have_changed(
             read.append("/".join(Path(file).parts[-2:]))
         return open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(verify, "open", recording_open, raising=False)
+    monkeypatch.setattr(records, "open", recording_open, raising=False)
     repo.write("bsf-gamma", "bsf-alpha==1.0", "jaraco.context")
     sync(repo.settings())
     monkeypatch.undo()
@@ -174,8 +174,8 @@ def test_carried_files_are_read_only_when_their_stat_says_they_may_have_changed(
 def test_a_file_edited_through_uvs_cache_links_is_dropped_from_the_cache_not_spread(
     repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bootstrap.sync import sync
-    from bootstrap.verify import changed_files, installed
+    from bootstrap.pipeline.sync import sync
+    from bootstrap.store.records import changed_files, installed
 
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # this test spoils its cache on purpose
     repo.write("bsf-gamma", "bsf-alpha==1.0")
@@ -206,7 +206,7 @@ def test_a_file_edited_through_uvs_cache_links_is_dropped_from_the_cache_not_spr
 
 @pytest.mark.skipif(BACKEND != "uv", reason="uv's cache links: the uv backend's")
 def test_the_uv_backend_links_from_its_cache_as_uv_does(repo: Repo) -> None:
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
 
     repo.write("bsf-gamma")
     sync(repo.settings())
@@ -217,18 +217,18 @@ def test_the_uv_backend_links_from_its_cache_as_uv_does(repo: Repo) -> None:
 def test_only_files_uv_did_not_just_unpack_are_hash_checked(
     repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bootstrap import verify
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
+    from bootstrap.store import records
 
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # cold: uv unpacks every wheel now
     hashed: list[str] = []
-    real_new = verify.hashlib.new
+    real_new = records.hashlib.new
 
     def counting_new(name: str, data: bytes = b"") -> object:
         hashed.append(name)
         return real_new(name, data)
 
-    monkeypatch.setattr(verify.hashlib, "new", counting_new)
+    monkeypatch.setattr(records.hashlib, "new", counting_new)
     repo.write("bsf-gamma", "bsf-alpha==1.0")
     sync(repo.settings())
     assert hashed == [], "fresh from the wheels: nothing to read again"

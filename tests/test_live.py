@@ -29,18 +29,18 @@ HOST = textwrap.dedent(
     """
     import json, sys, time
     import bootstrap
-    from bootstrap import activation
+    from bootstrap.host import state
 
     bootstrap.startup(watch=True)
     import bsf_alpha
-    first = activation._active_site_dir
+    first = state.current().site_dir
     print(json.dumps({"ready": True, "alpha": bsf_alpha.__version__, "site": first}), flush=True)
     deadline = time.monotonic() + 120
-    while activation._active_site_dir == first and time.monotonic() < deadline:
+    while state.current().site_dir == first and time.monotonic() < deadline:
         time.sleep(0.05)
     import bsf_gamma  # added meanwhile: importable at once, no restart
     print(json.dumps({
-        "site": activation._active_site_dir,
+        "site": state.current().site_dir,
         "gamma": bsf_gamma.__file__,
         "alpha_still": sys.modules["bsf_alpha"].__version__,
         "pending": bootstrap.restart_pending(),
@@ -258,7 +258,7 @@ def test_a_switch_never_leaves_an_importing_thread_without_a_generation(
     code = textwrap.dedent(
         f"""
         import json, sys, threading
-        from bootstrap import live
+        from bootstrap.host import live
         manifests = [{json.dumps(first)!r}, {json.dumps(second)!r}]
         manifests = [json.loads(m) for m in manifests]
         live.switch(manifests[0])

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from bootstrap import requirements
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import sync
+from bootstrap.inputs import requirements
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_in
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import BootstrapError, RequirementsError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo
 from tests.wheels import Dist, build_wheel, module
 

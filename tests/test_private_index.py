@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import BACKEND, CliResult, Repo
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

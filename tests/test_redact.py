@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bootstrap._pipout import indexes, last_error, redact
+from bootstrap.errors import redact
+from bootstrap.tools.pipout import indexes, last_error
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.errors import RequirementsError
-from bootstrap.requirements import Desired, read
+from bootstrap.inputs.requirements import Desired, read
 
 HASH_A = "sha256:" + "a" * 64
 HASH_B = "sha256:" + "b" * 64

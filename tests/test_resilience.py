@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from bootstrap import install
-from bootstrap import sync as sync_module
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import sync
+from bootstrap.pipeline import publish
+from bootstrap.pipeline import sync as sync_module
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_with_bootstrap
 
 
@@ -27,7 +27,7 @@ def test_a_gc_failure_after_publishing_keeps_the_new_generation(
     def refuse(path: Path, trash: Path) -> None:
         raise OSError(16, "Device or resource busy", str(path))
 
-    monkeypatch.setattr(install, "remove_tree", refuse)
+    monkeypatch.setattr(publish, "remove_tree", refuse)
     repo.write("bsf-alpha==2.0")
     with caplog.at_level(logging.WARNING, logger="bootstrap"):
         result = sync(repo.settings(generations_kept=1))
@@ -67,9 +67,9 @@ def test_startup_survives_an_unexpected_error_and_serves(repo: Repo) -> None:
     sync(repo.settings())
     repo.write("bsf-alpha==2.0")
     code = (
-        "import bootstrap.sync\n"
+        "import bootstrap.pipeline.sync\n"
         "def broken(settings): raise RuntimeError('a bug')\n"
-        "bootstrap.sync.sync = broken\n"
+        "bootstrap.pipeline.sync.sync = broken\n"
         "import bootstrap; bootstrap.startup(); import bsf_alpha; print(bsf_alpha.__version__)"
     )
     proc = python_with_bootstrap(code)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_in
 
 
@@ -83,3 +83,17 @@ def test_verify_names_changed_and_missing_files(repo: Repo, run_cli: Any) -> Non
 
     report = json.loads(run_cli("verify", "--json").out)
     assert report["ok"] is False and len(report["problems"]) == 2
+
+
+def test_a_rolled_back_manifest_records_the_included_files_too(repo: Repo, run_cli: Any) -> None:
+    included = repo.root / "more.txt"
+    included.write_text("bsf-gamma\n")
+    repo.write("bsf-alpha==1.0", "-r more.txt")
+    sync(repo.settings())
+    repo.write("bsf-alpha==2.0", "-r more.txt")
+    sync(repo.settings())
+    assert run_cli("rollback").code == 0
+    assert str(included) in repo.manifest()["inputs"]
+    included.write_text("bsf-gamma\njaraco.context\n")  # an included file changed: the rollback no longer holds
+    check = run_cli("check")
+    assert check.code == 1 and "more.txt changed since the last sync" in check.out

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap import runtime
 from bootstrap.errors import RequirementsError, ResolutionError
-from bootstrap.sync import sync
+from bootstrap.host import runtime
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_with_bootstrap
 
 OVERLAY = "runtime-requirements.txt"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.errors import SettingsError
-from bootstrap.safety import check_packages_dir, child_umask, make_private_dir
+from bootstrap.store.safety import check_packages_dir, child_umask, make_private_dir
 from tests.conftest import Repo
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import bootstrap
-from bootstrap import manifest as manifest_mod
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
+from bootstrap.store import manifest as manifest_mod
 from tests.conftest import Repo, python_with_bootstrap
 
 # The contract other parts rely on: keys may be added, never renamed or removed.
@@ -195,3 +195,15 @@ def test_fast_path_imports_no_more_than_json_hashlib_and_site(repo: Repo) -> Non
     assert ours.returncode == 0, ours.stderr
     extra = set(ast.literal_eval(ours.stdout)) - set(ast.literal_eval(baseline.stdout))
     assert {m for m in extra if not m.startswith("bootstrap")} <= {"__future__"}, extra
+
+
+def test_package_entries_and_the_error_record_have_exactly_the_contract_keys(repo: Repo) -> None:
+    from bootstrap.store.manifest import ERROR_KEYS, PACKAGE_KEYS
+
+    repo.write("bsf-beta==1.0")
+    sync(repo.settings())
+    assert [tuple(package) for package in repo.manifest()["packages"]] == [PACKAGE_KEYS] * 2
+    repo.write("bsf-beta>=>1")
+    with pytest.raises(BootstrapError):
+        sync(repo.settings())
+    assert tuple(repo.manifest()["error"]) == ERROR_KEYS

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_in
 
 
@@ -66,7 +66,7 @@ def test_an_os_error_of_bootstraps_own_writes_is_a_storage_error(repo: Repo, mon
     import errno
     import os
 
-    from bootstrap import install
+    from bootstrap.pipeline import publish
 
     repo.write("bsf-alpha==1.0")
     sync(repo.settings())
@@ -75,7 +75,7 @@ def test_an_os_error_of_bootstraps_own_writes_is_a_storage_error(repo: Repo, mon
     def full_disk(*args: object, **kwargs: object) -> Path:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(repo.packages_dir / "staging" / "x"))
 
-    monkeypatch.setattr(install, "publish", full_disk)
+    monkeypatch.setattr(publish, "publish", full_disk)
     with pytest.raises(BootstrapError) as failure:
         sync(repo.settings())
     assert failure.value.stage == "storage"

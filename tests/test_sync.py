@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap import manifest as manifest_mod
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import sync
+from bootstrap.pipeline.sync import sync
+from bootstrap.store import manifest as manifest_mod
 from tests.conftest import Repo, python_in
 
 
@@ -120,9 +120,9 @@ def test_generation_for_another_interpreter_is_rebuilt(repo: Repo) -> None:
     m = repo.manifest()
     m["python"] = {**m["python"], "tag": "cpython-39", "version": "3.9.18"}
     manifest_mod.write(repo.manifest_path, m)
-    import bootstrap.activation as activation
+    from bootstrap.host.activation import activate
 
-    assert activation.activate(repo.packages_dir) is None  # never activated
+    assert activate(repo.packages_dir) is None  # never activated
     result = sync(repo.settings())
     assert result.changed
     assert repo.manifest()["python"]["tag"] == manifest_mod.interpreter()["tag"]
@@ -163,21 +163,22 @@ def test_a_cold_sync_installs_while_resolving_and_keeps_it_only_if_it_matches(
 
 @pytest.mark.pip_only
 def test_a_speculative_install_that_differs_from_the_lock_is_not_adopted(repo: Repo, tmp_path: Path) -> None:
-    from bootstrap import install, requirements
-    from bootstrap.layout import Layout
-    from bootstrap.resolve import Lock, Pin
+    from bootstrap.inputs import requirements
+    from bootstrap.pipeline import build
+    from bootstrap.pipeline.lockfile import Lock, Pin
+    from bootstrap.store.layout import Layout
 
     repo.write("bsf-beta==1.0")
     layout = Layout(repo.packages_dir)
-    from bootstrap.backend import backend_for
+    from bootstrap.tools.backends import backend_for
 
     tools = backend_for(repo.settings())
-    staging = install.build_speculatively(layout, requirements.read(repo.requirements), timeout=120, tools=tools)
+    staging = build.build_speculatively(layout, requirements.read(repo.requirements), tools, timeout=120)
     # pip's own resolver took bsf-alpha 2.0; a lock that pinned 1.0 must not adopt it.
     other = Lock((Pin("bsf-alpha", "1.0"), Pin("bsf-beta", "1.0")), "", "resolved")
-    assert not install.adopt(staging, other)
+    assert not build.adopt(staging, other)
     same = Lock((Pin("bsf-alpha", "2.0"), Pin("bsf-beta", "1.0")), "bsf-alpha==2.0\nbsf-beta==1.0\n", "resolved")
-    assert install.adopt(staging, same)
+    assert build.adopt(staging, same)
     assert (staging / "lock.txt").read_text() == same.text
 
 

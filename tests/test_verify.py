@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap import verify
 from bootstrap.errors import VerificationError
-from bootstrap.verify import Distribution
+from bootstrap.pipeline import verify
+from bootstrap.store.records import Distribution
 from tests.wheels import Dist, build_wheel, module
 
 
@@ -184,7 +184,7 @@ def test_the_children_share_the_modules_and_a_crash_stops_the_others(
     site = site_with(tmp_path, wheelhouse, "bsf-segfault")
     pip_install(site, build_wheel(hangs, wheels))
     dists = verify.installed(site)
-    monkeypatch.setattr(verify._subprocess, "cores", lambda: 2)  # two children, whatever the machine
+    monkeypatch.setattr(verify.runner, "cores", lambda: 2)  # two children, whatever the machine
     groups = verify._share_out({module: dist for dist in dists for module in dist.modules()})
     assert sorted(groups) == [["bsf_hangs"], ["bsf_segfault"]]
     started = time.monotonic()
@@ -238,12 +238,12 @@ def test_an_import_check_that_cannot_start_is_no_pass(
 
 
 def test_commands_run_at_once_report_the_first_failure_and_stop_the_rest() -> None:
-    from bootstrap import _subprocess
     from bootstrap.errors import CommandError
+    from bootstrap.tools import runner
 
     sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
     failing = [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"]
-    outcomes = _subprocess.run_all([sleeper, failing, sleeper], timeout=300, stop_on_failure=True)
+    outcomes = runner.run_all([sleeper, failing, sleeper], timeout=300, stop_on_failure=True)
     assert not outcomes.completed
     assert len(outcomes.failures) == 3
     first = outcomes.failures[0]

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import BootstrapError
-from bootstrap.sync import SyncResult
-from bootstrap.watch import Watcher, watch
+from bootstrap.host.watch import Watcher, watch
+from bootstrap.pipeline.sync import SyncResult
 from tests.conftest import Repo
 
 WAIT = 60.0  # generous: a loaded 2-core machine; a passing run returns as soon as the condition holds

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import bootstrap
-from bootstrap import activation
+from bootstrap.host import state
 from tests.conftest import Repo, python_with_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,18 +40,13 @@ def load_workflow(path: Path = WORKFLOW) -> ModuleType:
 @contextlib.contextmanager
 def process_state_restored(tmp_path: Path) -> Iterator[None]:
     """Undo what activating a generation does to this process: sys.path, and modules imported from ``tmp_path``."""
-    from bootstrap import live
-
-    path, active, first = list(sys.path), activation._active_site_dir, activation._active_first
+    path, before = list(sys.path), state.current()
     try:
         yield
     finally:
         sys.path[:] = path
-        activation._active_site_dir, activation._active_first = active, first
-        live._clear_report()  # this process's record in the test's packages folder
-        live._state.pop("noted", None)
-        live._state.pop("report", None)
-        live._pending.clear()
+        fresh = state.reset()  # and this process's record in the test's packages folder goes
+        fresh.site_dir, fresh.first = before.site_dir, before.first
         root = str(tmp_path.resolve())
         for name, module in list(sys.modules.items()):
             where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", []) or []), None)
@@ -307,7 +302,7 @@ def test_real_packages_from_the_public_index(
 
 
 def test_a_package_present_only_as_a_dependency_is_recorded_so_it_stays(repo: Repo, workflow: ModuleType) -> None:
-    from bootstrap.sync import sync
+    from bootstrap.pipeline.sync import sync
 
     repo.write("bsf-beta==1.0")  # pulls in bsf-alpha
     sync(repo.settings())

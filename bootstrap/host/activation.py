@@ -1,0 +1,77 @@
+"""Which generation this process serves: read the pointer, put the generation on ``sys.path``; nothing else.
+
+The generation goes *after* the host's own site-packages (the host comes
+first), through ``site.addsitedir`` so ``.pth`` files work; a generation that
+overrides host packages (an operator's choice) goes first. A switch from an
+older generation replaces its entry in one step. On the fast path: ``sys``
+and ``site`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from bootstrap.host import state
+from bootstrap.store import manifest as manifest_mod
+from bootstrap.store.freshness import usable_site
+from bootstrap.store.paths import MANIFEST_NAME
+from bootstrap.store.paths import packages_dir as env_packages_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bootstrap.store.manifest import Manifest
+
+
+def read_manifest(packages_dir: str | os.PathLike[str] | None = None) -> Manifest | None:
+    """The manifest of ``packages_dir`` (default: ``BOOTSTRAP_PACKAGES_DIR``), or None if absent or damaged."""
+    folder = env_packages_dir() if packages_dir is None else os.path.abspath(packages_dir)
+    return manifest_mod.read(os.path.join(folder, MANIFEST_NAME))
+
+
+def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """Put the active generation's folder on ``sys.path``; return it (None if there is none).
+
+    Idempotent. The generation goes *after* the host's own site-packages (the
+    host comes first), through ``site.addsitedir`` so ``.pth`` files work. A
+    generation built for another interpreter is never activated. If this
+    process had activated an older generation, its entry is replaced. A
+    generation that overrides host packages (an operator's choice) goes first.
+    """
+    return activate_manifest(read_manifest(packages_dir))
+
+
+def activate_manifest(manifest: Manifest | None) -> str | None:
+    """Put ``manifest``'s generation on ``sys.path`` if this interpreter can use it; return its folder."""
+    site_dir = usable_site(manifest)
+    if manifest is None or site_dir is None:
+        return None
+    put_on_path(site_dir, first=bool(manifest.get("overrides")))
+    return site_dir
+
+
+def active_site() -> str | None:
+    """The generation folder this process put on ``sys.path`` (None before the first activation)."""
+    return state.current().site_dir
+
+
+def put_on_path(site_dir: str, *, first: bool = False) -> None:
+    """After the host's site-packages, unless the generation overrides host packages (an operator's choice).
+
+    A switch from an older generation replaces its entry in one step (a slice
+    assignment), so an import in another thread never finds no generation on the path.
+    """
+    host = state.current()
+    if host.site_dir == site_dir and site_dir in sys.path:
+        return
+    old = host.site_dir if host.site_dir is not None and host.site_dir in sys.path else None
+    import site
+
+    if old is not None and first == host.first:
+        sys.path[:] = [site_dir if entry == old else entry for entry in sys.path if entry != site_dir]
+    elif first:
+        sys.path[:] = [site_dir, *(entry for entry in sys.path if entry not in (old, site_dir))]
+    elif old is not None:
+        sys.path.remove(old)  # moving from first to last place: rare (an operator's override setting changed)
+    site.addsitedir(site_dir)  # appends it if not there yet; reads its .pth files either way
+    host.site_dir, host.first = site_dir, first

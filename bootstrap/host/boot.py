@@ -1,0 +1,59 @@
+"""The blocking start-up: the fast path when nothing changed, else a sync and then activation.
+
+When nothing changed, start-up reads one small JSON file, hashes the files
+the generation was built from, edits ``sys.path`` and starts no process.
+Nothing heavy is imported here: pydantic, pip-tools and the sync machinery
+wait for the slow path (``_sync_then_activate``), handed off to only when a
+sync is needed.
+"""
+
+from __future__ import annotations
+
+from bootstrap.host.activation import activate_manifest
+from bootstrap.store import freshness
+from bootstrap.store import manifest as manifest_mod
+from bootstrap.store.paths import Sources
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and pathlib stay off the fast path
+    from bootstrap.settings import Settings
+    from bootstrap.store.manifest import Manifest
+
+
+def sources_of(settings: Settings | None) -> Sources:
+    """The files freshness is judged by: from the settings, or straight from the environment (fast path)."""
+    return Sources.from_env() if settings is None else settings.sources
+
+
+def boot(settings: Settings | None, *, raise_errors: bool) -> Manifest | None:
+    """Activate the active generation if it serves the files as they are now; else sync first."""
+    sources = sources_of(settings)
+    manifest = manifest_mod.read(sources.manifest_file)
+    if freshness.is_fresh(manifest, sources):
+        activate_manifest(manifest)  # the manifest just read: the fast path reads it once
+        return manifest
+    return _sync_then_activate(settings, sources, raise_errors=raise_errors)
+
+
+def _sync_then_activate(settings: Settings | None, sources: Sources, *, raise_errors: bool) -> Manifest | None:
+    """The slow path: sync (settings, pip-tools, the pipeline), then activate whatever serves."""
+    import logging
+
+    from bootstrap.errors import BootstrapError, redact  # slow path
+    from bootstrap.pipeline.sync import sync  # slow path
+    from bootstrap.settings import load_settings  # slow path
+
+    log = logging.getLogger("bootstrap")
+    try:
+        sync(settings if settings is not None else load_settings())
+    except BootstrapError as exc:
+        if raise_errors:
+            raise
+        log.error("sync failed, serving the last good generation: %s", redact(str(exc)))
+    except Exception:  # a bug, or the machine failing: the host must still start on what it has
+        if raise_errors:
+            raise
+        log.exception("sync failed unexpectedly, serving the last good generation")
+    manifest = manifest_mod.read(sources.manifest_file)
+    activate_manifest(manifest)
+    return manifest

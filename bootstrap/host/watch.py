@@ -1,0 +1,238 @@
+"""``watch``: sync now, then again whenever the requirements file changes.
+
+Why it looks like this:
+
+- Editors and git save by writing a temporary file and renaming it over the
+  old one, so the *folder* is watched (a watch on the file itself would follow
+  the replaced inode and go deaf) and an event counts when either its source
+  or its destination is the requirements file (or the committed lock beside it).
+- A save is a burst of events (created, modified, moved, closed). The watchdog
+  handler only raises a "dirty" flag and returns; one worker thread waits for
+  ``watch_debounce`` seconds of quiet and then runs one sync. Edits made during
+  a sync raise the flag again, which means exactly one more sync after it, and
+  never two at once.
+- A failed sync is one log line; ``sync()`` already recorded it in the manifest
+  beside the generation that keeps serving, and the next edit that fixes the
+  file recovers without a restart.
+- Network shares deliver no inotify events: ``watch_polling`` switches to
+  watchdog's ``PollingObserver``.
+- SIGTERM and Ctrl-C only set a flag (nothing that takes a lock runs inside a
+  signal handler); the main loop sees it, lets a sync in progress finish, starts
+  no new one and returns 0. ``Watcher`` is the same machinery without signal
+  handlers, for a host that watches from a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED, FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from bootstrap.errors import BootstrapError, SettingsError, redact
+from bootstrap.pipeline.sync import SyncResult, sync
+from bootstrap.settings import Settings
+from bootstrap.store import manifest, safety
+
+if TYPE_CHECKING:
+    from bootstrap.store.manifest import Manifest
+
+log = logging.getLogger("bootstrap")
+
+#: Called after every sync with its result, or with the ``BootstrapError`` it raised.
+OnSynced = Callable[[SyncResult | BootstrapError], None]
+#: Called with the manifest whenever it is rewritten (by this process or any other).
+OnManifest = Callable[["Manifest | None"], object]
+
+_IGNORED_EVENTS = frozenset({EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE})
+
+
+def _key(path: str | bytes | os.PathLike[str]) -> str:
+    return os.path.normcase(os.path.abspath(os.fsdecode(path)))
+
+
+class _Handler(FileSystemEventHandler):
+    """Raise the dirty flag when an event touches one of the watched files; return at once."""
+
+    def __init__(self, watched: frozenset[str], dirty: threading.Event) -> None:
+        self._watched = watched
+        self._dirty = dirty
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in _IGNORED_EVENTS:
+            return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        if any(_key(p) in self._watched for p in paths):
+            self._dirty.set()
+
+
+class _ManifestHandler(FileSystemEventHandler):
+    """Hand the manifest to ``follow`` whenever it is replaced (atomic writes: a rename onto it)."""
+
+    def __init__(self, manifest_path: Path, follow: OnManifest) -> None:
+        self._manifest = manifest_path
+        self._key = _key(manifest_path)
+        self._follow = follow
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in _IGNORED_EVENTS:
+            return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        if any(_key(p) == self._key for p in paths):
+            try:
+                self._follow(manifest.read(self._manifest))
+            except Exception:  # the observer thread must survive a bad callback
+                log.exception("following the manifest failed")
+
+
+class Watcher:
+    """Sync once, then after every burst of changes to the requirements file (or its committed lock, or
+    the runtime overlay in the packages folder).
+
+    ``start()`` returns at once; ``stop()`` lets a sync in progress finish, starts
+    no new one and joins every thread. Also a context manager. No signal handlers.
+    ``follow`` (a host's watcher) is called with the manifest whenever anyone publishes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_synced: OnSynced | None = None,
+        *,
+        initial_sync: bool = True,
+        follow: OnManifest | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_synced = on_synced
+        self.initial_sync = initial_sync
+        self.follow = follow
+        self.folder = settings.requirements_file.parent
+        watched = {settings.requirements_file}
+        if settings.committed_lock_file.parent == self.folder:
+            watched.add(settings.committed_lock_file)
+        self._watched = frozenset(_key(p) for p in watched)
+        self._layout = settings.layout
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._observer: BaseObserver | None = None
+        self._worker: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._observer is not None:
+            raise RuntimeError("watcher already started")
+        if not self.folder.is_dir():
+            raise SettingsError(f"cannot watch {self.folder}: no such folder")
+        observer: BaseObserver = PollingObserver() if self.settings.watch_polling else Observer()
+        observer.schedule(_Handler(self._watched, self._dirty), str(self.folder), recursive=False)
+        self._watch_packages_folder(observer)
+        observer.start()  # before the initial sync, so an edit made during it is not missed
+        self._observer = observer
+        log.info("watching %s for changes to %s", self.folder, self.settings.requirements_file.name)
+        self._worker = threading.Thread(target=self._run, name="bootstrap-watch", daemon=True)
+        self._worker.start()
+
+    def _watch_packages_folder(self, observer: BaseObserver) -> None:
+        """The runtime overlay (a sync when another process edits it) and, with ``follow``, the manifest."""
+        try:
+            safety.prepare_packages_dir(self._layout.root, allow_world_writable=self.settings.allow_world_writable)
+        except BootstrapError as exc:  # the initial sync will say the same, in full
+            log.warning("not watching the packages folder: %s", exc)
+            return
+        overlay = frozenset({_key(self._layout.runtime_requirements)})
+        observer.schedule(_Handler(overlay, self._dirty), str(self._layout.root), recursive=False)
+        if self.follow is not None:
+            observer.schedule(_ManifestHandler(self._layout.manifest, self.follow), str(self._layout.root))
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop watching; wait for a sync in progress (up to ``timeout`` seconds, default: as long as it takes)."""
+        self._stopping.set()
+        self._dirty.set()  # wake the worker
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        if self.initial_sync:
+            self._sync_once()
+        while not self._stopping.is_set():
+            self._dirty.wait()
+            while not self._stopping.is_set():  # debounce: until a quiet spell of watch_debounce seconds
+                self._dirty.clear()
+                if self._stopping.wait(self.settings.watch_debounce) or not self._dirty.is_set():
+                    break
+            if self._stopping.is_set():
+                return
+            self._sync_once()
+
+    def _sync_once(self) -> None:
+        outcome: SyncResult | BootstrapError
+        try:
+            outcome = sync(self.settings)
+        except BootstrapError as exc:
+            log.error("sync failed (the last good generation keeps serving): %s", redact(" ".join(str(exc).split())))
+            outcome = exc
+        except Exception:  # a bug must not end the watch silently
+            log.exception("sync crashed; still watching")
+            return
+        if isinstance(outcome, SyncResult) and outcome.changed:
+            log.info("synced: generation %s is active", outcome.manifest.get("generation"))
+        if self.on_synced is not None:
+            try:
+                self.on_synced(outcome)
+            except Exception:
+                log.exception("on_synced callback failed")
+
+
+def watch(settings: Settings) -> int:
+    """The ``watch`` command: run a ``Watcher`` until SIGTERM or Ctrl-C; 0 then, 1 if it cannot watch."""
+    requested: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        requested.append(signum)  # no locks in a signal handler: the main loop polls this
+
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    watcher = Watcher(settings)
+    try:
+        try:
+            watcher.start()
+        except (BootstrapError, OSError) as exc:
+            log.error("cannot watch: %s", exc)
+            return 1
+        while not requested and watcher.running:
+            time.sleep(0.2)
+        log.info("stopping: a sync in progress finishes first")
+    except KeyboardInterrupt:
+        log.info("interrupted: a sync in progress finishes first")
+    finally:
+        watcher.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0

@@ -1,0 +1,120 @@
+"""The runtime overlay: packages added at run time, read and merged beside the committed file.
+
+``runtime-requirements.txt`` in the packages folder holds what workflows added
+(``bootstrap.ensure``, ``python -m bootstrap add``). It is read under the same
+policy as the committed file; a line that conflicts with the committed file is
+an error naming both lines. A runtime *request* is stricter still: one
+requirement by name, never a URL or a path, whatever the committed file may
+say (it can come from a workflow's input, an HTTP body).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from bootstrap.errors import RequirementsError
+from bootstrap.inputs import requirements
+from bootstrap.inputs.requirements import Desired, Policy, RequirementLine
+
+_HEADER = (
+    "# Packages added at run time (bootstrap.ensure() or `python -m bootstrap add`), kept across restarts\n"
+    "# and syncs. Written by bootstrap: remove one with `python -m bootstrap remove NAME`, or move it into\n"
+    "# the committed requirements file.\n"
+)
+
+
+def read_overlay(path: Path, policy: Policy) -> list[RequirementLine]:
+    """The overlay's requirements (marked ``runtime``), validated like the committed file's; none if absent."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except UnicodeDecodeError:
+        raise RequirementsError(path, None, "is not UTF-8 text; remove it to drop the runtime additions") from None
+    return parse_overlay(path, text, policy)
+
+
+def parse_overlay(path: Path, text: str, policy: Policy) -> list[RequirementLine]:
+    """The overlay's text (``path`` names it in messages) as requirements marked ``runtime``."""
+    lines = []
+    for line_no, line in requirements.logical_lines(text):
+        if line.startswith("-"):
+            raise RequirementsError(path, line_no, "only requirements belong here (no options); fix or remove the line")
+        parsed = requirements.parse_requirement(path, line_no, line, policy)
+        lines.append(dataclasses.replace(parsed, runtime=True))
+    return lines
+
+
+def render(lines: list[RequirementLine]) -> str:
+    """The overlay's text for these lines, one per package, sorted."""
+    return _HEADER + "".join(f"{line.requirement}\n" for line in sorted(lines, key=lambda line: line.name))
+
+
+def merged(desired: Desired, overlay: list[RequirementLine], inputs: dict[str, str | None]) -> Desired:
+    """What the committed file asks for plus the overlay; a conflict is an error naming both lines.
+
+    A package the committed file names too is narrowed by a constraint (one requirement line per
+    package for pip), unless the runtime line adds extras. ``inputs``: the overlay file and its hash.
+    """
+    committed: dict[str, list[RequirementLine]] = {}
+    for line in desired.requirements:
+        committed.setdefault(line.name, []).append(line)
+    added, narrowing = [], []
+    for extra in overlay:
+        for line in committed.get(extra.name, []):
+            if _conflict(line, extra):
+                raise RequirementsError(
+                    extra.path,
+                    extra.line,
+                    f"{extra.requirement} (added at run time) conflicts with {line.path}:{line.line}: "
+                    f"{line.requirement}; remove it with `python -m bootstrap remove {extra.requirement.name}` "
+                    f"or change {line.path.name}",
+                )
+        if extra.name not in committed or extra.requirement.extras:
+            added.append(extra)
+        elif extra.requirement.specifier:
+            narrowing.append(extra)
+    return dataclasses.replace(
+        desired,
+        requirements=[*desired.requirements, *added],
+        constraints=[*desired.constraints, *narrowing],
+        inputs={**desired.inputs, **inputs},
+    )
+
+
+def _conflict(committed: RequirementLine, runtime: RequirementLine) -> bool:
+    """True when no version can satisfy both lines (as far as exact pins and URLs tell; ranges go to pip)."""
+    one, other = committed.requirement, runtime.requirement
+    if one.marker is not None and other.marker is not None and str(one.marker) != str(other.marker):
+        return False  # never both in force
+    if one.url or other.url:
+        return bool(one.url and other.url and one.url != other.url) or bool(
+            (one.url and other.specifier) or (other.url and one.specifier)
+        )
+    for pinned, against in ((one, other), (other, one)):
+        for spec in pinned.specifier:
+            exact = spec.operator in ("==", "===") and not spec.version.endswith(".*")
+            if exact and not against.specifier.contains(spec.version, prereleases=True):
+                return True
+    return False
+
+
+def parse_request(text: str) -> RequirementLine:
+    """One requirement as a workflow or operator asks for it (``NAME`` or ``NAME[extras] SPEC``)."""
+    label = f"cannot add {text!r}"
+    if not isinstance(text, str) or not text.strip():
+        raise RequirementsError(label, None, "give a package name, e.g. `tabulate` or `tabulate>=0.9`")
+    if any(char in text for char in "\r\n\0#"):
+        raise RequirementsError(label, None, "give one requirement on one line, without comments")
+    if text.strip().startswith("-"):
+        raise RequirementsError(label, None, "only a requirement (NAME or NAME[SPEC]) can be added, not an option")
+    # Never a URL or a path, whatever the committed file may give: a runtime request can come from a
+    # workflow's input (an HTTP body), and BOOTSTRAP_ALLOW_DIRECT_REFERENCES is about the reviewed file.
+    try:
+        parsed = requirements.parse_requirement(Path("<request>"), 0, text.strip(), Policy())
+    except RequirementsError as exc:
+        raise RequirementsError(label, None, exc.why) from None
+    if parsed.hashes:
+        raise RequirementsError(label, None, "--hash is for committed locks, not for a runtime addition")
+    return dataclasses.replace(parsed, runtime=True)

@@ -1,0 +1,440 @@
+"""Read and validate the committed requirements file.
+
+The file is the truth, but it is also input from anyone who can commit to the
+workflow repo. So it may name packages and versions (PEP 508), pin hashes, and
+include other files inside the repo folder; it may not say *where* packages
+come from (index options, URLs, paths, editables): that is the operator's
+choice, made in pip's own configuration. Every refusal is ``file:line: why``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from bootstrap.errors import RequirementsError, redact
+from bootstrap.store.fs import file_sha256, resolves_inside, text_sha256
+
+log = logging.getLogger("bootstrap")
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^(git|hg|svn|bzr)\+")
+_ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
+_ENV_VAR = re.compile(r"\$\{[A-Za-z0-9_]+\}")
+_NAMED_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
+# A pinned hash as pip takes it (``--hash=sha256:<hex>``), in a requirements file or a lock.
+HASH_VALUE = re.compile(r"^(sha256|sha384|sha512):[0-9a-fA-F]+$")
+
+_WHERE_FROM = (
+    "where packages come from is the operator's choice, set in pip's configuration "
+    "(PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS or pip.conf), never in the committed file"
+)
+_INDEX_OPTIONS = frozenset(
+    {"-i", "--index-url", "--extra-index-url", "--no-index", "-f", "--find-links", "--trusted-host"}
+)
+_ALLOWED_GLOBAL_FLAGS = frozenset({"--pre", "--prefer-binary", "--require-hashes"})
+_VALUE_OPTIONS = frozenset({"--only-binary"})  # allowed global options that take one value
+_INCLUDE_OPTIONS = {
+    "-r": "requirement",
+    "--requirement": "requirement",
+    "-c": "constraint",
+    "--constraint": "constraint",
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What an operator lets the committed file do beyond naming packages (the BOOTSTRAP_ALLOW_* settings)."""
+
+    allow_index_options: bool = False
+    allow_direct_references: bool = False
+    allow_outside_includes: bool = False
+
+
+@dataclass(frozen=True)
+class RequirementLine:
+    """One requirement, with where it was written."""
+
+    path: Path
+    line: int
+    requirement: Requirement
+    hashes: tuple[str, ...] = ()
+    runtime: bool = False  # added at run time (the overlay in the packages folder), not committed
+
+    @property
+    def name(self) -> str:
+        return canonicalize_name(self.requirement.name)
+
+    def normalized(self) -> str:
+        text = str(self.requirement)
+        return " ".join([text, *(f"--hash={h}" for h in self.hashes)])
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the committed file asks for, validated and normalised.
+
+    Filled in while ``read`` reads the file (its lists grow line by line), never changed after:
+    the runtime overlay and the host make new values (``overlay.merged``, ``dataclasses.replace``).
+    """
+
+    requirements_file: Path
+    exists: bool
+    requirements: list[RequirementLine] = field(default_factory=list)
+    constraints: list[RequirementLine] = field(default_factory=list)
+    global_options: list[str] = field(default_factory=list)
+    index_options: list[str] = field(default_factory=list)  # only with BOOTSTRAP_ALLOW_INDEX_OPTIONS
+    inputs: dict[str, str | None] = field(default_factory=dict)  # every file read, and its sha256
+    # Given by the caller, not read from the file (so not part of input_sha256, which a committed lock records):
+    host_constraints: str = ""  # the host's own packages, as name==version lines
+    require_hashes: bool = False  # BOOTSTRAP_REQUIRE_HASHES
+
+    @property
+    def requested(self) -> frozenset[str]:
+        return frozenset(line.name for line in self.requirements)
+
+    @property
+    def has_hashes(self) -> bool:
+        return (
+            self.require_hashes
+            or any(line.hashes for line in self.requirements)
+            or "--require-hashes" in self.global_options
+        )
+
+    @property
+    def added_at_runtime(self) -> frozenset[str]:
+        """Names only the runtime overlay asks for (a name the committed file has too counts as the file's)."""
+        committed = {line.name for line in self.requirements if not line.runtime}
+        return frozenset(line.name for line in self.requirements if line.runtime and line.name not in committed)
+
+    def source(self, name: str) -> str | None:
+        """Where a package is asked for: "repo" (the committed file), "runtime" (added at run time) or None."""
+        if name in self.added_at_runtime:
+            return "runtime"
+        return "repo" if name in self.requested else None
+
+    def input_text(self, *, committed_only: bool = False) -> str:
+        """The normalised requirements: what resolution depends on, comments and layout aside."""
+        lines = [
+            *self.index_options,
+            *self.global_options,
+            *(line.normalized() for line in self.requirements if not (committed_only and line.runtime)),
+        ]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def direct_references(self) -> frozenset[str]:
+        """Names the file gives as ``name @ URL`` (only with BOOTSTRAP_ALLOW_DIRECT_REFERENCES)."""
+        return frozenset(line.name for line in self.requirements if line.requirement.url)
+
+    def pip_args(self) -> list[str]:
+        """The index options (allowed by the operator) that an install from the lock needs too."""
+        return [token for option in self.index_options for token in shlex.split(option)]
+
+    def constraints_text(self, *, committed_only: bool = False) -> str:
+        return "".join(line.normalized() + "\n" for line in self.constraints if not (committed_only and line.runtime))
+
+    @property
+    def input_sha256(self) -> str:
+        """Identifies the normalised input (requirements and constraints, runtime additions included)."""
+        return text_sha256(self.input_text() + "\0" + self.constraints_text())
+
+    @property
+    def committed_sha256(self) -> str:
+        """Identifies the committed file's input alone: what a committed lock records."""
+        return text_sha256(self.input_text(committed_only=True) + "\0" + self.constraints_text(committed_only=True))
+
+    def write_compile_input(self, folder: Path, around: str = "") -> Path:
+        """Write the pip-compile input (and its constraints files) into ``folder``.
+
+        ``around``: pins to resolve around (``name==version`` lines): the committed lock's, when only
+        runtime additions are new.
+        """
+        text = self.input_text()
+        if self.constraints:
+            constraints = folder / "constraints.txt"
+            constraints.write_text(self.constraints_text(), encoding="utf-8")
+            text = f"-c {constraints}\n" + text
+        if self.host_constraints:
+            host = folder / "host-constraints.txt"
+            host.write_text(self.host_constraints, encoding="utf-8")
+            text = f"-c {host}\n" + text
+        if around:
+            pinned = folder / "lock-constraints.txt"
+            pinned.write_text(around, encoding="utf-8")
+            text = f"-c {pinned}\n" + text
+        path = folder / "requirements.in"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+def read(requirements_file: Path, policy: Policy | None = None) -> Desired:
+    """Read and validate ``requirements_file`` under ``policy``; a missing file is the empty set."""
+    requirements_file = Path(os.path.abspath(requirements_file))
+    desired = Desired(requirements_file=requirements_file, exists=requirements_file.is_file())
+    desired.inputs[str(requirements_file)] = file_sha256(requirements_file)
+    if not desired.exists:
+        if os.path.lexists(requirements_file):  # a folder, a broken link: not "no requirements"
+            raise RequirementsError(requirements_file, None, "is not a readable file")
+        log.info("%s does not exist: the desired set is empty", requirements_file)
+        return desired
+    repo_dir = Path(os.path.realpath(requirements_file.parent))
+    if not resolves_inside(requirements_file, repo_dir):  # a committed symlink to /proc/self/environ...
+        real = os.path.realpath(requirements_file)
+        raise RequirementsError(
+            requirements_file, None, f"is a link to {real}, outside its folder {repo_dir}; commit the file itself"
+        )
+    _Reader(desired, repo_dir, policy or Policy()).read_file(requirements_file, kind="requirement", chain=())
+    return desired
+
+
+class _Reader:
+    def __init__(self, desired: Desired, repo_dir: Path, policy: Policy) -> None:
+        self.desired = desired
+        self.repo_dir = repo_dir
+        self.policy = policy
+        self.seen: dict[tuple[str, str], list[RequirementLine]] = {}
+        # (real path, kind) of every file read: a file two includes share (a diamond) is read once.
+        self.done: set[tuple[Path, str]] = set()
+
+    def read_file(self, path: Path, *, kind: str, chain: tuple[Path, ...]) -> None:
+        real = Path(os.path.realpath(path))
+        self.done.add((real, kind))
+        try:
+            # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, as pip does.
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise RequirementsError(path, None, "is not UTF-8 text") from None
+        except OSError as exc:
+            raise RequirementsError(path, None, f"cannot be read ({exc.strerror})") from None
+        for line_no, line in logical_lines(text):
+            self.read_line(path, line_no, line, kind=kind, chain=(*chain, real))
+
+    def read_line(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
+        if _ENV_VAR.search(line):
+            raise RequirementsError(
+                path, line_no, "environment variable references (${...}) are not allowed in a committed file"
+            )
+        if line.startswith("-"):
+            self.read_option(path, line_no, line, kind=kind, chain=chain)
+            return
+        requirement_line = parse_requirement(path, line_no, line, self.policy)
+        earlier_lines = self.seen.setdefault((kind, requirement_line.name), [])
+        for earlier in earlier_lines:
+            if not _exclusive(earlier, requirement_line):
+                raise RequirementsError(
+                    path,
+                    line_no,
+                    f"{requirement_line.requirement.name} is also required at {earlier.path.name}:{earlier.line} "
+                    f"({earlier.requirement}); keep one line per package",
+                )
+        earlier_lines.append(requirement_line)
+        target = self.desired.requirements if kind == "requirement" else self.desired.constraints
+        target.append(requirement_line)
+
+    def read_option(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
+        try:
+            tokens = shlex.split(line)
+        except ValueError as exc:
+            raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
+        option, equals, value = tokens[0].partition("=")
+        rest = tokens[1:]
+        for short in ("-r", "-c", "-i", "-f", "-e"):  # "-rother.txt"
+            if option.startswith(short) and len(option) > 2 and not option.startswith("--"):
+                option, equals, value = short, "=", tokens[0][2:]
+        if not equals and rest and option not in _ALLOWED_GLOBAL_FLAGS:
+            value, rest = rest[0], rest[1:]
+        if option in _INDEX_OPTIONS:
+            if not self.policy.allow_index_options:
+                raise RequirementsError(
+                    path,
+                    line_no,
+                    f"{option} is not allowed: {_WHERE_FROM} (an operator can allow it with "
+                    "BOOTSTRAP_ALLOW_INDEX_OPTIONS=true)",
+                )
+            if rest:
+                raise RequirementsError(path, line_no, f"unexpected {redact(shlex.join(rest))} after {option}")
+            stated = f"{option} {shlex.quote(value)}" if value and option != "--no-index" else option
+            if stated not in self.desired.index_options:
+                self.desired.index_options.append(stated)
+            return
+        if option in ("-e", "--editable"):
+            raise RequirementsError(
+                path,
+                line_no,
+                f"editable installs ({option}) are never put in a shared generation: publish the package to "
+                "the index and require it by name",
+            )
+        if option == "--no-binary":
+            raise RequirementsError(
+                path, line_no, "--no-binary is not allowed: it makes pip build (run code) from source at start-up"
+            )
+        is_global = kind == "requirement" and option in _ALLOWED_GLOBAL_FLAGS | _VALUE_OPTIONS
+        if option not in _INCLUDE_OPTIONS and not is_global:
+            raise RequirementsError(path, line_no, f"option {option} is not supported in a committed requirements file")
+        if option in _ALLOWED_GLOBAL_FLAGS and equals:
+            raise RequirementsError(path, line_no, f"{option} takes no value")
+        if not value and option not in _ALLOWED_GLOBAL_FLAGS:
+            what = "a file name" if option in _INCLUDE_OPTIONS else "a value"
+            raise RequirementsError(path, line_no, f"{option} needs {what}")
+        if rest:
+            # pip would apply these too (`-r x.txt --index-url ...`): never drop them silently.
+            stated = f"{option} {value}" if value else option
+            raise RequirementsError(
+                path, line_no, f"unexpected {redact(shlex.join(rest))} after {stated}; write one option per line"
+            )
+        if option in _INCLUDE_OPTIONS:
+            self.include(
+                path, line_no, value, kind=_INCLUDE_OPTIONS[option] if kind == "requirement" else kind, chain=chain
+            )
+        elif value:
+            self._global(f"{option}={_binary_value(path, line_no, option, value)}")
+        else:
+            self._global(option)
+
+    def _global(self, option: str) -> None:
+        if option not in self.desired.global_options:
+            self.desired.global_options.append(option)
+
+    def include(self, path: Path, line_no: int, value: str, *, kind: str, chain: tuple[Path, ...]) -> None:
+        if _URL_SCHEME.match(value):
+            raise RequirementsError(path, line_no, f"including {value} is not allowed: only files in the repo folder")
+        target = Path(os.path.realpath(path.parent / value))
+        if not resolves_inside(target, self.repo_dir) and not self.policy.allow_outside_includes:
+            raise RequirementsError(
+                path,
+                line_no,
+                f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included "
+                "(an operator can allow it with BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES=true)",
+            )
+        if target in chain:
+            raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
+        if not target.is_file():
+            raise RequirementsError(path, line_no, f"{value} does not exist")
+        if (target, kind) in self.done:  # already read through another include: nothing new in it
+            log.debug("%s: %s was already read", path, value)
+            return
+        self.desired.inputs[str(target)] = file_sha256(target)
+        self.read_file(target, kind=kind, chain=chain)
+
+
+def _exclusive(one: RequirementLine, other: RequirementLine) -> bool:
+    """Two lines for one package may stand if both have markers and they differ (``x==1; python_version<"3.10"``
+    and ``x==2; python_version>="3.10"``): pip-compile keeps both. Any other repeat is a mistake."""
+    first, second = one.requirement.marker, other.requirement.marker
+    return first is not None and second is not None and str(first) != str(second)
+
+
+_PACKAGE_NAMES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(,[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+def _binary_value(path: Path, line_no: int, option: str, value: str) -> str:
+    """``--only-binary`` takes ``:all:`` or package names, nothing else.
+
+    Its value is written back into pip's input, so anything more (a space and
+    ``--find-links``) would be read by pip as another option; and ``:none:``
+    would undo the operator's wheels-only default.
+    """
+    if value == ":none:":
+        raise RequirementsError(
+            path,
+            line_no,
+            f"{option}=:none: is not allowed: it makes pip build (run code) from source; whether that is allowed "
+            "is the operator's choice (BOOTSTRAP_ALLOW_SOURCE_BUILDS)",
+        )
+    if value != ":all:" and not _PACKAGE_NAMES.match(value):
+        raise RequirementsError(path, line_no, f"{option} takes :all: or package names, not {redact(value)!r}")
+    return value
+
+
+def logical_lines(text: str) -> list[tuple[int, str]]:
+    """Lines as pip reads them: comments stripped, backslash continuations joined."""
+    result: list[tuple[int, str]] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = number
+        line = _COMMENT.sub("", raw).rstrip()
+        if line.endswith("\\"):
+            pending.append(line[:-1])
+            continue
+        pending.append(line)
+        joined = " ".join(part.strip() for part in pending).strip()
+        pending = []
+        if joined:
+            result.append((start, joined))
+    if pending:
+        joined = " ".join(part.strip() for part in pending).strip()
+        if joined:
+            result.append((start, joined))
+    return result
+
+
+_ALLOW_DIRECT = "an operator can allow `name @ URL` with BOOTSTRAP_ALLOW_DIRECT_REFERENCES=true"
+
+
+def parse_requirement(path: Path, line_no: int, line: str, policy: Policy) -> RequirementLine:
+    spec, hashes = _split_line_options(path, line_no, line)
+    named = _NAMED_REFERENCE.match(spec) is not None  # `name @ URL`: judged below, once parsed
+    bare = _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip())
+    if bare and not named:
+        if policy.allow_direct_references:
+            raise RequirementsError(path, line_no, f"write a direct reference as `name @ URL`, not {redact(spec)}")
+        raise RequirementsError(
+            path,
+            line_no,
+            f"direct references (URLs, archives, folders) are not allowed: {_WHERE_FROM}; require the package by "
+            f"name ({_ALLOW_DIRECT})",
+        )
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement as exc:
+        why = str(exc).splitlines()[0] if str(exc) else "invalid requirement"
+        raise RequirementsError(path, line_no, f"not a valid requirement ({why}): {spec}") from None
+    if requirement.url and not policy.allow_direct_references:
+        raise RequirementsError(
+            path,
+            line_no,
+            f"direct references ({requirement.name} @ URL) are not allowed: {_WHERE_FROM}; require the package by "
+            f"name ({_ALLOW_DIRECT})",
+        )
+    return RequirementLine(path=path, line=line_no, requirement=requirement, hashes=hashes)
+
+
+def _split_line_options(path: Path, line_no: int, line: str) -> tuple[str, tuple[str, ...]]:
+    match = re.search(r"\s--?[A-Za-z]", line)
+    if match is None:
+        return line.strip(), ()
+    spec, options = line[: match.start()].strip(), line[match.start() :]
+    try:
+        tokens = shlex.split(options)
+    except ValueError as exc:
+        raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
+    hashes: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        name, _, value = token.partition("=")
+        if name == "--hash":
+            if not value and index + 1 < len(tokens):
+                index += 1
+                value = tokens[index]
+            if not HASH_VALUE.match(value):
+                raise RequirementsError(
+                    path, line_no, f"--hash must be algorithm:hexdigest (sha256:...), not {value!r}"
+                )
+            hashes.append(value)
+        else:
+            raise RequirementsError(
+                path, line_no, f"option {name} is not allowed on a requirement line (only --hash is)"
+            )
+        index += 1
+    return spec, tuple(hashes)

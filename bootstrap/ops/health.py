@@ -1,0 +1,182 @@
+"""What ``check`` and ``status`` report: for a health probe, a program, or a person."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bootstrap.errors import BootstrapError, VerificationError
+from bootstrap.pipeline.publish import read_generation
+from bootstrap.settings import Settings
+from bootstrap.store import freshness, manifest, records, registry
+from bootstrap.store.fs import human_size, tree_size
+from bootstrap.store.layout import Layout
+
+
+def check(settings: Settings, *, this_process: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Healthy only when the active generation serves the file as it is now, intact, and the last sync worked.
+
+    ``this_process``: the calling host's own restart-pending list (``bootstrap.restart_pending()``), shown first.
+    """
+    layout = settings.layout
+    current, damage = manifest.load(layout.manifest)
+    problems: list[str] = []
+    if damage:
+        problems.append(f"{damage}; the next sync rewrites it")
+    else:
+        reason = freshness.stale_reason(current, settings.sources)
+        if reason:
+            problems.append(reason)
+        if current is not None and current.get("status") == "failed":
+            error: dict[str, Any] = dict(current.get("error") or {})
+            problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
+        site_dir = current.get("site_dir") if current else None
+        if site_dir and Path(site_dir).is_dir():
+            try:
+                missing = records.missing_files(Path(site_dir), records.installed(Path(site_dir)))
+            except BootstrapError as exc:  # a dist-info lost its METADATA or RECORD
+                missing = [str(exc)]
+            if missing:
+                problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
+    # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
+    debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
+    notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
+    restarts = _restart_pending(layout, this_process)
+    for item in restarts:
+        who = "this process" if item["pid"] is None else f"pid {item['pid']} on {item['host']}"
+        loaded = ", ".join(_loaded(package) for package in item["packages"])
+        notes.append(f"restart pending: {who} has {loaded} loaded; restart it to use the active generation")
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "notes": notes,
+        "generation": current.get("generation") if current else None,
+        "site_dir": current.get("site_dir") if current else None,
+        "requirements_file": str(settings.requirements_file),
+        "packages_dir": str(layout.root),
+        "last_error": current.get("error") if current else None,
+        "restart_pending": restarts,
+    }
+
+
+def _restart_pending(layout: Layout, this_process: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Processes (this one first) running modules of a distribution whose active version has changed."""
+    found: list[dict[str, Any]] = []
+    if this_process:  # empty unless this process switched generations in-process
+        found.append({"pid": None, "host": None, "packages": list(this_process)})
+    found += [
+        {"pid": record.get("pid"), "host": record.get("host"), "packages": record["packages"]}
+        for record in registry.process_records(layout)
+        if record.get("packages")
+    ]
+    return found
+
+
+def _loaded(package: dict[str, Any]) -> str:
+    active = package.get("active")
+    now = f"the active generation has {active}" if active else "the active generation no longer has it"
+    return f"{package.get('name')} {package.get('loaded')} ({now})"
+
+
+def verify_active(settings: Settings) -> dict[str, Any]:
+    """Every file of the active generation against the hash in its RECORD: what changed, what is gone."""
+    current = manifest.read(settings.layout.manifest)
+    site_dir = Path(current["site_dir"]) if current and current["site_dir"] else None
+    if site_dir is None or not site_dir.is_dir():
+        raise VerificationError(f"there is no active generation to verify in {settings.packages_dir}; run sync")
+    dists = records.installed(site_dir)
+    problems = records.changed_files(site_dir, dists)
+    files = sum(len(dist.files) for dist in dists)
+    return {
+        "ok": not problems,
+        "generation": current["generation"] if current else None,
+        "files": files,
+        "problems": problems,
+    }
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Everything an operator wants to see: active generation, packages, errors, disk, strangers."""
+    layout = settings.layout
+    current = manifest.read(layout.manifest)
+    active = current.get("generation") if current else None
+    generations = []
+    if layout.generations.is_dir():
+        for path in sorted(layout.generations.iterdir(), reverse=True):
+            record: dict[str, Any] = dict(read_generation(path) or {})
+            generations.append(
+                {
+                    "generation": path.name,
+                    "active": path.name == active,
+                    "complete": bool(record),
+                    "created_at": record.get("created_at"),
+                    "packages": len(record.get("packages", [])),
+                    "bytes": tree_size(path),
+                }
+            )
+    unmanaged = (
+        sorted(entry.name for entry in layout.root.iterdir() if not layout.is_managed(entry.name))
+        if layout.root.is_dir()
+        else []
+    )
+    staging = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
+    return {
+        "packages_dir": str(layout.root),
+        "manifest": current,
+        "check": check(settings),
+        "generations": generations,
+        "bytes": tree_size(layout.root) if layout.root.is_dir() else 0,
+        "unmanaged": unmanaged,
+        "staging": staging,
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    current = report["manifest"] or {}
+    health = report["check"]
+    lines = [f"packages folder  {report['packages_dir']} ({human_size(report['bytes'])} in all)"]
+    lines.append(f"requirements     {health['requirements_file']}")
+    if current.get("generation"):
+        python = current.get("python") or {}
+        lines.append(
+            f"active           {current['generation']} ({len(current.get('packages', []))} packages, "
+            f"Python {python.get('version')} {python.get('platform')}, lock from {current.get('lock_source')})"
+        )
+        lines.append(f"site dir         {current.get('site_dir')}")
+    else:
+        lines.append("active           none (never synced successfully)")
+    lines.append(f"health           {'healthy' if health['healthy'] else 'NOT healthy'}")
+    lines.extend(f"  - {problem}" for problem in health["problems"])
+    lines.extend(f"  note: {note}" for note in health.get("notes", []))
+    error = current.get("error")
+    if error:
+        lines.append(f"last error       {error.get('at')} at {error.get('stage')}: {error.get('message')}")
+    packages = current.get("packages") or []
+    if packages:
+        lines.append("packages")
+        width = max(len(p["name"]) for p in packages)
+        lines.extend(f"  {p['name']:<{width}}  {p['version']:<12} {_why_there(p)}" for p in packages)
+    if report["generations"]:
+        lines.append("generations")
+        for gen in report["generations"]:
+            flag = "active" if gen["active"] else ("" if gen["complete"] else "incomplete")
+            lines.append(
+                f"  {gen['generation']}  {human_size(gen['bytes']):>10}  {gen['packages']:>3} packages  {flag}".rstrip()
+            )
+    if report["staging"]:
+        lines.append("staging (debris of an interrupted sync; the next sync removes it)")
+        lines.extend(f"  {name}" for name in report["staging"])
+    if report["unmanaged"]:
+        lines.append("not created by bootstrap (never deleted; move them into requirements.txt)")
+        lines.extend(f"  {name}" for name in report["unmanaged"])
+    return "\n".join(lines)
+
+
+def _why_there(package: dict[str, Any]) -> str:
+    """How a package came to be in the set, for a person: the file asked, a workflow added it, or pulled in."""
+    if package.get("source") == "runtime":
+        why = "added at run time"
+    else:
+        why = "requested" if package.get("requested") else "dependency"
+    return why + (" (the host's)" if package.get("provided_by") == "host" else "")

@@ -1,0 +1,78 @@
+"""Roll back: publish an earlier generation again (they are kept for this).
+
+A generation is never modified, so rolling back is only a new manifest that
+points at an older folder. It holds until the requirements file (or its
+lock, an included file, the runtime overlay) changes: the rolled-back manifest
+records those inputs as they are now, so start-up keeps serving it instead of
+rebuilding what was just rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bootstrap.errors import BootstrapError, RollbackError
+from bootstrap.inputs import requirements
+from bootstrap.inputs.desired import policy_for
+from bootstrap.pipeline.publish import read_generation
+from bootstrap.settings import Settings
+from bootstrap.store import freshness, locks, manifest, records
+from bootstrap.store.layout import Layout
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the manifest's types exist for the type checker only
+    from bootstrap.store.manifest import Inputs, Manifest
+
+log = logging.getLogger("bootstrap")
+
+
+def candidates(layout: Layout, active: str | None) -> list[str]:
+    """Complete generations other than the active one, usable by this interpreter, newest first."""
+    if not layout.generations.is_dir():
+        return []
+    found = []
+    for path in sorted(layout.generations.iterdir(), reverse=True):
+        record = read_generation(path)
+        if path.name == active or record is None:
+            continue
+        if manifest.built_for_this_interpreter(record.get("python")):
+            found.append(path.name)
+    return found
+
+
+def rollback(settings: Settings, to: str | None = None) -> Manifest:
+    """Make ``to`` (default: the newest generation before the active one) active again; return the manifest."""
+    layout = settings.layout
+    with locks.build_lock(layout, settings.lock_timeout):
+        current = manifest.read(layout.manifest)
+        active = current.get("generation") if current else None
+        usable = candidates(layout, active)
+        if to is None:
+            older = [generation for generation in usable if active is None or generation < active]
+            if not older:
+                raise RollbackError(
+                    f"no earlier generation to roll back to in {layout.generations} "
+                    f"(BOOTSTRAP_GENERATIONS_KEPT={settings.generations_kept} keeps that many)"
+                )
+            to = older[0]
+        elif to not in usable:
+            raise RollbackError(f"{to} is not a complete generation for this interpreter; `status` lists them")
+        site_dir = layout.site(to)
+        missing = records.missing_files(site_dir, records.installed(site_dir))
+        if missing:
+            raise RollbackError(f"generation {to} is damaged ({missing[0]} is missing); pick another")
+        record = read_generation(layout.generation(to))
+        assert record is not None  # a candidate
+        rolled_back = manifest.rolled_back(record, site_dir, str(settings.requirements_file), _inputs_now(settings))
+        manifest.write(layout.manifest, rolled_back)
+        log.info("rolled back from %s to %s; it serves until the requirements file changes", active, to)
+        return rolled_back
+
+
+def _inputs_now(settings: Settings) -> Inputs:
+    """Every file the requirements file reads now (its includes too), the lock and the overlay, hashed."""
+    try:
+        read = requirements.read(settings.requirements_file, policy_for(settings)).inputs
+    except BootstrapError:  # a broken file is often why one rolls back: its includes are then unknown
+        read = {}
+    return freshness.inputs_of(settings.sources, read)

@@ -1,0 +1,1 @@
+"""Turning the desired set into a published generation: resolve, plan, build, verify, publish; ``sync`` runs it."""

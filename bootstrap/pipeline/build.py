@@ -1,0 +1,143 @@
+"""Build a generation in staging: the exact pins, into a new folder.
+
+``pip install --target`` is only safe into a new, empty folder (pypa/pip#11645,
+#13763, #10629), so every generation is a new folder: the backend installs the
+exact pins (``--no-deps``: the lock is complete) into ``staging/<id>/site``;
+distributions carried over from the active generation are linked in first,
+and what was installed is merged in beside them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bootstrap.inputs.requirements import Desired
+from bootstrap.pipeline import reuse
+from bootstrap.pipeline.bytecode import compile_tree
+from bootstrap.pipeline.lockfile import Lock
+from bootstrap.pipeline.reuse import Carried
+from bootstrap.store import safety
+from bootstrap.store.fs import atomic_write_text
+from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
+from bootstrap.store.records import RecordEntry, installed
+from bootstrap.tools.backends import Backend
+from bootstrap.tools.backends.base import OnStart
+
+log = logging.getLogger("bootstrap")
+
+
+def new_generation_id() -> str:
+    """Sortable by creation time (to the microsecond: gc and rollback rely on it), unique across hosts."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + os.urandom(3).hex()
+
+
+def new_staging(layout: Layout) -> Path:
+    staging = layout.staging / new_generation_id()
+    safety.make_private_dir(staging / SITE_DIR, exist_ok=False)
+    return staging
+
+
+def build(
+    layout: Layout,
+    lock: Lock,
+    tools: Backend,
+    *,
+    timeout: float,
+    carried: Carried,
+    index_args: list[str] | None = None,
+    compile_bytecode: bool = True,
+) -> Path:
+    """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it).
+
+    The ``carried`` distributions (unchanged from the active generation) are linked over with
+    their bytecode instead of installed again; only what the backend installed is compiled.
+    ``index_args``: the index options the operator allowed the committed file to give.
+    """
+    staging = new_staging(layout)
+    site_dir = staging / SITE_DIR
+    atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
+    for dist in carried.dists:
+        reuse.link_distribution(carried.site, site_dir, dist)
+    if carried.dists:
+        log.info("reusing %d unchanged distribution%s", len(carried.dists), "" if len(carried.dists) == 1 else "s")
+    rest = [pin for pin in lock.pins if pin.name not in carried.names]
+    if rest:
+        count = len(rest)
+        log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
+        pins_file = staging / "install.txt"
+        atomic_write_text(pins_file, "".join(pin.line() + "\n" for pin in rest))
+        # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
+        target = staging / "new-site" if carried.dists else site_dir
+        target.mkdir(exist_ok=True)
+        tools.install(target, pins_file, no_deps=True, timeout=timeout, index_args=index_args)
+        if compile_bytecode:
+            compile_tree(target, timeout=timeout)
+        if carried.dists:
+            reuse.merge(target, site_dir)
+        pins_file.unlink()
+    return staging
+
+
+def build_speculatively(
+    layout: Layout,
+    desired: Desired,
+    tools: Backend,
+    *,
+    timeout: float,
+    on_start: OnStart | None = None,
+    around: str = "",
+) -> Path:
+    """Install ``desired`` with the backend's own resolver into a new staging folder, while the lock resolves.
+
+    Only ever kept through ``adopt``, when what was installed is exactly what
+    the lock pins: pip-tools stays the only source of pins, and a cold sync
+    costs about one install instead of a resolution plus an install.
+    """
+    staging = new_staging(layout)
+    input_file = desired.write_compile_input(staging, around)
+    log.info("installing while resolving (kept only if it matches the lock)")
+    tools.install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start)
+    return staging
+
+
+def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> bool:
+    """Keep a speculative install if it holds exactly the lock's pins; record the lock in it.
+
+    pip installs what the host already ``provided`` as well (``--target`` ignores what is
+    installed): those distributions are taken out again, file by file from their RECORD.
+    """
+    site_dir = staging / SITE_DIR
+    wanted = {pin.name: pin.version for pin in lock.pins if pin.name not in (provided or {})}
+    for dist in installed(site_dir):
+        if dist.name not in wanted and (provided or {}).get(dist.name) == dist.version:
+            _remove_distribution(site_dir, dist.dist_info, dist.records)
+    found = {dist.name: dist.version for dist in installed(site_dir)}
+    if found != wanted:
+        return False
+    for scratch in ("requirements.in", "constraints.txt", "host-constraints.txt", "lock-constraints.txt"):
+        (staging / scratch).unlink(missing_ok=True)
+    atomic_write_text(staging / LOCK_FILE, lock.pins_text)
+    return True
+
+
+def _remove_distribution(site_dir: Path, dist_info: Path, records: tuple[RecordEntry, ...]) -> None:
+    folders: set[Path] = set()
+    for entry in records:
+        if not entry.inside:  # a RECORD never reaches outside the site folder
+            continue
+        target = site_dir / entry.path
+        target.unlink(missing_ok=True)
+        folders.update(parent for parent in target.parents if site_dir in parent.parents)
+        if target.suffix == ".py":  # its bytecode, compiled beside it (RECORD does not list it)
+            cache = target.parent / "__pycache__"
+            for compiled in cache.glob(f"{target.stem}.*.pyc"):
+                compiled.unlink(missing_ok=True)
+            folders.add(cache)
+    shutil.rmtree(dist_info, ignore_errors=True)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

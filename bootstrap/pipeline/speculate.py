@@ -1,0 +1,85 @@
+"""Resolve, and on a cold sync install beside the resolution: a cold sync costs about one install.
+
+A cold resolution (no committed, cached or active pins to honour, no hashes
+to check) runs the resolver and a speculative install with the backend's own
+resolver side by side; the install is kept only if it holds exactly the pins
+the lock has, so pip-tools stays the only source of pins.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+from pathlib import Path
+
+from bootstrap.inputs.requirements import Desired
+from bootstrap.pipeline import build, bytecode, publish, resolve
+from bootstrap.pipeline.lockfile import Lock
+from bootstrap.settings import Settings
+from bootstrap.store.layout import SITE_DIR, Layout
+from bootstrap.tools import runner
+from bootstrap.tools.backends import Backend
+
+log = logging.getLogger("bootstrap")
+
+
+def lock_and_maybe_build(
+    settings: Settings, layout: Layout, desired: Desired, tools: Backend, *, seed: str | None, provided: dict[str, str]
+) -> tuple[Lock, Path | None]:
+    """The lock, and a staging folder already holding it when one could be built while resolving."""
+    found = resolve.reuse(settings, layout, desired)
+    if found.lock is not None:
+        return found.lock, None
+    if seed is not None or desired.has_hashes or not tools.speculates:
+        return resolve.compile_and_cache(settings, layout, desired, tools, seed=seed, around=found.around), None
+    return _side_by_side(settings, layout, desired, tools, provided, found.around)
+
+
+def _side_by_side(
+    settings: Settings, layout: Layout, desired: Desired, tools: Backend, provided: dict[str, str], around: str
+) -> tuple[Lock, Path | None]:
+    outcome: dict[str, object] = {}
+    processes: list[subprocess.Popen[str]] = []
+    cancelled = threading.Event()
+
+    def started(process: subprocess.Popen[str]) -> None:
+        processes.append(process)
+        if cancelled.is_set():  # started after resolution failed and the others were stopped
+            runner.kill(process)
+
+    def speculate() -> None:
+        try:
+            staging = build.build_speculatively(
+                layout, desired, tools, timeout=settings.install_timeout, on_start=started, around=around
+            )
+            outcome["staging"] = staging
+            # The resolver is usually still at work: compile meanwhile (unless resolution already failed).
+            if settings.compile_bytecode and not cancelled.is_set():
+                bytecode.compile_tree(staging / SITE_DIR, timeout=settings.install_timeout, on_start=started)
+                outcome["compiled"] = True
+        except Exception as exc:  # it is only a guess: any failure just means "not kept"
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=speculate, name="bootstrap-speculative-install", daemon=True)
+    worker.start()
+    try:
+        lock = resolve.compile_and_cache(settings, layout, desired, tools, seed=None, around=around)
+    except BaseException:
+        cancelled.set()
+        for process in processes:  # resolution failed: the guess is moot, do not wait for it
+            runner.kill(process)
+        worker.join()
+        publish.clean_staging(layout, why="resolution failed")
+        raise
+    worker.join()
+    staging = outcome.get("staging")
+    if isinstance(staging, Path) and build.adopt(staging, lock, provided):
+        log.info("the install made while resolving matches the lock: kept")
+        if settings.compile_bytecode and not outcome.get("compiled"):
+            bytecode.compile_tree(staging / SITE_DIR, timeout=settings.install_timeout)
+        return lock, staging
+    why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"
+    log.info("not keeping the install made while resolving (%s): installing from the lock", why)
+    publish.clean_staging(layout, why="the speculative install was discarded")
+    return lock, None

@@ -1,0 +1,287 @@
+"""One sync: make the packages folder hold exactly what the requirements file asks for.
+
+The orchestrator only; each stage is a module of its own:
+
+    already done? (freshness) -> read (inputs.desired) -> lock (resolve, speculate)
+    -> plan (pure) -> build (reuse, build, bytecode) and verify -> package entries (pure)
+    -> publish, write the manifest, gc
+
+One builder at a time (an inter-process lock beside the manifest); a waiter
+re-reads the manifest once it has the lock, since the work is often done by
+then. Any failure is recorded in the manifest beside the generation that keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bootstrap.errors import BootstrapError, RecordedFailure, StorageError, redact
+from bootstrap.inputs import host
+from bootstrap.inputs.desired import read_desired
+from bootstrap.inputs.requirements import Desired
+from bootstrap.pipeline import build, plan, publish, reuse, speculate, verify
+from bootstrap.pipeline.lockfile import Lock
+from bootstrap.pipeline.plan import Plan
+from bootstrap.settings import Settings
+from bootstrap.store import freshness, locks, manifest, records, registry, safety
+from bootstrap.store.fs import atomic_write_text
+from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
+from bootstrap.store.paths import Sources
+from bootstrap.tools.backends import Backend, backend_for
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the manifest's types exist for the type checker only
+    from bootstrap.store.manifest import Inputs, Manifest, Provenance
+
+log = logging.getLogger("bootstrap")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    changed: bool  # a new generation was published
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class RuntimeChange:
+    """An add or remove of a runtime package, in progress: the overlay as it is to be.
+
+    The sync builds from ``overlay`` and writes it to disk only once the result is
+    published (with the build lock held), so the overlay on disk only ever holds
+    what a published generation serves: a process killed mid-add leaves nothing
+    behind, and the health of other instances never sees a half-done request. A
+    failure is not recorded in the manifest: the request is refused, nothing changed.
+    ``rebuild``: build even if the inputs look served (after a rollback, say).
+    """
+
+    overlay: str
+    rebuild: bool = False
+
+
+def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
+    """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails."""
+    layout = settings.layout
+    current = manifest.read(layout.manifest)
+    if change is None and current is not None and current.get("status") == "ok" and serves(current, settings.sources):
+        log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
+        return SyncResult(changed=False, manifest=current)
+    waiting_since = manifest.now_iso()
+    try:
+        safety.prepare_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
+        with locks.build_lock(layout, settings.lock_timeout) as waited:
+            return _sync_recording_failures(settings, layout, waiting_since if waited else None, change)
+    except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
+        raise StorageError.from_os_error(exc) from exc
+
+
+def serves(current: Manifest, sources: Sources) -> bool:
+    """The active generation serves ``sources`` as they are now, and none of its files went missing."""
+    site_dir = current.get("site_dir")
+    return freshness.stale_reason(current, sources) is None and site_dir is not None and records.intact(Path(site_dir))
+
+
+def _sync_recording_failures(
+    settings: Settings, layout: Layout, waiting_since: str | None, change: RuntimeChange | None
+) -> SyncResult:
+    """With the lock held: sync, and record any failure in the manifest beside the serving generation."""
+    current, damage = manifest.load(layout.manifest)
+    if damage:
+        log.warning("%s: it will be rewritten", damage)
+    try:
+        try:
+            return _sync_locked(settings, layout, current, waiting_since, change)
+        except OSError as exc:  # disk full, permissions: the environment, not a bug
+            publish.clean_staging(layout, why="this sync failed")
+            raise StorageError.from_os_error(exc) from exc
+    except BootstrapError as exc:
+        if change is None:  # a refused runtime request changed nothing: nothing to record
+            _record_failure(settings, layout, current, exc)
+        raise
+
+
+def _sync_locked(
+    settings: Settings,
+    layout: Layout,
+    current: Manifest | None,
+    waiting_since: str | None,
+    change: RuntimeChange | None,
+) -> SyncResult:
+    started = time.monotonic()
+    done = _done_meanwhile(settings, layout, current, waiting_since, change)
+    if done is not None:
+        return done
+    desired, host_dists = read_desired(settings, overlay_text=change.overlay if change else None)
+    inputs = freshness.inputs_of(settings.sources, desired.inputs)
+    publish.clean_staging(layout)
+    tools = backend_for(settings)
+    seed = _active_lock_text(current)
+    lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
+    origin = str(lock.committed_file or "the lock")
+    host.check_pins([(pin.name, pin.version) for pin in lock.pins], host_dists, settings.host_overrides, origin)
+    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock))
+    provenance = plan.provenance(str(settings.requirements_file), lock, inputs)
+    if the_plan.keep_active:
+        assert current is not None
+        log.info(
+            "the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"]
+        )
+        updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current["packages"], desired))
+        _commit(layout, updated, change)
+        return SyncResult(changed=False, manifest=updated)
+    try:
+        new = _build_and_publish(settings, layout, the_plan, provenance, staging, current, desired, host_dists, tools)
+    except BaseException:
+        publish.clean_staging(layout, why="this sync failed")
+        raise
+    _commit(layout, new, change)
+    # Published: from here on nothing may fail the sync (or roll the manifest back).
+    _collect_garbage(settings, layout, new["generation"])
+    count = len(new["packages"])
+    elapsed = time.monotonic() - started
+    log.info(
+        "published generation %s: %d package%s in %.1fs", new["generation"], count, "" if count == 1 else "s", elapsed
+    )
+    return SyncResult(changed=True, manifest=new)
+
+
+def _done_meanwhile(
+    settings: Settings,
+    layout: Layout,
+    current: Manifest | None,
+    waiting_since: str | None,
+    change: RuntimeChange | None,
+) -> SyncResult | None:
+    """With the lock: the work another process did while we waited (or the failure it had), if any."""
+    overlay_unchanged = change is None or (
+        not change.rebuild and change.overlay == _read_text(layout.runtime_requirements)
+    )
+    if current is not None and overlay_unchanged and serves(current, settings.sources):
+        if current.get("status") != "ok":  # the file is back to what the active generation serves
+            current = manifest.ok_again(current)
+            manifest.write(layout.manifest, current)
+            log.info("up to date again: generation %s serves the file as it is now", current.get("generation"))
+        else:
+            log.info("up to date: generation %s (synced by another process)", current.get("generation"))
+        return SyncResult(changed=False, manifest=current)
+    recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since and not change else None
+    if recorded is not None:
+        raise recorded
+    return None
+
+
+def _build_and_publish(
+    settings: Settings,
+    layout: Layout,
+    the_plan: Plan,
+    provenance: Provenance,
+    staging: Path | None,
+    current: Manifest | None,
+    desired: Desired,
+    host_dists: dict[str, str],
+    tools: Backend,
+) -> Manifest:
+    """Build (unless the speculative install already did) and verify a generation, then publish it."""
+    to_install = the_plan.to_install
+    carried = reuse.NOTHING
+    if staging is None:
+        carried = reuse.reusable(_reusable_site(current), to_install.pins)
+        staging = build.build(
+            layout,
+            to_install,
+            tools,
+            timeout=settings.install_timeout,
+            carried=carried,
+            index_args=desired.pip_args(),
+            compile_bytecode=settings.compile_bytecode,
+        )
+    dists = verify.verify_generation(
+        staging / SITE_DIR,
+        {pin.name: pin.version for pin in to_install.pins},
+        skip=frozenset(settings.skip_import_check),
+        timeout=settings.import_check_timeout,
+        provided=host_dists,
+        carried=carried.names,
+    )
+    packages = plan.package_entries(dists, the_plan.provided, desired)
+    record = manifest.generation_record(staging.name, provenance, packages, the_plan.overrides)
+    site_dir = publish.publish(layout, staging, record)
+    return manifest.published(provenance, record, site_dir)
+
+
+def _commit(layout: Layout, new: Manifest, change: RuntimeChange | None) -> None:
+    """Write the manifest; then a runtime change's overlay becomes the one on disk (the manifest records its hash)."""
+    manifest.write(layout.manifest, new)
+    if change is not None:
+        atomic_write_text(layout.runtime_requirements, change.overlay)
+
+
+def _collect_garbage(settings: Settings, layout: Layout, active: str | None) -> None:
+    try:
+        in_use = registry.generations_in_use(layout)
+        publish.collect_garbage(layout, active=active, keep=settings.generations_kept, in_use=in_use)
+    except OSError as exc:
+        log.warning("could not remove old generations (%s); the next sync tries again", exc)
+
+
+def _failed_while_waiting(current: Manifest | None, settings: Settings, waiting_since: str) -> RecordedFailure | None:
+    """The failure another process recorded for these very inputs while we waited: no point repeating it."""
+    error = current.get("error") if current else None
+    if not current or current.get("status") != "failed" or not isinstance(error, dict):
+        return None
+    if str(error.get("at", "")) < waiting_since or error.get("inputs") != failure_inputs(settings.sources, current):
+        return None
+    log.info("another process just failed on the same inputs: not repeating it")
+    return RecordedFailure(str(error.get("message")), str(error.get("stage")))
+
+
+def failure_inputs(sources: Sources, base: Manifest | None) -> Inputs:
+    """What a failure is recorded against: the key files and every file the serving generation was built
+    from, as they are now. A waiter that finds the same does not repeat the failure."""
+    recorded = base["inputs"] if base is not None and isinstance(base.get("inputs"), dict) else {}
+    return freshness.inputs_of(sources, also=recorded)
+
+
+def _active(current: Manifest | None, lock: Lock) -> plan.Active | None:
+    """The facts ``plan`` needs about the active generation (its files are only counted when its pins match)."""
+    if current is None:
+        return None
+    site = _reusable_site(current)
+    same_pins = current.get("lock_sha256") == lock.sha256
+    return plan.Active(site, current.get("lock_sha256"), intact=bool(site and same_pins and records.intact(site)))
+
+
+def _reusable_site(current: Manifest | None) -> Path | None:
+    """The active generation's site folder, if this interpreter can use (and carry over) what it holds."""
+    if current is None or not current.get("site_dir") or not manifest.built_for_this_interpreter(current.get("python")):
+        return None
+    return Path(str(current["site_dir"]))
+
+
+def _active_lock_text(current: Manifest | None) -> str | None:
+    if current is None or not current.get("site_dir"):
+        return None
+    try:
+        return (Path(str(current["site_dir"])).parent / LOCK_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _record_failure(settings: Settings, layout: Layout, current: Manifest | None, exc: BootstrapError) -> None:
+    """Write the failure into the manifest beside the generation that keeps serving; never raise."""
+    try:
+        base = current if current is not None else manifest.blank(settings.requirements_file)
+        inputs = failure_inputs(settings.sources, current)
+        manifest.write(layout.manifest, manifest.failed(base, redact(exc.message), exc.stage, inputs))
+    except Exception as write_error:  # the original error matters more than this one
+        log.error("could not record the failure in %s: %s", layout.manifest, write_error)

@@ -1,0 +1,269 @@
+"""Verify a generation before it goes live (and report on one that is live).
+
+Four checks: the installed set is exactly the lock (one dist-info per
+distribution, nothing missing, nothing extra); every distribution's own
+requirements are met inside the set; every file each distribution's RECORD
+lists is present; and each top-level module imports, in child processes (one
+per core, each importing whole distributions), so a broken package never
+reaches the host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from bootstrap.errors import CommandError, VerificationError
+from bootstrap.store.records import Distribution, installed, missing_files
+from bootstrap.tools import runner
+
+log = logging.getLogger("bootstrap")
+
+_RESULT_MARK = "BOOTSTRAP-IMPORT-RESULT:"
+_IMPORTING_MARK = "BOOTSTRAP-IMPORTING:"
+# Each import is announced (flushed) before it starts, so a child that dies (a segfault in a C extension,
+# os._exit) or hangs still tells which module it was in. `out` is kept: a module may replace sys.stdout.
+# The leading newline keeps a mark at a line start after a module's own unfinished output.
+_IMPORT_SCRIPT = f"""
+import importlib, json, os, site, sys
+out = sys.stdout
+def say(text):
+    out.write("\\n" + text + "\\n")
+    out.flush()
+sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+site.addsitedir(sys.argv[1])
+failed = {{}}
+for name in sys.argv[2:]:
+    say({_IMPORTING_MARK!r} + name)
+    try:
+        importlib.import_module(name)
+    except BaseException as exc:
+        failed[name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0][:300]
+say({_RESULT_MARK!r} + json.dumps(failed))
+"""
+
+
+def check_set(dists: list[Distribution], expected: Mapping[str, str | None]) -> None:
+    """The installed set must be exactly ``expected`` ({canonical name: version, or None for a URL pin})."""
+    seen: dict[str, str] = {}
+    for dist in dists:
+        if dist.name in seen:
+            raise VerificationError(f"{dist.display_name} is installed twice ({seen[dist.name]} and {dist.version})")
+        seen[dist.name] = dist.version
+    problems = [
+        f"{name} {version or ''} is missing".replace("  ", " ")
+        for name, version in expected.items()
+        if name not in seen
+    ]
+    problems += [
+        f"{name} is {seen[name]}, not {version}"
+        for name, version in expected.items()
+        if name in seen and version is not None and not _same_version(seen[name], version)
+    ]
+    problems += [f"{name} {version} was not asked for" for name, version in seen.items() if name not in expected]
+    if problems:
+        raise VerificationError("the installed set differs from the lock: " + "; ".join(sorted(problems)))
+
+
+def _same_version(one: str, other: str) -> bool:
+    """Equal as versions: metadata may say ``1.0.0-rc1`` where the lock says ``1.0.0rc1``, or ``1.0.0`` for ``1.0``."""
+    try:
+        return Version(one) == Version(other)
+    except InvalidVersion:
+        return one == other
+
+
+def check_dependencies(dists: list[Distribution], provided: Mapping[str, str] | None = None) -> None:
+    """Every distribution's requirements (markers for this interpreter) must be met inside the set.
+
+    A requirement needed only for an extra is skipped unless a distribution in the set asks for that extra
+    (``lib[cli]``): then it is checked too. A requirement or version that cannot be parsed is not judged.
+    """
+    by_name = {dist.name: dist for dist in dists}
+    problems: set[str] = set()
+    todo = [(dist, "") for dist in dists]
+    done: set[tuple[str, str]] = set()
+    while todo:
+        dist, extra = todo.pop()
+        if (dist.name, extra) in done:
+            continue
+        done.add((dist.name, extra))
+        for raw in dist.requires:
+            try:
+                requirement = Requirement(raw)
+            except InvalidRequirement:
+                log.warning("%s %s: cannot parse its requirement %r", dist.display_name, dist.version, raw)
+                continue
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+                continue
+            needed = by_name.get(canonicalize_name(requirement.name))
+            what = f"{dist.display_name} {dist.version} requires {requirement}"
+            host_version = (provided or {}).get(canonicalize_name(requirement.name))
+            if needed is None and host_version is not None:  # the host provides it
+                if not _satisfies(host_version, requirement):
+                    problems.add(f"{what}, but the host has {requirement.name} {host_version}")
+                continue
+            if needed is None:
+                problems.add(f"{what}, but {canonicalize_name(requirement.name)} is not in the set")
+                continue
+            if not _satisfies(needed.version, requirement):
+                problems.add(f"{what}, but {needed.display_name} {needed.version} is installed")
+            todo.extend((needed, canonicalize_name(name)) for name in requirement.extras)
+    if problems:
+        raise VerificationError("the installed set is inconsistent: " + "; ".join(sorted(problems)))
+
+
+def _satisfies(version: str, requirement: Requirement) -> bool:
+    try:
+        return requirement.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return True  # not a version packaging knows: nothing to compare it with
+
+
+def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[str], timeout: float) -> None:
+    """Import every top-level module of every distribution (but the skipped) in child processes.
+
+    One child per core, each importing whole distributions (shared out by size), at once:
+    the import check is the largest step of a sync after bytecode, and on a cold host
+    without ``.pyc`` mostly compiling. A child that dies or hangs stops the others.
+    """
+    skipped = {canonicalize_name(name) for name in skip}  # `Foo_Bar` in the setting means foo-bar
+    owner: dict[str, Distribution] = {}
+    for dist in dists:
+        if dist.name in skipped:
+            log.info("not import-checking %s (BOOTSTRAP_SKIP_IMPORT_CHECK)", dist.display_name)
+            continue
+        for module in dist.modules():
+            owner.setdefault(module, dist)
+    if not owner:
+        return
+    groups = _share_out(owner)
+    log.info(
+        "import-checking %d module%s (%d process%s)",
+        len(owner),
+        "" if len(owner) == 1 else "s",
+        len(groups),
+        "" if len(groups) == 1 else "es",
+    )
+    argvs = [[sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *group] for group in groups]
+    outcomes = runner.run_all(argvs, cwd=site_dir.parent, timeout=timeout, stop_on_failure=True)
+    if outcomes.failures:
+        exc = outcomes.failures[0]  # the cause: the others were stopped because of it
+        if not isinstance(exc, CommandError):
+            raise exc  # it could not start (OSError: out of processes or memory): no check is no pass
+        # never exc.message: it would quote the whole script
+        if exc.timed_out:
+            raise VerificationError(
+                _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
+            ) from exc
+        raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
+    failed: dict[str, str] = {}
+    for outcome in outcomes.completed:
+        result_line = _last_marked(outcome.stdout, _RESULT_MARK)
+        if result_line is None:  # os._exit(0) at import
+            raise VerificationError(_died("ended early (exit code 0)", outcome.stdout, owner))
+        failed.update(json.loads(result_line))
+    if failed:
+        details = "; ".join(
+            f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"
+            for module, error in sorted(failed.items())
+        )
+        names = ",".join(sorted({owner[module].name for module in failed}))
+        raise VerificationError(
+            f"{details}. If the package needs configuration to import, set BOOTSTRAP_SKIP_IMPORT_CHECK={names}"
+        )
+
+
+def _share_out(owner: dict[str, Distribution]) -> list[list[str]]:
+    """The modules, in one group per core, each distribution whole, balanced by files (a proxy for import time)."""
+    by_dist: dict[str, list[str]] = {}
+    size: dict[str, int] = {}
+    for module, dist in owner.items():
+        by_dist.setdefault(dist.name, []).append(module)
+        size[dist.name] = len(dist.files)
+    count = max(1, min(runner.cores(), len(by_dist)))
+    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(count)]
+    for name in sorted(by_dist, key=lambda name: (-size[name], name)):
+        index = min(range(count), key=lambda i: groups[i][0])
+        load, modules = groups[index]
+        groups[index] = (load + size[name], modules + by_dist[name])
+    return [sorted(modules) for _, modules in groups if modules]
+
+
+def _last_marked(stdout: str, mark: str) -> str | None:
+    """What follows ``mark`` on the last line that starts with it."""
+    return next((line[len(mark) :] for line in reversed(stdout.splitlines()) if line.startswith(mark)), None)
+
+
+def _died(what: str, stdout: str, owner: dict[str, Distribution], advice: str = "") -> str:
+    """One line: the child died; name the module it was importing and its distribution."""
+    module = _last_marked(stdout, _IMPORTING_MARK)
+    dist = owner.get(module) if module else None
+    if _last_marked(stdout, _RESULT_MARK) is not None:  # every import returned; the exit did not
+        where = "after its imports (at interpreter exit: a module's thread or atexit hook?)"
+    elif module is None or dist is None:  # a .pth file runs at site.addsitedir, before any import
+        where = "before importing any module (a .pth file in the new site folder?)"
+    else:
+        where = f"while importing {module} from {dist.display_name} {dist.version}"
+        advice = f"{advice}, or " if advice else "fix or drop the package, or "
+        advice += f"set BOOTSTRAP_SKIP_IMPORT_CHECK={dist.name} if it only works once configured"
+    return f"the import check {what} {where}" + (f"; {advice}" if advice else "")
+
+
+def verify_generation(
+    site_dir: Path,
+    expected: Mapping[str, str | None],
+    *,
+    skip: frozenset[str],
+    timeout: float,
+    provided: Mapping[str, str] | None = None,
+    carried: frozenset[str] = frozenset(),
+) -> list[Distribution]:
+    """All four checks; returns the distributions found.
+
+    ``carried``: distributions linked over unchanged from a generation that passed
+    these checks. Their imports are checked again only if they depend, directly or
+    not, on something that did change (an upgraded numpy under an unchanged pandas).
+    """
+    log.info("verifying the new generation")
+    dists = installed(site_dir)
+    check_set(dists, expected)
+    check_dependencies(dists, provided)
+    missing = missing_files(site_dir, dists)
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise VerificationError("files listed in RECORD are missing: " + "; ".join(missing[:5]) + more)
+    to_check = _affected(dists, carried)
+    if len(to_check) < len(dists):
+        log.info("%d unchanged distributions were import-checked before", len(dists) - len(to_check))
+    check_imports(site_dir, to_check, skip=skip, timeout=timeout)
+    return dists
+
+
+def _affected(dists: list[Distribution], carried: frozenset[str]) -> list[Distribution]:
+    """The distributions that are new, or carried over but depending (transitively) on a new one."""
+    changed = {dist.name for dist in dists if dist.name not in carried}
+    requires: dict[str, set[str]] = {}
+    for dist in dists:
+        names: set[str] = set()
+        for raw in dist.requires:
+            try:
+                names.add(canonicalize_name(Requirement(raw).name))
+            except InvalidRequirement:
+                names.add("*")  # cannot tell: assume it may depend on anything
+        requires[dist.name] = names
+    grew = True
+    while grew:  # the reverse-dependency closure of what changed
+        grew = False
+        for dist in dists:
+            if dist.name not in changed and (requires[dist.name] & changed or "*" in requires[dist.name]):
+                changed.add(dist.name)
+                grew = True
+    return [dist for dist in dists if dist.name in changed]

@@ -1,0 +1,93 @@
+"""Is the active generation still what the files ask for, and can this interpreter use it?
+
+The one freshness check: the start-up fast path, ``sync``, ``check``, the
+live host and ``ensure`` all ask ``stale_reason``. On the fast path: os and
+hashlib only (no pathlib, typing or logging unless something is wrong).
+"""
+
+from __future__ import annotations
+
+import os
+
+from bootstrap.store import manifest as manifest_mod
+from bootstrap.store.fs import file_sha256
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays off the fast path
+    from collections.abc import Iterable
+
+    from bootstrap.store.manifest import Inputs, Manifest
+    from bootstrap.store.paths import Sources
+
+
+def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] = ()) -> Inputs:
+    """Every file a result depends on, ``{path: sha256 or None}``: what a manifest's ``inputs`` records.
+
+    The one way inputs are hashed. ``read``: files already hashed as they were read (the requirements
+    file and its includes, the overlay as it is to be); the key files (``sources``) and ``also``
+    that are not among them are hashed now.
+    """
+    inputs = dict(read or {})
+    for path in (*sources.key_files(), *also):
+        if path not in inputs:
+            inputs[path] = file_sha256(path)
+    return inputs
+
+
+def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
+    """Why the active generation does not serve ``sources`` as they are now; None when it does.
+
+    Every file the manifest records (the requirements file, its included files, the lock,
+    the runtime overlay) must still have the recorded hash, and the three key files must be
+    among them; the generation must be built for this interpreter and be there.
+    """
+    if manifest is None or not manifest.get("site_dir"):
+        return "never synced"
+    requirements_file = sources.requirements_file
+    if manifest.get("requirements_file") != requirements_file:
+        return f"the requirements file is now {requirements_file} (built from {manifest.get('requirements_file')})"
+    inputs = manifest.get("inputs")
+    if not isinstance(inputs, dict) or not inputs:
+        return "the manifest does not record what it was built from"
+    if sources.lock_file not in inputs:
+        return f"the lock file is now {sources.lock_file}"
+    if sources.runtime_file not in inputs:
+        return "the manifest does not record the packages added at run time"
+    for path, sha256 in inputs.items():
+        if file_sha256(path) != sha256:
+            return f"{path} changed since the last sync"
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
+        python = manifest.get("python") or {}
+        return (
+            f"the active generation was built for Python {python.get('version')} ({python.get('tag')}, "
+            f"{python.get('platform')}), not this interpreter"
+        )
+    site_dir = manifest["site_dir"]
+    if site_dir is None or not os.path.isdir(site_dir):
+        return f"the active generation's folder {site_dir} is missing"
+    return None
+
+
+def is_fresh(manifest: Manifest | None, sources: Sources) -> bool:
+    """The manifest says all is well and its generation serves ``sources`` as they are now."""
+    return manifest is not None and manifest.get("status") == "ok" and stale_reason(manifest, sources) is None
+
+
+def usable_site(manifest: Manifest | None) -> str | None:
+    """The manifest's generation folder if this interpreter can use it (else None, with a warning why)."""
+    site_dir = manifest.get("site_dir") if manifest else None
+    if not manifest or not site_dir:
+        return None
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
+        _warn("not activating %s: it was built for another Python interpreter", site_dir)
+        return None
+    if not os.path.isdir(site_dir):
+        _warn("not activating %s: the folder is missing", site_dir)
+        return None
+    return str(site_dir)
+
+
+def _warn(message: str, *args: object) -> None:
+    import logging  # only when something is wrong: logging is not on the fast path
+
+    logging.getLogger("bootstrap").warning(message, *args)

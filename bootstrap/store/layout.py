@@ -1,0 +1,97 @@
+"""The layout of the packages folder: every name bootstrap gives a part of it, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bootstrap.store.paths import MANIFEST_NAME, RUNTIME_REQUIREMENTS_NAME
+
+# Inside each generation (staged or published):
+SITE_DIR = "site"  # the sys.path entry
+LOCK_FILE = "lock.txt"  # the exact pins installed
+GENERATION_FILE = "generation.json"  # its record, written last before publication
+
+
+class Layout:
+    """The packages folder, as bootstrap arranges it.
+
+    ``manifest.json``        the pointer: which generation is active
+    ``.bootstrap.lock``      the inter-process build lock (and ``.owner`` beside it)
+    ``generations/<id>/``    published generations, never modified
+        ``site/``            the ``sys.path`` entry
+        ``lock.txt``         the exact pins installed
+        ``generation.json``  what the generation holds and how it was built
+    ``staging/<id>/``        generations being built (debris if a sync died)
+    ``cache/locks/``         resolutions cached by the hash of their inputs
+    ``runtime-requirements.txt``  packages added at run time (``bootstrap.ensure``, ``add``): the overlay
+    ``.runtime.lock``        serialises edits of the overlay
+    ``processes/``           ``<host>-<pid>.json`` of running hosts that need a restart
+    """
+
+    MANAGED_NAMES = frozenset(
+        {
+            MANIFEST_NAME,
+            ".bootstrap.lock",
+            ".bootstrap.lock.owner",
+            "generations",
+            "staging",
+            "cache",
+            RUNTIME_REQUIREMENTS_NAME,
+            ".runtime.lock",
+            "processes",
+        }
+    )
+
+    def __init__(self, packages_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(os.path.abspath(packages_dir))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def build_lock(self) -> Path:
+        return self.root / ".bootstrap.lock"
+
+    @property
+    def lock_owner(self) -> Path:
+        return self.root / ".bootstrap.lock.owner"
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def lock_cache(self) -> Path:
+        return self.root / "cache" / "locks"
+
+    @property
+    def runtime_requirements(self) -> Path:
+        return self.root / RUNTIME_REQUIREMENTS_NAME
+
+    @property
+    def runtime_lock(self) -> Path:
+        return self.root / ".runtime.lock"
+
+    @property
+    def processes(self) -> Path:
+        return self.root / "processes"
+
+    def generation(self, generation_id: str) -> Path:
+        return self.generations / generation_id
+
+    def site(self, generation_id: str) -> Path:
+        """A published generation's ``sys.path`` entry."""
+        return self.generations / generation_id / SITE_DIR
+
+    def is_managed(self, name: str) -> bool:
+        """True for names bootstrap itself creates at the top of the folder."""
+        if name in self.MANAGED_NAMES:
+            return True
+        # ".<managed name>.<pid>.<random>.tmp": an atomic write under way, or left by a killed process
+        return name.endswith(".tmp") and any(name.startswith(f".{managed}.") for managed in self.MANAGED_NAMES)

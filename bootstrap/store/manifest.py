@@ -1,0 +1,313 @@
+"""The manifest: a versioned JSON contract, written atomically, read tolerantly.
+
+``<packages_dir>/manifest.json`` is the pointer to the active generation and
+the record of the last failure. Workflows, health checks and other tools read
+it; ``MANIFEST_KEYS`` is the promise (a test pins it, the README documents
+each key). Every manifest is made by one of the constructors below
+(``blank``, ``published``, ``refreshed``, ``ok_again``, ``rolled_back``,
+``failed``), never as a dict literal elsewhere, so the keys cannot drift.
+
+``generation.json`` inside each published generation is its own record
+(``GenerationRecord``): what it holds and how it was built; a rollback reads it.
+
+This module is on the start-up fast path: json, os and sys only (no pathlib,
+typing or sysconfig at run time). The types exist for mypy alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from bootstrap.store.fs import atomic_write_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the type checker only
+    from typing import Literal, TypedDict
+
+    LockSource = Literal["committed", "cache", "resolved", "empty", "rollback"]
+    #: {path: sha256 of its bytes, or None when there is no such file}
+    Inputs = dict[str, str | None]
+
+    class PythonInfo(TypedDict):
+        version: str
+        implementation: str
+        tag: str
+        platform: str
+
+    class PackageEntry(TypedDict):
+        name: str
+        version: str
+        requested: bool  # named in the committed file or added at run time (not a mere dependency)
+        provided_by: Literal["generation", "host"]
+        source: Literal["repo", "runtime"] | None
+
+    class ErrorRecord(TypedDict):
+        message: str
+        stage: str
+        at: str
+        inputs: Inputs  # the key files as they were when it failed: a waiter does not repeat the same failure
+
+    class Provenance(TypedDict):
+        """How the active generation came to be: what it was built from."""
+
+        requirements_file: str
+        requirements_sha256: str | None
+        lock_file: str | None
+        lock_sha256: str | None
+        lock_source: LockSource | None
+        inputs: Inputs
+
+    class Manifest(Provenance):
+        schema_version: int
+        status: Literal["ok", "failed"]
+        generation: str | None
+        site_dir: str | None
+        packages: list[PackageEntry]
+        python: PythonInfo
+        updated_at: str
+        error: ErrorRecord | None
+        overrides: list[str]
+
+    class GenerationRecord(TypedDict):
+        generation: str
+        created_at: str
+        packages: list[PackageEntry]
+        python: PythonInfo
+        requirements_file: str
+        requirements_sha256: str | None
+        lock_sha256: str
+        overrides: list[str]
+
+
+SCHEMA_VERSION = 1
+
+MANIFEST_KEYS = (
+    "schema_version",  # int, bumped on an incompatible change
+    "status",  # "ok", or "failed" while the last attempt failed
+    "generation",  # id of the active generation, or null
+    "site_dir",  # absolute path of the active generation: the sys.path entry
+    "requirements_file",  # the file the active generation was built from
+    "requirements_sha256",  # sha256 of that file's bytes when it was built
+    "lock_file",  # the committed lock that was honoured, or null
+    "lock_sha256",  # sha256 of the exact pins installed
+    "lock_source",  # "committed", "cache", "resolved", "empty" or "rollback"
+    "inputs",  # {path: sha256 or null}: every file the result depends on
+    "packages",  # [PACKAGE_KEYS]
+    "python",  # the interpreter it was built for: version, implementation, tag, platform
+    "updated_at",  # ISO 8601, UTC
+    "error",  # null, or ERROR_KEYS: the last failure
+    "overrides",  # host packages the generation overrides (then it goes first on sys.path)
+)
+PACKAGE_KEYS = ("name", "version", "requested", "provided_by", "source")
+ERROR_KEYS = ("message", "stage", "at", "inputs")
+
+
+def interpreter() -> PythonInfo:
+    """The running interpreter, as far as installed packages care."""
+    return {
+        "version": ".".join(str(part) for part in sys.version_info[:3]),
+        "implementation": sys.implementation.name,
+        "tag": f"{sys.implementation.cache_tag}{sys.abiflags}",
+        "platform": platform_tag(),
+    }
+
+
+def platform_tag() -> str:
+    """``linux-x86_64`` and the like: what sysconfig.get_platform() says, without importing sysconfig on Unix."""
+    if hasattr(os, "uname") and sys.platform.startswith("linux"):
+        return f"linux-{os.uname().machine}"
+    import sysconfig
+
+    return sysconfig.get_platform()
+
+
+def built_for_this_interpreter(python: object) -> bool:
+    """A generation is only usable by the interpreter kind (ABI and platform) it was built for."""
+    if not isinstance(python, dict):
+        return False
+    running = interpreter()
+    return python.get("tag") == running["tag"] and python.get("platform") == running["platform"]
+
+
+def now_iso() -> str:
+    from datetime import UTC, datetime  # here, not at the top: datetime is not on the fast path
+
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# Reading
+
+
+def load(path: str | os.PathLike[str]) -> tuple[Manifest | None, str | None]:
+    """Read a manifest: ``(manifest, None)``, ``(None, None)`` if absent, ``(None, why)`` if damaged."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{path} cannot be read ({exc.strerror})"
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None, f"{path} is not valid JSON (truncated or damaged)"
+    if not isinstance(data, dict) or not isinstance(data.get("schema_version"), int):
+        return None, f"{path} is not a bootstrap manifest"
+    if data["schema_version"] > SCHEMA_VERSION:
+        return None, f"{path} has schema_version {data['schema_version']}, newer than this bootstrap understands"
+    for key, value in _ADDED_KEYS.items():  # a manifest from before a key was added reads as if it had it
+        data.setdefault(key, value)
+    manifest: Manifest = data  # type: ignore[assignment]  # checked as far as the fast path affords
+    return manifest, None
+
+
+def read(path: str | os.PathLike[str]) -> Manifest | None:
+    """The manifest, or None when it is absent or damaged (a sync repairs it)."""
+    return load(path)[0]
+
+
+def write(path: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Write ``manifest`` atomically, its keys in contract order; a missing key is a bug.
+
+    Keys this version does not know (a newer bootstrap of the same schema wrote them) are kept, after ours.
+    """
+    data: dict[str, object] = {**_ADDED_KEYS, **manifest}
+    missing = [key for key in MANIFEST_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"manifest is missing keys {missing}")
+    ordered = {key: data[key] for key in MANIFEST_KEYS} | {k: v for k, v in data.items() if k not in MANIFEST_KEYS}
+    atomic_write_text(path, json.dumps(ordered, indent=2) + "\n")
+
+
+# Keys added after schema 1 was first written: a manifest from before gets these values.
+_ADDED_KEYS: dict[str, object] = {"overrides": []}
+
+
+# Constructors: the only places a manifest is made.
+
+
+def blank(requirements_file: str | os.PathLike[str]) -> Manifest:
+    """A manifest with no active generation (before the first successful sync)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "generation": None,
+        "site_dir": None,
+        "requirements_file": os.fspath(requirements_file),
+        "requirements_sha256": None,
+        "lock_file": None,
+        "lock_sha256": None,
+        "lock_source": None,
+        "inputs": {},
+        "packages": [],
+        "python": interpreter(),
+        "updated_at": now_iso(),
+        "error": None,
+        "overrides": [],
+    }
+
+
+def published(provenance: Provenance, record: GenerationRecord, site_dir: str | os.PathLike[str]) -> Manifest:
+    """The manifest that makes a just-published generation active."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "generation": record["generation"],
+        "site_dir": os.fspath(site_dir),
+        **provenance,
+        "packages": record["packages"],
+        "python": record["python"],
+        "updated_at": now_iso(),
+        "error": None,
+        # Host packages this generation overrides: it must then come before the host's site-packages.
+        "overrides": record["overrides"],
+    }
+
+
+def refreshed(current: Manifest, provenance: Provenance, packages: list[PackageEntry]) -> Manifest:
+    """The same generation, now serving other inputs that resolve to the very same pins."""
+    return {**current, **provenance, "packages": packages, "status": "ok", "error": None, "updated_at": now_iso()}
+
+
+def ok_again(current: Manifest) -> Manifest:
+    """The files are back to what the active generation serves: the recorded failure is over."""
+    return {**current, "status": "ok", "error": None, "updated_at": now_iso()}
+
+
+def rolled_back(
+    record: GenerationRecord, site_dir: str | os.PathLike[str], requirements_file: str, inputs: Inputs
+) -> Manifest:
+    """An earlier generation made active again; it serves while ``inputs`` (as they are now) stay the same."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "ok",
+        "generation": record["generation"],
+        "site_dir": os.fspath(site_dir),
+        "requirements_file": requirements_file,
+        "requirements_sha256": inputs.get(requirements_file),
+        "lock_file": None,
+        "lock_sha256": record.get("lock_sha256"),
+        "lock_source": "rollback",
+        "inputs": inputs,
+        "packages": record.get("packages", []),
+        "python": record["python"],
+        "updated_at": now_iso(),
+        "error": None,
+        "overrides": record.get("overrides", []),
+    }
+
+
+def failed(base: Manifest, message: str, stage: str, inputs: Inputs) -> Manifest:
+    """``base`` (the generation that keeps serving) with the failure recorded beside it."""
+    now = now_iso()
+    error: ErrorRecord = {"message": message, "stage": stage, "at": now, "inputs": inputs}
+    return {**base, "status": "failed", "updated_at": now, "error": error}
+
+
+def package_entry(
+    name: str, version: str, *, requested: bool, provided_by: Literal["generation", "host"], source: str | None
+) -> PackageEntry:
+    entry: PackageEntry = {
+        "name": name,
+        "version": version,
+        "requested": requested,
+        "provided_by": provided_by,
+        "source": source,  # type: ignore[typeddict-item]  # "repo", "runtime" or None, from Desired.source
+    }
+    return entry
+
+
+def generation_record(
+    generation: str, provenance: Provenance, packages: list[PackageEntry], overrides: list[str]
+) -> GenerationRecord:
+    """What ``generation.json`` says of a generation about to be published."""
+    return {
+        "generation": generation,
+        "created_at": now_iso(),
+        "packages": packages,
+        "python": interpreter(),
+        "requirements_file": provenance["requirements_file"],
+        "requirements_sha256": provenance["requirements_sha256"],
+        "lock_sha256": provenance["lock_sha256"] or "",
+        "overrides": overrides,
+    }
+
+
+def write_generation_record(path: str | os.PathLike[str], record: GenerationRecord) -> None:
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_generation_record(path: str | os.PathLike[str]) -> GenerationRecord | None:
+    """A published generation's ``generation.json``, or None if it is absent or damaged (incomplete)."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    record: GenerationRecord = data  # type: ignore[assignment]
+    return record

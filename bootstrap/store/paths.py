@@ -1,0 +1,68 @@
+"""The default locations, and how the fast path reads them from the environment.
+
+On the start-up fast path: ``os`` only (no pathlib, no typing, no dataclasses).
+The pydantic ``Settings`` (slow path) take their defaults from here, so the two
+never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_PREFIX = "BOOTSTRAP_"
+DEFAULT_REQUIREMENTS_FILE = "/home/repo/requirements.txt"
+DEFAULT_PACKAGES_DIR = "/home/.packages"
+MANIFEST_NAME = "manifest.json"
+RUNTIME_REQUIREMENTS_NAME = "runtime-requirements.txt"
+
+
+def default_lock_file(requirements_file: str) -> str:
+    """The committed lock lives beside the requirements file: ``requirements.lock``."""
+    return os.path.splitext(requirements_file)[0] + ".lock"
+
+
+def env_path(name: str, default: str) -> str:
+    """A path setting read straight from the environment, as ``Settings`` would (fast path only)."""
+    value = os.environ.get(ENV_PREFIX + name.upper())
+    return os.path.abspath(value if value else default)
+
+
+def packages_dir() -> str:
+    """The packages folder this process uses: ``BOOTSTRAP_PACKAGES_DIR``, default ``/home/.packages``."""
+    return env_path("packages_dir", DEFAULT_PACKAGES_DIR)
+
+
+class Sources:
+    """The files a generation is judged fresh by: the committed requirements file, the committed lock
+    beside it, and the runtime overlay in the packages folder. Absolute paths, as strings.
+
+    Built once, from ``Settings.sources`` on the slow path or ``Sources.from_env()`` on the fast path
+    (a plain class: ``dataclasses`` is not on the fast path).
+    """
+
+    __slots__ = ("lock_file", "packages_dir", "requirements_file")
+
+    def __init__(self, requirements_file: str, lock_file: str, packages_dir: str) -> None:
+        self.requirements_file = requirements_file
+        self.lock_file = lock_file
+        self.packages_dir = packages_dir
+
+    @classmethod
+    def from_env(cls) -> Sources:
+        requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
+        return cls(requirements_file, env_path("lock_file", default_lock_file(requirements_file)), packages_dir())
+
+    @property
+    def runtime_file(self) -> str:
+        return os.path.join(self.packages_dir, RUNTIME_REQUIREMENTS_NAME)
+
+    @property
+    def manifest_file(self) -> str:
+        return os.path.join(self.packages_dir, MANIFEST_NAME)
+
+    def key_files(self) -> tuple[str, str, str]:
+        """The three files every manifest must record, whatever else it was built from."""
+        return (self.requirements_file, self.lock_file, self.runtime_file)
+
+    def __repr__(self) -> str:
+        return f"Sources({self.requirements_file!r}, {self.lock_file!r}, {self.packages_dir!r})"

@@ -1,0 +1,190 @@
+"""A site folder's distributions, read from their dist-info: the one RECORD model and its one path rule.
+
+Every part that reads RECORD files goes through here: building (taking a
+distribution out again), reuse (carrying one over), verification (files
+present, hashes matching) and the live host (which distribution a loaded
+module belongs to). A RECORD path counts as part of the site folder only if
+``inside()`` says so: relative, with no ``..`` anywhere. Paths that leave the
+folder (``../../bin/tool``: pip's scripts under ``--target``) are not the
+importable set and are never linked, checked or removed.
+
+The standard library only: the live host reads these without importing
+``packaging`` (bootstrap's own tools must not fix a version in the host).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+
+from bootstrap.errors import VerificationError
+
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
+def canonical_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``Foo_Bar`` and ``foo.bar`` are ``foo-bar``)."""
+    return _SEPARATORS.sub("-", name).lower()
+
+
+def inside(path: str) -> bool:
+    """The one rule: a RECORD path is part of the site folder when it is relative and never climbs out."""
+    return bool(path) and not path.startswith(("/", "\\")) and ".." not in path.replace("\\", "/").split("/")
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    """One row of a RECORD file: ``path,algorithm=digest,size`` (hash and size empty for RECORD itself, .pyc)."""
+
+    path: str
+    hash: str = ""
+    size: str = ""
+
+    @property
+    def inside(self) -> bool:
+        return inside(self.path)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str  # canonical
+    display_name: str
+    version: str
+    dist_info: Path
+    records: tuple[RecordEntry, ...]  # its RECORD, as written
+    requires: tuple[str, ...] = ()  # raw Requires-Dist values
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every RECORD path, relative to the site folder (or leaving it: see ``inside``)."""
+        return tuple(entry.path for entry in self.records)
+
+    @property
+    def safe_to_link(self) -> bool:
+        """Every path is inside the site folder, or one of pip's scripts beside it: nothing reaches elsewhere."""
+        return all(entry.inside or entry.path.startswith("../") for entry in self.records)
+
+    def modules(self) -> list[str]:
+        """Top-level importable names, from RECORD (descending one level into namespace packages)."""
+        files = {entry.path for entry in self.records if entry.inside and "__pycache__" not in entry.path}
+        found: set[str] = set()
+        for path in files:
+            parts = path.split("/")
+            if parts[0].endswith((".dist-info", ".data")) or parts[0] in ("bin", "Scripts"):
+                continue
+            if len(parts) == 1:
+                stem = _module_stem(path)
+                if stem:
+                    found.add(stem)
+            elif f"{parts[0]}/__init__.py" in files:
+                found.add(parts[0])
+            elif len(parts) >= 3 and f"{parts[0]}/{parts[1]}/__init__.py" in files:
+                found.add(f"{parts[0]}.{parts[1]}")  # a package inside a namespace package
+            elif len(parts) == 2 and _module_stem(parts[1]):
+                found.add(f"{parts[0]}.{_module_stem(parts[1])}")
+        return sorted(name for name in found if all(part.isidentifier() for part in name.split(".")))
+
+
+def _module_stem(filename: str) -> str | None:
+    if filename.endswith(".py"):
+        return filename[:-3]
+    if filename.endswith((".so", ".pyd")):
+        return filename.split(".", 1)[0]
+    return None
+
+
+def read_record(path: Path) -> tuple[RecordEntry, ...]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return tuple(RecordEntry(*[*row, "", ""][:3]) for row in csv.reader(handle) if row)
+
+
+def installed(site_dir: Path) -> list[Distribution]:
+    """Every distribution installed in ``site_dir``, from its dist-info."""
+    result = []
+    for dist_info in sorted(site_dir.glob("*.dist-info")):
+        try:
+            headers = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8", errors="replace"))
+            records = read_record(dist_info / "RECORD")
+        except OSError as exc:
+            raise VerificationError(f"{dist_info.name} is incomplete ({exc.strerror}: {exc.filename})") from None
+        # One line each: these go into one-line messages (a folded header would not).
+        name, version = (" ".join(str(headers.get(key, "")).split()) for key in ("Name", "Version"))
+        requires = tuple(str(value).strip() for value in headers.get_all("Requires-Dist") or ())
+        result.append(Distribution(canonical_name(name), name, version, dist_info, records, requires))
+    return result
+
+
+def missing_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
+    """Files a RECORD lists inside the site folder that are not there."""
+    missing = []
+    root = str(site_dir)
+    for dist in dists:
+        for entry in dist.records:
+            if entry.inside and not os.path.exists(os.path.join(root, entry.path)):
+                missing.append(f"{dist.display_name} {dist.version}: {entry.path}")
+    return missing
+
+
+def intact(site_dir: Path) -> bool:
+    """Every file the RECORDs of ``site_dir`` list is there (a stat each: not for the start-up fast path)."""
+    if not site_dir.is_dir():
+        return False
+    try:
+        return not missing_files(site_dir, installed(site_dir))
+    except VerificationError:  # a dist-info lost its METADATA or RECORD
+        return False
+
+
+# Given a file's stat and the size its RECORD gives: whether it may be taken as unchanged unread.
+QuickCheck = Callable[[os.stat_result, str], bool]
+
+
+def changed_files(site_dir: Path, dists: Iterable[Distribution], *, quick: QuickCheck | None = None) -> list[str]:
+    """Files whose content no longer matches the hash their RECORD gives, or that are gone.
+
+    ``quick``: files it vouches for from their stat alone are not read (see ``unchanged_since``).
+    """
+    problems = []
+    root = str(site_dir)
+    for dist in dists:
+        for entry in dist.records:
+            if not entry.hash or not entry.inside:
+                continue  # RECORD itself, compiled files, pip's scripts: no hash to check
+            algorithm, _, expected = entry.hash.partition("=")
+            file = os.path.join(root, entry.path)
+            try:
+                if quick is not None and quick(os.stat(file), entry.size):
+                    continue
+                with open(file, "rb") as handle:
+                    digest = hashlib.new(algorithm, handle.read()).digest()
+            except FileNotFoundError:
+                problems.append(f"missing: {dist.display_name} {dist.version}: {entry.path}")
+                continue
+            except (OSError, ValueError) as exc:
+                problems.append(f"unreadable: {dist.display_name} {dist.version}: {entry.path} ({exc})")
+                continue
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != expected:
+                problems.append(f"changed: {dist.display_name} {dist.version}: {entry.path}")
+    return problems
+
+
+def written_since(started_ns: int) -> QuickCheck:
+    """Files last written at or after ``started_ns``: written by the install that just ran, fresh from
+    their wheel."""
+    return lambda stat, size: stat.st_mtime_ns >= started_ns
+
+
+def unchanged_since(published_ns: int) -> QuickCheck:
+    """Files of a published generation not written since it was published, at their recorded size.
+
+    An edit in place moves the modification time (and mostly the size): as git decides what to
+    hash again from stat data. ``verify`` still reads every file.
+    """
+    return lambda stat, size: stat.st_mtime_ns <= published_ns and str(stat.st_size) == size

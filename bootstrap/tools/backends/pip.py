@@ -1,0 +1,88 @@
+"""pip-tools resolves (``pip-compile``, run as a program: its Python API is private), pip installs."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from bootstrap.errors import CommandError, redact
+from bootstrap.inputs.requirements import Desired
+from bootstrap.tools import pipout
+from bootstrap.tools.backends.base import Backend
+
+log = logging.getLogger("bootstrap")
+
+
+class PipBackend(Backend):
+    name = "pip"
+    resolver = "pip-compile"
+    installer = "pip install"
+    speculates = True  # pip-compile takes about as long as an install: guessing beside it pays
+
+    def compile_argv(self, input_file: str, output_file: str, *, hashes: bool) -> list[str]:
+        argv = [sys.executable, "-m", "piptools", "compile", "--verbose", "--no-header", "--strip-extras"]
+        argv += ["--no-emit-options", "--allow-unsafe"]
+        if hashes:
+            argv.append("--generate-hashes")
+        return [*argv, "--output-file", output_file, input_file]
+
+    def install_command(
+        self, target: Path, requirements: Path, *, no_deps: bool, index_args: list[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        deps = ["--no-deps"] if no_deps else []
+        argv = [sys.executable, "-m", "pip", "install", "--target", str(target), "--no-warn-script-location"]
+        argv += ["--no-compile", *index_args, "--progress-bar", "off", *deps, "-r", str(requirements)]
+        return argv, self.env
+
+    def places(self, output: str) -> str:
+        return pipout.indexes(output)
+
+    def last_error(self, output: str) -> str:
+        return pipout.last_error(output)
+
+    def resolution_progress(self, line: str) -> None:
+        stripped = line.strip()
+        if stripped.startswith("Collecting "):  # one per distribution considered
+            log.info("  resolving %s", stripped[len("Collecting ") :].split(" (from ", 1)[0])
+        else:
+            super().resolution_progress(line)
+
+    def explain_resolution(self, exc: CommandError, desired: Desired, *, wheels_only: bool) -> str:
+        """Turn pip-compile's traceback into one line: what failed, where it was asked, what to do."""
+        output = exc.stderr + "\n" + exc.stdout
+        where = pipout.indexes(output)
+        if exc.timed_out:
+            return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
+        unreachable = re.search(
+            r"(Could not fetch URL \S+|Failed to establish a new connection|Max retries exceeded|Read timed out)",
+            output,
+        )
+        if unreachable:
+            return (
+                f"could not reach {where} ({redact(unreachable.group(1))}); is it up, and is PIP_INDEX_URL right? "
+                "(BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long pip waits)"
+            )
+        not_found = re.search(
+            r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output
+        )
+        if not_found:
+            spec, versions = not_found.group(1), not_found.group(2).strip()
+            name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
+            origin = pipout.asked_at(desired, name)
+            if pipout.host_pin(desired, name) is not None:
+                return pipout.host_lacks(desired, name, origin, where, f" ({versions or 'none'})")
+            if versions and versions != "none":
+                return (
+                    f"{origin}no version of {redact(spec)} found on {where} (available: {versions}); check the version"
+                )
+            return pipout.not_found(origin, spec, where, wheels_only=wheels_only)
+        # pip-compile may retry without the seeded pins: the last conflict block is the real one.
+        conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)
+        if conflicts:
+            sides = "; ".join(line.strip() for line in conflicts[-1].splitlines() if line.strip())
+            return f"the requirements conflict: {sides}; relax one of the pins"
+        return f"pip-compile failed on {where}: {pipout.last_error(output)}"

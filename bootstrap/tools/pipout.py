@@ -1,0 +1,114 @@
+"""Reading pip's, pip-compile's and uv's output: which index was asked, what the error was.
+
+Credentials in index URLs (``https://user:secret@host``) never leave this
+module in clear: everything it returns is redacted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bootstrap.errors import redact
+from bootstrap.inputs.requirements import Desired
+
+
+def indexes(output: str) -> str:
+    """Where pip looked, from its own output (``Using indexes:``, ``Looking in indexes:``), redacted."""
+    lines = output.splitlines()
+    found: list[str] = []
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped == "Using indexes:":  # pip-compile --verbose
+            for following in lines[number + 1 :]:
+                if not following.startswith("  ") or not following.strip():
+                    break
+                found.append(following.strip())
+        elif stripped.startswith("Looking in indexes:"):  # pip install
+            found.extend(part.strip() for part in stripped.split(":", 1)[1].split(","))
+    places = []
+    if found:
+        places.append("index " + ", ".join(dict.fromkeys(redact(url) for url in found)))
+    find_links = os.environ.get("PIP_FIND_LINKS")
+    if find_links:
+        places.append(f"find-links {redact(find_links)}")
+    if not places:
+        return "the configured package index"
+    return " and ".join(places) + (" (no package index)" if not found and os.environ.get("PIP_NO_INDEX") else "")
+
+
+def last_error(output: str) -> str:
+    """pip's own last ``ERROR:`` line, or else the last unindented line (a traceback's summary)."""
+    for line in reversed(output.splitlines()):
+        stripped = line.strip()
+        if stripped.startswith("ERROR:"):
+            return redact(stripped[len("ERROR:") :].strip())
+    for line in reversed(output.splitlines()):
+        if line.strip() and not line.startswith(" "):
+            return redact(line.strip())
+    return "unknown error"
+
+
+def uv_error(output: str) -> str:
+    """uv's ``error:`` line and the ``Caused by:`` chain under it, as one line, redacted."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for number, line in enumerate(lines):
+        if not line.lower().startswith("error:"):
+            continue
+        parts = [line[len("error:") :].strip()]
+        for following in lines[number + 1 :]:
+            lowered = following.lower()
+            if lowered.startswith("error:"):
+                break
+            if lowered.startswith(("caused by:", "cause:")):
+                parts.append(following.split(":", 1)[1].strip())
+            elif not lowered.startswith("hint:"):
+                parts[-1] = f"{parts[-1]} {following}"
+        return redact(": ".join(parts))
+    return last_error(output)
+
+
+def uv_places() -> str:
+    """Where uv was told to look (the same words as for pip), redacted."""
+    places = []
+    index = os.environ.get("UV_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
+    if os.environ.get("PIP_NO_INDEX", "").lower() not in ("1", "true", "yes", "on"):
+        places.append(f"index {redact(index or 'https://pypi.org/simple')}")
+    links = os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS")
+    if links:
+        places.append(f"find-links {redact(links)}")
+    return " and ".join(places) or "the configured package index"
+
+
+# Pieces of the one-line messages both backends give for the same failures.
+
+
+def asked_at(desired: Desired, name: str) -> str:
+    """``requirements.txt:3: `` where the file asks for ``name``, or nothing (a dependency)."""
+    return next((f"{line.path.name}:{line.line}: " for line in desired.requirements if line.name == name), "")
+
+
+def host_pin(desired: Desired, name: str) -> str | None:
+    return next((line for line in desired.host_constraints.splitlines() if line.startswith(f"{name}==")), None)
+
+
+def host_lacks(desired: Desired, name: str, origin: str, where: str, versions: str) -> str:
+    """The index does not offer the host's own version of a package the set needs."""
+    return (
+        f"{origin}the requirements need {name}, which the host has ({host_pin(desired, name)}), but {where} does "
+        f"not offer that version{versions}; the index must carry the host's version, or an operator can let users "
+        f"override it with BOOTSTRAP_HOST_OVERRIDES={name}"
+    )
+
+
+def not_found(origin: str, spec: str, where: str, *, wheels_only: bool) -> str:
+    wheels = (
+        "; only wheels are installed: if it publishes only a source archive, an operator can allow building "
+        "it with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+        if wheels_only
+        else ""
+    )
+    return (
+        f"{origin}{redact(spec)} was not found on {where} (no versions at all); check the name, and that this "
+        "index is the right one, is reachable and (a private index answers a wrong password with no versions) "
+        f"accepts its credentials{wheels}"
+    )
