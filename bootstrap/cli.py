@@ -11,19 +11,17 @@ import sys
 from collections.abc import Sequence
 
 from bootstrap.errors import BootstrapError, StorageError, redact
-from bootstrap.host import runtime, watch
-from bootstrap.inputs.desired import read_desired
-from bootstrap.inputs.overlay import parse_request
-from bootstrap.ops import health, rollback
-from bootstrap.pipeline import resolve
-from bootstrap.pipeline.sync import sync
 from bootstrap.settings import Settings, load_settings
-from bootstrap.tools.backends import backend_for
+
+# Each command imports what it runs (marked `# slow path`): `check`, a health probe run every few
+# seconds on some platforms, should not pay for watchdog, pip-tools' parsing and the pipeline.
 
 log = logging.getLogger("bootstrap")
 
 
 def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.pipeline.sync import sync  # slow path
+
     result = sync(settings)
     manifest = result.manifest
     summary = f"generation {manifest.get('generation')} ({len(manifest.get('packages', []))} packages)"
@@ -32,12 +30,16 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.ops import health  # slow path
+
     report = health.status(settings)
     print(json.dumps(report, indent=2) if args.json else health.format_status(report))
     return 0
 
 
 def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.ops import health  # slow path
+
     report = health.check(settings)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -51,13 +53,20 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.inputs.desired import read_desired  # slow path
+    from bootstrap.pipeline import resolve  # slow path
+    from bootstrap.tools.backends import lazy_backend  # slow path
+
     desired, _ = read_desired(settings, runtime=False)  # the lock is for committing: the repo file's alone
-    lock = resolve.write_committed_lock(settings, desired, backend_for(settings), hashes=args.hashes)
+    lock = resolve.write_committed_lock(settings, desired, lazy_backend(settings), hashes=args.hashes)
     print(f"wrote {lock.committed_file} ({len(lock.pins)} pins); commit it beside {settings.requirements_file.name}")
     return 0
 
 
 def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.host import runtime  # slow path
+    from bootstrap.inputs.overlay import parse_request  # slow path
+
     name = parse_request(args.requirement).name
     result = runtime.add(settings, args.requirement)
     entry = runtime.package_entry(result.manifest, name)
@@ -70,12 +79,16 @@ def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.host import runtime  # slow path
+
     result = runtime.remove(settings, args.name)
     print(f"removed {args.name}: generation {result.manifest.get('generation')} is active")
     return 0
 
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.ops import health  # slow path
+
     report = health.verify_active(settings)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -88,10 +101,14 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.host import watch  # slow path
+
     return watch.watch(settings)
 
 
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.ops import rollback  # slow path
+
     manifest = rollback.rollback(settings, to=args.to)
     print(f"rolled back: generation {manifest['generation']} ({len(manifest['packages'])} packages) is active")
     return 0

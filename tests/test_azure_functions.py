@@ -131,7 +131,7 @@ def test_health_is_503_when_the_requirements_file_has_a_bad_line(repo: Repo) -> 
 def test_health_is_503_when_the_check_itself_breaks(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     handlers = make_app(repo)
 
-    def broken(settings: object, **options: object) -> dict[str, Any]:
+    def broken(settings: object) -> dict[str, Any]:
         raise OSError("the share went away")
 
     monkeypatch.setattr(health, "check", broken)

@@ -79,3 +79,22 @@ def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tm
     assert build.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
     assert victim.read_text() == "keep me"
     assert not dist_info.exists()
+
+
+def test_taking_a_host_package_out_never_follows_a_link_out_of_the_site_folder(tmp_path: Path) -> None:
+    from bootstrap.pipeline import build
+    from bootstrap.pipeline.lockfile import Lock
+
+    staging = tmp_path / "staging" / "g"
+    site_dir = staging / "site"
+    dist_info = site_dir / "packaging-20.9.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Name: packaging\nVersion: 20.9\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.txt"
+    victim.write_text("keep me")
+    (site_dir / "packaging").symlink_to(elsewhere)  # inside by its name, outside by where it leads
+    (dist_info / "RECORD").write_text("packaging/victim.txt,,\n")
+    assert build.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
+    assert victim.read_text() == "keep me"

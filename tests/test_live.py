@@ -314,3 +314,47 @@ def test_startup_that_cannot_watch_or_read_its_settings_still_serves(
     )
     assert watching.returncode == 0, watching.stderr
     assert "not watching for changes" in watching.stderr
+
+
+def test_a_watching_start_up_does_not_repeat_the_sync_that_just_failed(repo: Repo) -> None:
+    repo.write("bsf-alpha>=>1")
+    proc = python_with_bootstrap("import bootstrap\nbootstrap.startup(watch=True)\nbootstrap.stop()\nprint('served')")
+    assert proc.returncode == 0, proc.stderr
+    failures = [line for line in proc.stderr.splitlines() if "not a valid requirement" in line]
+    assert len(failures) == 1, proc.stderr
+
+
+def test_stop_with_a_short_timeout_never_leaves_a_watcher_behind(repo: Repo) -> None:
+    repo.write("bsf-alpha")
+    code = textwrap.dedent(
+        """
+        import threading, time
+        import bootstrap
+        bootstrap.startup(watch=True)
+        bootstrap.stop(timeout=0.01)  # the watcher is most likely still starting up
+        time.sleep(3)
+        print(sorted(t.name for t in threading.enumerate() if t.name.startswith("bootstrap")))
+        """
+    )
+    proc = python_with_bootstrap(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[]"], proc.stdout
+
+
+def test_a_thread_waiting_before_start_up_sees_the_sync_finish(repo: Repo) -> None:
+    repo.write("bsf-alpha")
+    code = textwrap.dedent(
+        """
+        import threading
+        import bootstrap
+        seen = []
+        waiter = threading.Thread(target=lambda: seen.append(bootstrap.wait_until_synced(120)))
+        waiter.start()
+        bootstrap.startup(block=False)
+        waiter.join()
+        print(seen)
+        """
+    )
+    proc = python_with_bootstrap(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["[True]"], proc.stderr

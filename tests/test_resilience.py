@@ -184,3 +184,15 @@ def test_a_requirements_path_that_is_a_folder_is_an_error_not_an_empty_set(repo:
     result = run_cli("sync", "-q")
     assert result.code == 1 and "requirements.txt: is not a readable file" in result.err
     assert repo.installed() == {"bsf-alpha": "2.0"}
+
+
+def test_a_manifest_missing_its_keys_is_told_not_a_traceback(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    repo.write("bsf-alpha")
+    repo.packages_dir.mkdir()
+    repo.manifest_path.write_text('{"schema_version": 1}')  # a manifest some tool wrote by hand
+    verify = run_cli("verify")
+    assert verify.code == 1 and "there is no active generation to verify" in verify.err, verify.err
+    check = run_cli("check")
+    assert check.code == 1 and "never synced" in check.out
+    assert run_cli("status").code == 0
+    assert sync(repo.settings()).changed  # and a sync repairs it

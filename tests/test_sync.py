@@ -188,3 +188,20 @@ def test_a_failed_resolution_leaves_no_speculative_debris(repo: Repo) -> None:
         sync(repo.settings())
     staging = repo.packages_dir / "staging"
     assert not staging.exists() or not any(staging.iterdir())
+
+
+def test_a_sync_that_runs_no_tool_needs_no_backend(repo: Repo, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The pins are the committed lock's and unchanged: nothing resolves or installs, so a backend that cannot
+    be had (uv chosen, not installed) is no reason to fail."""
+    import sys
+
+    repo.write("bsf-alpha")
+    assert run_cli("lock").code == 0
+    sync(repo.settings())
+    repo.write("bsf-alpha  # the same pin, a new comment")
+    monkeypatch.setenv("BOOTSTRAP_BACKEND", "uv")
+    monkeypatch.setitem(sys.modules, "uv", None)  # `import uv` fails, as where it is not installed
+    result = sync(repo.settings())
+    assert not result.changed and result.manifest["status"] == "ok"
+    repo.write()  # nothing to resolve: `lock` needs no tool either
+    assert run_cli("lock").code == 0

@@ -50,11 +50,6 @@ def activate_manifest(manifest: Manifest | None) -> str | None:
     return site_dir
 
 
-def active_site() -> str | None:
-    """The generation folder this process put on ``sys.path`` (None before the first activation)."""
-    return state.current().site_dir
-
-
 def put_on_path(site_dir: str, *, first: bool = False) -> None:
     """After the host's site-packages, unless the generation overrides host packages (an operator's choice).
 

@@ -3,7 +3,7 @@
 A platform adds three lines to its ``function_app.py``::
 
     import azure.functions as func
-    from bootstrap.host.azure_functions import register
+    from bootstrap.azure_functions import register
 
     app = func.FunctionApp()
     register(app)
@@ -11,7 +11,7 @@ A platform adds three lines to its ``function_app.py``::
 ``register`` runs ``bootstrap.startup()`` once (sync if needed, then activate)
 and adds two HTTP functions:
 
-- ``GET /api/health``: the health report (``bootstrap.health.check``) as JSON,
+- ``GET /api/health``: the health report (``bootstrap.ops.health.check``) as JSON,
   200 when healthy, 503 otherwise. Anonymous by default, for probes.
 - ``POST /api/workflows/{name}/execute`` with ``{"inputData": {...}}``: runs
   ``run(input_data)`` of ``<workflows>/<name>.py`` and answers 200 with its
@@ -106,7 +106,7 @@ class _Routes:
 
     def health(self, req: func.HttpRequest) -> func.HttpResponse:
         try:
-            report = health.check(self.settings, this_process=live.restart_pending())
+            report = health.check(self.settings)
         except Exception as exc:  # the probe answers even when the check itself breaks
             logger.exception("the health check failed")
             report = {"healthy": False, "problems": [f"the health check failed: {_one_line(exc)}"], "notes": []}

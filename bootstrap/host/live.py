@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +42,13 @@ from bootstrap.store.records import canonical_name
 
 if TYPE_CHECKING:
     from bootstrap.settings import Settings
-    from bootstrap.store.manifest import Manifest
+    from bootstrap.store.manifest import Inputs, Manifest
+    from bootstrap.store.paths import Sources
 
 log = logging.getLogger("bootstrap")
 
-_switching = threading.Lock()
+_switching = threading.Lock()  # one switch of sys.path at a time
+_starting = threading.Lock()  # the watcher's registration against stop(); the synced event's creation
 
 
 def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: bool) -> Manifest | None:
@@ -53,35 +56,32 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
 
     Like ``startup()``, it never raises unless ``raise_errors``: a bad setting or a folder that cannot be
     watched is logged (one line) and the last good generation serves. With ``block=False`` a failed sync is
-    only logged, whatever ``raise_errors`` says (the caller has moved on).
+    only logged, whatever ``raise_errors`` says (the caller has moved on). With ``raise_errors`` the settings
+    are read, and the watcher started, in the calling thread, so that their errors can be raised.
     """
     if watch:
         stop()  # one watcher per process: a new start replaces the old one
-    host = state.current()
-    synced = host.synced = threading.Event()
+    state.current().stopping = False
+    synced = _synced()
+    synced.clear()
     try:
         if settings is None and raise_errors:  # the caller wants a bad setting raised, here and now
             from bootstrap.settings import load_settings  # slow path: pydantic, asked for
 
             settings = load_settings()
+        sources = sources_of(settings)
         if block:
             current = boot(settings, raise_errors=raise_errors)
-            switch(current)  # records the generation this host runs on, so no other process's gc removes it
-            synced.set()
-            if watch:
-                _in_background("bootstrap-watch-start", _start_watcher, settings, needed=False)
-            return current
-        sources = sources_of(settings)
-        current = manifest.read(sources.manifest_file)
-        fresh = freshness.is_fresh(current, sources)
-        switch(current)  # the last good generation serves at once, fresh or not
+            fresh = True  # synced just now (or failed, and recorded: the watcher need not repeat it)
+        else:
+            current = manifest.read(sources.manifest_file)
+            fresh = freshness.is_fresh(current, sources)
+        switch(current)  # the last good generation serves at once; the host's record keeps it from gc
         if fresh:
             synced.set()
-            if watch:
-                _in_background("bootstrap-watch-start", _start_watcher, settings, needed=False)
-        elif watch:
-            _in_background("bootstrap-watch-start", _start_watcher, settings, needed=True)
-        else:
+        if watch:
+            _watch(settings, sources, needed=not fresh, raise_errors=raise_errors)
+        elif not fresh:
             _in_background("bootstrap-sync", _background_sync, settings)
         return current
     except Exception as exc:
@@ -96,23 +96,39 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
 
 def wait_until_synced(timeout: float | None = None) -> bool:
     """Wait for the sync that ``startup(block=False)`` (or the watcher's first sync) started; True once done."""
-    host = state.current()
-    if host.synced is None:
-        with _switching:
-            if host.synced is None:
-                host.synced = threading.Event()
-    return host.synced.wait(timeout)
+    return _synced().wait(timeout)
 
 
 def stop(timeout: float | None = None) -> None:
-    """Stop the watcher thread (a sync in progress finishes first) and wait for background work."""
+    """Stop the watcher thread (a sync in progress finishes first) and wait for background work.
+
+    ``timeout`` bounds the whole wait. A watcher still starting up is waited for (its errors are told),
+    then stopped; one that has not started when the time is up never starts.
+    """
     host = state.current()
-    background, host.background = host.background, []
-    for thread in background:  # a watcher still starting up is started (or given up) before it is stopped
-        thread.join(timeout)
-    watcher, host.watcher = host.watcher, None
+    with _starting:
+        background, host.background = host.background, []
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    for thread in background:
+        thread.join(left())
+    with _starting:
+        host.stopping = True
+        watcher, host.watcher = host.watcher, None
     if watcher is not None:
-        watcher.stop(timeout)
+        watcher.stop(left())
+
+
+def _synced() -> threading.Event:
+    """Set once the first sync after start-up has finished; one per process, never replaced (waiters keep it)."""
+    host = state.current()
+    with _starting:
+        if host.synced is None:
+            host.synced = threading.Event()
+        return host.synced
 
 
 def switch(current: Manifest | None) -> str | None:
@@ -138,7 +154,8 @@ def restart_pending() -> list[dict[str, Any]]:
 
 def _in_background(name: str, target: Callable[..., None], *args: Any, **kwargs: Any) -> None:
     thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name, daemon=True)
-    state.current().background.append(thread)
+    with _starting:
+        state.current().background.append(thread)
     thread.start()
 
 
@@ -149,53 +166,70 @@ def _log_failure(what: str, exc: Exception) -> None:
         log.error("%s", what, exc_info=exc)
 
 
-def _settings(settings: Settings | None) -> Settings:
-    from bootstrap.settings import load_settings  # slow path: pydantic, in a background thread
-
-    return settings if settings is not None else load_settings()
-
-
 def _background_sync(settings: Settings | None) -> None:
     from bootstrap.pipeline.sync import sync  # slow path: the pipeline, in a background thread
+    from bootstrap.settings import load_settings  # slow path: pydantic, in a background thread
 
     try:
-        switch(sync(_settings(settings)).manifest)
+        switch(sync(settings if settings is not None else load_settings()).manifest)
     except Exception as exc:
         _log_failure("sync failed, serving the last good generation", exc)
     finally:
         _set_synced()
 
 
-def _start_watcher(settings: Settings | None, *, needed: bool) -> None:
-    """Start watching, in this background thread; ``needed``: the files changed and no sync has run yet.
+def _watch(settings: Settings | None, sources: Sources, *, needed: bool, raise_errors: bool) -> None:
+    """Start the watcher: in a background thread, or here when errors are to be raised.
 
-    The watcher always begins with a sync once its observer runs: an edit made after ``startup()``
-    returned but before the observer started is seen by that sync (nothing changed: it only reads).
+    The key files are hashed now: if they differ once the watcher's observer runs, an edit came
+    in between (after ``startup()`` returned, before events were seen), and the watcher syncs.
     """
-    from bootstrap.host.watch import Watcher  # slow path: watchdog, in a background thread
+    seen = freshness.inputs_of(sources)
+    if raise_errors:
+        _start_watcher(settings, sources, seen, needed=needed, raise_errors=True)
+    else:
+        _in_background("bootstrap-watch-start", _start_watcher, settings, sources, seen, needed=needed)
+
+
+def _start_watcher(
+    settings: Settings | None, sources: Sources, seen: Inputs, *, needed: bool, raise_errors: bool = False
+) -> None:
+    """Load the settings and watchdog, start the watcher (``needed``: its first act is the sync start-up skipped)."""
+    from bootstrap.host.watch import Watcher  # slow path: watchdog
     from bootstrap.pipeline.sync import SyncResult  # slow path
+    from bootstrap.settings import load_settings  # slow path: pydantic
 
     def on_synced(outcome: SyncResult | BootstrapError) -> None:
         if isinstance(outcome, SyncResult):
             switch(outcome.manifest)
         _set_synced()
 
+    chosen: Settings | None = settings
     try:
-        chosen = _settings(settings)
-        watcher = Watcher(chosen, on_synced, initial_sync=True, follow=switch)
-        watcher.start()
+        chosen = settings if settings is not None else load_settings()
+        watcher = Watcher(chosen, on_synced, initial_sync=needed, follow=switch)
+        with _starting:
+            if state.current().stopping:  # stop() came first: this watcher never starts
+                _set_synced()
+                return
+            watcher.start()
+            state.current().watcher = watcher
     except (BootstrapError, OSError) as exc:  # no requirements folder yet, a bad setting: serve, say why
+        if raise_errors:
+            raise
         log.error("not watching for changes: %s", exc)
-        if needed:  # the sync that was needed still runs
-            _background_sync(settings)
-        else:
-            _set_synced()
+        if needed and chosen is not None:  # the sync that was needed still runs (not on a bad setting)
+            _background_sync(chosen)
+        _set_synced()
         return
     except Exception as exc:
+        if raise_errors:
+            raise
         _log_failure("not watching for changes", exc)
         _set_synced()
         return
-    state.current().watcher = watcher
+    if not needed and freshness.inputs_of(sources) != seen:
+        watcher.request_sync()
 
 
 def _set_synced() -> None:

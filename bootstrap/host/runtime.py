@@ -109,7 +109,7 @@ def ensure(requirement: str, *, settings: Settings | None = None) -> PackageEntr
 
 
 def package_entry(current: Manifest | None, name: str) -> PackageEntry | None:
-    for package in current["packages"] if current else []:
+    for package in current.get("packages", []) if current else []:
         if canonicalize_name(str(package.get("name"))) == name:
             return package.copy()
     return None

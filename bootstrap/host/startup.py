@@ -30,7 +30,8 @@ def startup(
     ``block=False`` activates the last good generation and returns at once; a
     needed sync runs in a background thread (``bootstrap.wait_until_synced()``).
     Neither imports pydantic, packaging or watchdog in the calling thread when
-    nothing changed.
+    nothing changed (unless ``raise_errors``: then the settings are read, and
+    the watcher started, in the calling thread, so that their errors can be raised).
     """
     if watch or not block:
         from bootstrap.host import live  # slow path: threads (stdlib only in this thread)

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 class HostState:
-    __slots__ = ("background", "first", "noted", "pending", "record", "site_dir", "synced", "watcher")
+    __slots__ = ("background", "first", "noted", "pending", "record", "site_dir", "stopping", "synced", "watcher")
 
     def __init__(self) -> None:
         self.site_dir: str | None = None  # the generation folder this process put on sys.path
@@ -25,6 +25,7 @@ class HostState:
         self.watcher: Any = None  # the Watcher of startup(watch=True), once started
         self.background: list[threading.Thread] = []  # background syncs and watcher start-ups
         self.synced: threading.Event | None = None  # set once the first background sync has finished
+        self.stopping = False  # stop() was called: a watcher still starting up must not start
 
 
 _current = HostState()

@@ -163,6 +163,10 @@ class Watcher:
         if self._worker is not None:
             self._worker.join(timeout)
 
+    def request_sync(self) -> None:
+        """Sync once more, as if the requirements file had just changed (debounced like an edit)."""
+        self._dirty.set()
+
     @property
     def running(self) -> bool:
         return self._worker is not None and self._worker.is_alive()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,8 @@ from bootstrap.store.fs import human_size, tree_size
 from bootstrap.store.layout import Layout
 
 
-def check(settings: Settings, *, this_process: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Healthy only when the active generation serves the file as it is now, intact, and the last sync worked.
-
-    ``this_process``: the calling host's own restart-pending list (``bootstrap.restart_pending()``), shown first.
-    """
+def check(settings: Settings) -> dict[str, Any]:
+    """Healthy only when the active generation serves the file as it is now, intact, and the last sync worked."""
     layout = settings.layout
     current, damage = manifest.load(layout.manifest)
     problems: list[str] = []
@@ -42,7 +38,7 @@ def check(settings: Settings, *, this_process: Sequence[dict[str, Any]] = ()) ->
     # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
     debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
     notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
-    restarts = _restart_pending(layout, this_process)
+    restarts = _restart_pending(layout)
     for item in restarts:
         who = "this process" if item["pid"] is None else f"pid {item['pid']} on {item['host']}"
         loaded = ", ".join(_loaded(package) for package in item["packages"])
@@ -60,17 +56,18 @@ def check(settings: Settings, *, this_process: Sequence[dict[str, Any]] = ()) ->
     }
 
 
-def _restart_pending(layout: Layout, this_process: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Processes (this one first) running modules of a distribution whose active version has changed."""
-    found: list[dict[str, Any]] = []
-    if this_process:  # empty unless this process switched generations in-process
-        found.append({"pid": None, "host": None, "packages": list(this_process)})
-    found += [
-        {"pid": record.get("pid"), "host": record.get("host"), "packages": record["packages"]}
-        for record in registry.process_records(layout)
-        if record.get("packages")
-    ]
-    return found
+def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
+    """Processes (this one first, as ``pid`` None) running modules of a distribution whose active version has
+    changed, from the registry of running hosts (a host that switched in-process has its record there)."""
+    here, others = [], []
+    for record in registry.process_records(layout, include_self=True):
+        if not record.get("packages"):
+            continue
+        if registry.is_this_process(record):
+            here.append({"pid": None, "host": None, "packages": record["packages"]})
+        else:
+            others.append({"pid": record.get("pid"), "host": record.get("host"), "packages": record["packages"]})
+    return here + others
 
 
 def _loaded(package: dict[str, Any]) -> str:
@@ -82,7 +79,7 @@ def _loaded(package: dict[str, Any]) -> str:
 def verify_active(settings: Settings) -> dict[str, Any]:
     """Every file of the active generation against the hash in its RECORD: what changed, what is gone."""
     current = manifest.read(settings.layout.manifest)
-    site_dir = Path(current["site_dir"]) if current and current["site_dir"] else None
+    site_dir = Path(str(current.get("site_dir"))) if current and current.get("site_dir") else None
     if site_dir is None or not site_dir.is_dir():
         raise VerificationError(f"there is no active generation to verify in {settings.packages_dir}; run sync")
     dists = records.installed(site_dir)
@@ -90,7 +87,7 @@ def verify_active(settings: Settings) -> dict[str, Any]:
     files = sum(len(dist.files) for dist in dists)
     return {
         "ok": not problems,
-        "generation": current["generation"] if current else None,
+        "generation": current.get("generation") if current else None,
         "files": files,
         "problems": problems,
     }

@@ -63,7 +63,7 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
             raise RollbackError(f"generation {to} is damaged ({missing[0]} is missing); pick another")
         record = read_generation(layout.generation(to))
         assert record is not None  # a candidate
-        rolled_back = manifest.rolled_back(record, site_dir, str(settings.requirements_file), _inputs_now(settings))
+        rolled_back = manifest.rolled_back(to, record, site_dir, str(settings.requirements_file), _inputs_now(settings))
         manifest.write(layout.manifest, rolled_back)
         log.info("rolled back from %s to %s; it serves until the requirements file changes", active, to)
         return rolled_back

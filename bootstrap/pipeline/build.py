@@ -21,7 +21,7 @@ from bootstrap.pipeline.bytecode import compile_tree
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.reuse import Carried
 from bootstrap.store import safety
-from bootstrap.store.fs import atomic_write_text
+from bootstrap.store.fs import atomic_write_text, resolves_inside
 from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
 from bootstrap.store.records import RecordEntry, installed
 from bootstrap.tools.backends import Backend
@@ -127,9 +127,9 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
 def _remove_distribution(site_dir: Path, dist_info: Path, records: tuple[RecordEntry, ...]) -> None:
     folders: set[Path] = set()
     for entry in records:
-        if not entry.inside:  # a RECORD never reaches outside the site folder
-            continue
         target = site_dir / entry.path
+        if not entry.inside or not resolves_inside(target, site_dir):  # never outside the site folder, by a link
+            continue
         target.unlink(missing_ok=True)
         folders.update(parent for parent in target.parents if site_dir in parent.parents)
         if target.suffix == ".py":  # its bytecode, compiled beside it (RECORD does not list it)

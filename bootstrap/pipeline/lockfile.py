@@ -23,6 +23,10 @@ _HEADER_KEY = "# bootstrap: input-sha256="
 #: Where a lock came from: the committed file, the resolution cache, a fresh resolution, or nothing to resolve.
 LOCK_SOURCES = ("committed", "cache", "resolved", "empty")
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bootstrap.store.manifest import LockSource
+
 
 @dataclass(frozen=True)
 class Pin:
@@ -42,7 +46,7 @@ class Lock:
 
     pins: tuple[Pin, ...]
     text: str
-    source: str  # one of LOCK_SOURCES
+    source: LockSource  # one of LOCK_SOURCES
     committed_file: Path | None = None
 
     @property

@@ -64,7 +64,7 @@ def provenance(requirements_file: str, lock: Lock, inputs: Inputs) -> Provenance
         "requirements_sha256": inputs.get(requirements_file),
         "lock_file": str(lock.committed_file) if lock.committed_file else None,
         "lock_sha256": lock.sha256,
-        "lock_source": lock.source,  # type: ignore[typeddict-item]  # one of lockfile.LOCK_SOURCES
+        "lock_source": lock.source,
         "inputs": inputs,
     }
 

@@ -28,7 +28,7 @@ from bootstrap.store import manifest, safety
 from bootstrap.store.fs import atomic_write_text, text_sha256
 from bootstrap.store.layout import Layout
 from bootstrap.tools import runner
-from bootstrap.tools.backends import Backend
+from bootstrap.tools.backends import Backend, Tools
 
 log = logging.getLogger("bootstrap")
 
@@ -103,12 +103,16 @@ def cache_key(desired: Desired, *, hashes: bool, backend: str = "pip", around: s
     return text_sha256(json.dumps(key, sort_keys=True))
 
 
+# The distribution whose version a backend's resolutions depend on.
+_RESOLVER_DISTRIBUTION = {"pip": "pip-tools", "uv": "uv"}
+
+
 def _backend_version(backend: str) -> str:
     """uv resolves a little differently from pip-tools: a resolution cached by one is not the other's."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return f"{backend} {version('uv' if backend == 'uv' else 'pip-tools')}"
+        return f"{backend} {version(_RESOLVER_DISTRIBUTION.get(backend, backend))}"
     except PackageNotFoundError:
         return backend
 
@@ -200,12 +204,12 @@ def compile_and_cache(
     return Lock(parse_lock(text, "pip-compile output", desired.direct_references), text, "resolved")
 
 
-def write_committed_lock(settings: Settings, desired: Desired, tools: Backend, *, hashes: bool) -> Lock:
+def write_committed_lock(settings: Settings, desired: Desired, make_tools: Tools, *, hashes: bool) -> Lock:
     """Resolve afresh (keeping the committed pins where they still fit) and write the lock for committing."""
     committed = settings.committed_lock_file
     seed = read_committed(committed) if committed.is_file() else None
     text = (
-        compile_lock(settings, desired, tools, hashes=hashes or desired.has_hashes, seed=seed)
+        compile_lock(settings, desired, make_tools(), hashes=hashes or desired.has_hashes, seed=seed)
         if desired.requirements
         else lock_header(desired)
     )

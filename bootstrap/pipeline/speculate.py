@@ -19,18 +19,25 @@ from bootstrap.pipeline.lockfile import Lock
 from bootstrap.settings import Settings
 from bootstrap.store.layout import SITE_DIR, Layout
 from bootstrap.tools import runner
-from bootstrap.tools.backends import Backend
+from bootstrap.tools.backends import Backend, Tools
 
 log = logging.getLogger("bootstrap")
 
 
 def lock_and_maybe_build(
-    settings: Settings, layout: Layout, desired: Desired, tools: Backend, *, seed: str | None, provided: dict[str, str]
+    settings: Settings,
+    layout: Layout,
+    desired: Desired,
+    make_tools: Tools,
+    *,
+    seed: str | None,
+    provided: dict[str, str],
 ) -> tuple[Lock, Path | None]:
     """The lock, and a staging folder already holding it when one could be built while resolving."""
     found = resolve.reuse(settings, layout, desired)
     if found.lock is not None:
         return found.lock, None
+    tools = make_tools()
     if seed is not None or desired.has_hashes or not tools.speculates:
         return resolve.compile_and_cache(settings, layout, desired, tools, seed=seed, around=found.around), None
     return _side_by_side(settings, layout, desired, tools, provided, found.around)

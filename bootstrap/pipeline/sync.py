@@ -31,11 +31,11 @@ from bootstrap.store import freshness, locks, manifest, records, registry, safet
 from bootstrap.store.fs import atomic_write_text
 from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
 from bootstrap.store.paths import Sources
-from bootstrap.tools.backends import Backend, backend_for
+from bootstrap.tools.backends import Tools, lazy_backend
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the manifest's types exist for the type checker only
-    from bootstrap.store.manifest import Inputs, Manifest, Provenance
+    from bootstrap.store.manifest import Manifest, Provenance
 
 log = logging.getLogger("bootstrap")
 
@@ -117,7 +117,7 @@ def _sync_locked(
     desired, host_dists = read_desired(settings, overlay_text=change.overlay if change else None)
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
-    tools = backend_for(settings)
+    tools = lazy_backend(settings)  # made only if a tool runs: unchanged pins need none
     seed = _active_lock_text(current)
     lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
     origin = str(lock.committed_file or "the lock")
@@ -127,9 +127,11 @@ def _sync_locked(
     if the_plan.keep_active:
         assert current is not None
         log.info(
-            "the pins are unchanged (%d packages): generation %s stays active", len(lock.pins), current["generation"]
+            "the pins are unchanged (%d packages): generation %s stays active",
+            len(lock.pins),
+            current.get("generation"),
         )
-        updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current["packages"], desired))
+        updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current.get("packages", []), desired))
         _commit(layout, updated, change)
         return SyncResult(changed=False, manifest=updated)
     try:
@@ -182,7 +184,7 @@ def _build_and_publish(
     current: Manifest | None,
     desired: Desired,
     host_dists: dict[str, str],
-    tools: Backend,
+    tools: Tools,
 ) -> Manifest:
     """Build (unless the speculative install already did) and verify a generation, then publish it."""
     to_install = the_plan.to_install
@@ -192,7 +194,7 @@ def _build_and_publish(
         staging = build.build(
             layout,
             to_install,
-            tools,
+            tools(),
             timeout=settings.install_timeout,
             carried=carried,
             index_args=desired.pip_args(),
@@ -232,17 +234,10 @@ def _failed_while_waiting(current: Manifest | None, settings: Settings, waiting_
     error = current.get("error") if current else None
     if not current or current.get("status") != "failed" or not isinstance(error, dict):
         return None
-    if str(error.get("at", "")) < waiting_since or error.get("inputs") != failure_inputs(settings.sources, current):
+    if str(error.get("at", "")) < waiting_since or error.get("inputs") != freshness.inputs_of(settings.sources):
         return None
     log.info("another process just failed on the same inputs: not repeating it")
     return RecordedFailure(str(error.get("message")), str(error.get("stage")))
-
-
-def failure_inputs(sources: Sources, base: Manifest | None) -> Inputs:
-    """What a failure is recorded against: the key files and every file the serving generation was built
-    from, as they are now. A waiter that finds the same does not repeat the failure."""
-    recorded = base["inputs"] if base is not None and isinstance(base.get("inputs"), dict) else {}
-    return freshness.inputs_of(sources, also=recorded)
 
 
 def _active(current: Manifest | None, lock: Lock) -> plan.Active | None:
@@ -281,7 +276,7 @@ def _record_failure(settings: Settings, layout: Layout, current: Manifest | None
     """Write the failure into the manifest beside the generation that keeps serving; never raise."""
     try:
         base = current if current is not None else manifest.blank(settings.requirements_file)
-        inputs = failure_inputs(settings.sources, current)
+        inputs = freshness.inputs_of(settings.sources)  # the key files as they are now
         manifest.write(layout.manifest, manifest.failed(base, redact(exc.message), exc.stage, inputs))
     except Exception as write_error:  # the original error matters more than this one
         log.error("could not record the failure in %s: %s", layout.manifest, write_error)

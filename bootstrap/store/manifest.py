@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         message: str
         stage: str
         at: str
-        inputs: Inputs  # the key files as they were when it failed: a waiter does not repeat the same failure
+        inputs: Inputs  # the three key files as they were when it failed: a waiter does not repeat the failure
 
     class Provenance(TypedDict):
         """How the active generation came to be: what it was built from."""
@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         python: PythonInfo
         requirements_file: str
         requirements_sha256: str | None
-        lock_sha256: str
+        lock_sha256: str | None
         overrides: list[str]
 
 
@@ -238,13 +238,13 @@ def ok_again(current: Manifest) -> Manifest:
 
 
 def rolled_back(
-    record: GenerationRecord, site_dir: str | os.PathLike[str], requirements_file: str, inputs: Inputs
+    generation: str, record: GenerationRecord, site_dir: str | os.PathLike[str], requirements_file: str, inputs: Inputs
 ) -> Manifest:
     """An earlier generation made active again; it serves while ``inputs`` (as they are now) stay the same."""
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
-        "generation": record["generation"],
+        "generation": generation,
         "site_dir": os.fspath(site_dir),
         "requirements_file": requirements_file,
         "requirements_sha256": inputs.get(requirements_file),
@@ -253,7 +253,7 @@ def rolled_back(
         "lock_source": "rollback",
         "inputs": inputs,
         "packages": record.get("packages", []),
-        "python": record["python"],
+        "python": record.get("python") or interpreter(),  # a candidate: built for this interpreter
         "updated_at": now_iso(),
         "error": None,
         "overrides": record.get("overrides", []),
@@ -291,7 +291,7 @@ def generation_record(
         "python": interpreter(),
         "requirements_file": provenance["requirements_file"],
         "requirements_sha256": provenance["requirements_sha256"],
-        "lock_sha256": provenance["lock_sha256"] or "",
+        "lock_sha256": provenance["lock_sha256"],
         "overrides": overrides,
     }
 

@@ -86,6 +86,10 @@ def generations_in_use(layout: Layout, *, max_age_days: float = 7.0) -> frozense
     return frozenset(in_use)
 
 
+def is_this_process(record: dict[str, Any]) -> bool:
+    return record.get("host") == socket.gethostname() and record.get("pid") == os.getpid()
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+from collections.abc import Callable
 
 from bootstrap.errors import SettingsError
 from bootstrap.settings import Settings
@@ -11,7 +13,15 @@ from bootstrap.tools.backends.base import Backend
 from bootstrap.tools.backends.pip import PipBackend
 from bootstrap.tools.backends.uv import UvBackend
 
-__all__ = ["Backend", "PipBackend", "UvBackend", "backend_for"]
+__all__ = ["Backend", "PipBackend", "Tools", "UvBackend", "backend_for", "lazy_backend"]
+
+#: The backend, made when first asked for: a sync that runs no tool never needs one (nor uv installed).
+Tools = Callable[[], Backend]
+
+
+def lazy_backend(settings: Settings) -> Tools:
+    return functools.cache(functools.partial(backend_for, settings))
+
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 

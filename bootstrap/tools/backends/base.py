@@ -86,10 +86,18 @@ class Backend(ABC):
         """Install ``requirements`` into the empty folder ``site_dir``; an ``InstallError`` says why not."""
         argv, env = self.install_command(site_dir, requirements, no_deps=no_deps, index_args=index_args or [])
         progress = _quiet_progress if quiet else _progress
-        try:
-            runner.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env, cwd=site_dir)
-        except CommandError as exc:
-            raise InstallError(self.explain_install(exc)) from exc
+
+        def run() -> None:
+            try:
+                runner.run(argv, timeout=timeout, on_line=progress, on_start=on_start, env=env, cwd=site_dir)
+            except CommandError as exc:
+                raise InstallError(self.explain_install(exc)) from exc
+
+        self.run_install(site_dir, run, timeout=timeout)
+
+    def run_install(self, site_dir: Path, run: Callable[[], None], *, timeout: float) -> None:
+        """Run the install (``run``); a backend may check what it wrote, and run it again."""
+        run()
 
 
 def _quiet_progress(line: str) -> None:

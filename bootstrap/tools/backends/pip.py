@@ -36,7 +36,7 @@ class PipBackend(Backend):
         deps = ["--no-deps"] if no_deps else []
         argv = [sys.executable, "-m", "pip", "install", "--target", str(target), "--no-warn-script-location"]
         argv += ["--no-compile", *index_args, "--progress-bar", "off", *deps, "-r", str(requirements)]
-        return argv, self.env
+        return argv, dict(self.env)
 
     def places(self, output: str) -> str:
         return pipout.indexes(output)

@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -31,7 +32,7 @@ from bootstrap.errors import CommandError, InstallError, redact
 from bootstrap.inputs.requirements import Desired
 from bootstrap.store.records import changed_files, installed, written_since
 from bootstrap.tools import pipout, runner
-from bootstrap.tools.backends.base import Backend, OnStart
+from bootstrap.tools.backends.base import Backend
 
 log = logging.getLogger("bootstrap")
 
@@ -90,31 +91,12 @@ class UvBackend(Backend):
         else:
             super().resolution_progress(line)
 
-    def install(
-        self,
-        site_dir: Path,
-        requirements: Path,
-        *,
-        no_deps: bool,
-        timeout: float,
-        quiet: bool = False,
-        on_start: OnStart | None = None,
-        index_args: list[str] | None = None,
-    ) -> None:
+    def run_install(self, site_dir: Path, run: Callable[[], None], *, timeout: float) -> None:
         """Install, then check what uv linked from its cache; an edited cache entry is cleaned and installed again."""
 
         def once() -> dict[str, str]:
             started = time.time_ns()
-            Backend.install(
-                self,
-                site_dir,
-                requirements,
-                no_deps=no_deps,
-                timeout=timeout,
-                quiet=quiet,
-                on_start=on_start,
-                index_args=index_args,
-            )
+            run()
             (site_dir / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder, not part of the set
             return _edited_in_cache(site_dir, started)
 
