@@ -8,6 +8,8 @@ pip and pip-compile unchanged.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from functools import cached_property
 from pathlib import Path
@@ -135,7 +137,12 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Build the settings from the environment; a bad value is a ``SettingsError``, not a traceback."""
+    """Build the settings from the environment; a bad value is a ``SettingsError``, not a traceback.
+
+    A ``BOOTSTRAP_*`` variable that is no setting (``BOOTSTRAP_PACKAGE_DIR``) is a warning naming the
+    closest real one: a typo would otherwise silently leave the default in force.
+    """
+    _warn_of_unknown_variables()
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -143,3 +150,13 @@ def load_settings(**overrides: object) -> Settings:
             f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise SettingsError(f"invalid setting: {problems}") from None
+
+
+def _warn_of_unknown_variables() -> None:
+    known = sorted(name.upper() for name in Settings.model_fields)
+    for variable in sorted(os.environ):
+        name = variable.upper()[len(ENV_PREFIX) :]
+        if variable.upper().startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else "; the README lists the settings"
+            logging.getLogger("bootstrap").warning("%s is not a bootstrap setting (ignored)%s", variable, hint)

@@ -416,3 +416,13 @@ def test_uv_install_failing_otherwise_gives_its_error() -> None:
     message = uv().explain_install(CommandError([UV], 2, "", output))
     assert message.startswith("uv pip install failed on ")
     assert message.endswith(": Failed to install: foo-1.0-py3-none-any.whl: the wheel is invalid")
+
+
+def test_a_tool_the_interpreter_cannot_find_is_named_not_the_index(desired: Desired) -> None:
+    for module, distribution in (("piptools", "pip-tools"), ("pip", "pip")):
+        stderr = f"/usr/bin/python3: No module named {module}\n"
+        exc = CommandError(["/usr/bin/python3", "-m", module, "compile"], 1, "", stderr)
+        message = PipBackend().explain_resolution(exc, desired, wheels_only=True)
+        assert message.startswith(f"/usr/bin/python3 cannot run {distribution} (No module named {module})"), message
+        assert "index" not in message.split(":")[0]
+        assert PipBackend().explain_install(exc) == message

@@ -120,3 +120,31 @@ def test_a_claimed_chunk_is_left_to_the_worker_that_claimed_it(tmp_path: Path) -
     chunk = bytecode._CHUNK
     assert compiled == [True] * chunk + [False] * chunk + [True] * chunk
     assert sorted(path.name for path in claims.iterdir()) == sorted(["0", str(chunk), str(2 * chunk)])
+
+
+def test_bytecode_a_wheel_ships_is_never_rewritten(tmp_path: Path) -> None:
+    """numpy ships some .pyc files in its RECORD; compiling over them made `verify` fail at once."""
+    import subprocess
+    import sys
+
+    from bootstrap.pipeline.bytecode import compile_tree
+    from bootstrap.store.records import changed_files, installed
+    from tests.wheels import Dist, build_wheel
+
+    tag = sys.implementation.cache_tag
+    shipped = {
+        "bsf_ships/__init__.py": "X = 1\n",
+        "bsf_ships/tool.py": "Y = 2\n",
+        f"bsf_ships/__pycache__/tool.{tag}.pyc": "bytecode as the wheel ships it",
+    }
+    wheel = build_wheel(Dist("bsf-ships", "1.0", shipped), tmp_path)
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    compile_tree(site, timeout=60)
+    assert (site / "bsf_ships" / "__pycache__" / f"tool.{tag}.pyc").read_text() == "bytecode as the wheel ships it"
+    assert (site / "bsf_ships" / "__pycache__" / f"__init__.{tag}.pyc").is_file()  # the rest is compiled
+    assert changed_files(site, installed(site)) == []

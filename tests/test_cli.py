@@ -234,3 +234,17 @@ def test_a_reader_that_leaves_early_is_not_blamed_on_the_packages_folder(repo: R
     proc = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True, text=True, check=False)
     assert "cannot use" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_an_unknown_bootstrap_variable_is_a_warning_naming_the_closest_setting(
+    repo: Repo,
+    run_cli,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setenv("BOOTSTRAP_PACKAGE_DIR", "/somewhere/else")
+    monkeypatch.setenv("BOOTSTRAP_XYZZY", "1")
+    result = run_cli("check")
+    assert "BOOTSTRAP_PACKAGE_DIR is not a bootstrap setting (ignored); did you mean BOOTSTRAP_PACKAGES_DIR?" in (
+        result.err
+    )
+    assert "BOOTSTRAP_XYZZY is not a bootstrap setting (ignored); the README lists the settings" in result.err

@@ -98,3 +98,26 @@ def test_taking_a_host_package_out_never_follows_a_link_out_of_the_site_folder(t
     (dist_info / "RECORD").write_text("packaging/victim.txt,,\n")
     assert build.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_bootstrap_installed_in_a_folder_named_in_pythonpath_syncs(repo: Repo, tmp_path: Path) -> None:
+    """Azure Functions' layout: the app's packages (bootstrap and its tools) in a folder named in PYTHONPATH,
+    an interpreter that has none of them. Its children (pip-compile, pip) must find the tools there too."""
+    import os
+    import site
+    import subprocess
+    import sys
+    import sysconfig
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = bare / "bin" / "python"
+    app_packages = sysconfig.get_paths()["purelib"]  # stands for .python_packages/lib/site-packages
+    assert app_packages in site.getsitepackages() or app_packages in sys.path
+    root = str(Path(__file__).resolve().parent.parent)  # bootstrap itself (an editable install's source)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([app_packages, root])}
+    repo.write("bsf-alpha==1.0")
+    proc = subprocess.run([str(python), "-m", "bootstrap", "sync"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert repo.installed() == {"bsf-alpha": "1.0"}

@@ -13,7 +13,7 @@ import pytest
 from bootstrap.errors import BootstrapError
 from bootstrap.inputs import requirements
 from bootstrap.pipeline.sync import sync
-from tests.conftest import Repo, python_in
+from tests.conftest import BACKEND, Repo, python_in
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
 
@@ -219,3 +219,14 @@ def test_lock_of_an_unresolvable_file_writes_nothing(repo: Repo, run_cli: Any) -
     assert result.code == 1
     assert result.err.splitlines()[-1].startswith("bootstrap: error:") and "bsf-alpha" in result.err
     assert lock_path(repo).read_text() == before  # the committed lock is not clobbered
+
+
+def test_an_arbitrary_equality_pin_locks_and_syncs(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """``===`` is an exact pin too: pip-compile keeps it in the lock, and bootstrap installs from that lock."""
+    repo.write("bsf-alpha===1.0")
+    result = sync(repo.settings())
+    assert result.changed and repo.installed() == {"bsf-alpha": "1.0"}
+    assert run_cli("lock").code == 0
+    assert "bsf-alpha===1.0" in (repo.root / "requirements.lock").read_text() or BACKEND == "uv"  # uv writes ==
+    assert sync(repo.settings()).manifest["lock_source"] == "committed"
+    assert run_cli("verify").code == 0

@@ -112,7 +112,7 @@ def test_a_bad_hash_value_is_redacted_in_the_message() -> None:
     assert "secret" not in message
 
 
-@pytest.mark.parametrize("spec", ["foo>=1", "foo", "foo==1.*", "foo==1.0,<2", "foo~=1.0", "foo===1.0", "foo!=1.0"])
+@pytest.mark.parametrize("spec", ["foo>=1", "foo", "foo==1.*", "foo==1.0,<2", "foo~=1.0", "foo!=1.0"])
 def test_a_pin_that_is_not_exact_is_refused(spec: str) -> None:
     message = refusal(f"bar==1.0\n{spec}\n")
     assert message.startswith("the.lock:2: ")
@@ -251,3 +251,10 @@ def test_a_lock_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"foo==1.0\n\xff\xfe caf\xe9\n")
     with pytest.raises(ResolutionError, match="is not UTF-8 text"):
         read_committed(path)
+
+
+def test_an_arbitrary_equality_pin_is_exact_and_written_back_as_such() -> None:
+    (pin,) = parse_lock("foo===1.0-legacy\n", "requirements.lock")
+    assert (pin.name, pin.version, pin.arbitrary) == ("foo", "1.0-legacy", True)
+    assert pin.line() == "foo===1.0-legacy"
+    assert Lock((pin,), "", "resolved").pins_text == "foo===1.0-legacy\n"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from bootstrap.errors import RequirementsError
-from bootstrap.inputs.requirements import Desired, read
+from bootstrap.inputs.requirements import Desired, Policy, read
 
 HASH_A = "sha256:" + "a" * 64
 HASH_B = "sha256:" + "b" * 64
@@ -276,18 +278,36 @@ def test_error_inside_an_included_file_names_that_file(folder: Path) -> None:
     assert_refused_at(error, folder / "other.txt", 3)
 
 
-def test_duplicate_package_names_both_lines(folder: Path) -> None:
-    error = refusal(folder, "bsf-alpha>=1", "# again:", "BSF_Alpha==2.0")
+def test_duplicate_package_names_that_cannot_both_hold_name_both_lines(folder: Path) -> None:
+    error = refusal(folder, "bsf-alpha<2", "# again:", "BSF_Alpha==2.0")
     assert_refused_at(error, folder / "requirements.txt", 3)
     assert "requirements.txt:1" in error.why  # the earlier line
-    assert "bsf-alpha>=1" in error.why
+    assert "bsf-alpha<2" in error.why and "no version satisfies both" in error.why
 
 
 def test_duplicate_across_an_include(folder: Path) -> None:
     write(folder / "other.txt", "bsf-alpha==2.0")
-    error = refusal(folder, "bsf-alpha", "-r other.txt")
+    error = refusal(folder, "bsf-alpha==1.0", "-r other.txt")
     assert_refused_at(error, folder / "other.txt", 1)
     assert "requirements.txt:1" in error.why
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("kombu[msgpack]", "kombu[yaml]>=5"),  # celery's files, across -r
+        ("tomli", 'tomli>=1.1.0; python_version < "3.11"'),  # mypy's
+        ("bsf-alpha>=1", "BSF_Alpha==2.0"),
+        ('bsf-alpha==1.0; python_version < "3.10"', "bsf-alpha==2.0"),  # the first is not in force here
+    ],
+)
+def test_the_same_package_on_two_lines_is_merged_as_pip_merges_it(folder: Path, first: str, second: str) -> None:
+    write(folder / "more.txt", second)
+    desired = read_lines(folder, first, "-r more.txt")
+    assert [str(line.requirement) for line in desired.requirements] == [
+        str(Requirement(first)),
+        str(Requirement(second)),
+    ]
 
 
 def test_a_constraint_may_repeat_a_requirement(folder: Path) -> None:
@@ -357,23 +377,24 @@ def test_same_package_under_exclusive_markers(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("first", "second"),
     [
-        ("bsf-alpha==1.0", 'bsf-alpha==2.0; python_version >= "3.10"'),
-        ('bsf-alpha==1.0; python_version < "3.10"', "bsf-alpha==2.0"),
-        ('bsf-alpha==1.0; python_version < "3.10"', "bsf-alpha==2.0; python_version<'3.10'"),
+        ("bsf-alpha==1.0", 'bsf-alpha==2.0; python_version >= "3.10"'),  # both in force here
+        ('bsf-alpha==1.0; python_version < "3.10"', "bsf-alpha==2.0; python_version<'3.10'"),  # the same marker
+        ("bsf-alpha @ https://x.example/a-1.0-py3-none-any.whl", "bsf-alpha==1.0"),
     ],
 )
-def test_duplicates_without_distinct_markers_are_refused(folder: Path, first: str, second: str) -> None:
-    error = refusal(folder, first, second)
-    assert_refused_at(error, folder / "requirements.txt", 2)
-    assert "requirements.txt:1" in error.why and "keep one line per package" in error.why
+def test_two_lines_that_cannot_both_hold_are_refused(folder: Path, first: str, second: str) -> None:
+    with pytest.raises(RequirementsError) as info:
+        read(write(folder / "requirements.txt", first, second), Policy(allow_direct_references=True))
+    assert_refused_at(info.value, folder / "requirements.txt", 2)
+    assert "requirements.txt:1" in info.value.why and "keep one of them" in info.value.why
 
 
 def test_a_third_duplicate_names_the_line_it_clashes_with(folder: Path) -> None:
     error = refusal(
-        folder, 'bsf-alpha==1.0; python_version < "3.10"', 'bsf-alpha==2.0; python_version >= "3.10"', "bsf-alpha"
+        folder, 'bsf-alpha==1.0; python_version < "3.10"', 'bsf-alpha==2.0; python_version >= "3.10"', "bsf-alpha<2"
     )
     assert_refused_at(error, folder / "requirements.txt", 3)
-    assert "requirements.txt:1" in error.why
+    assert "requirements.txt:2" in error.why  # the line in force here that it contradicts
 
 
 @pytest.mark.parametrize(
@@ -414,3 +435,78 @@ def test_only_binary_needs_a_value(folder: Path) -> None:
     error = refusal(folder, "--only-binary")
     assert_refused_at(error, folder / "requirements.txt", 1)
     assert "needs a value" in error.why
+
+
+def test_a_chain_of_includes_too_deep_to_follow_is_one_line(folder: Path) -> None:
+    depth = 400
+    for number in range(depth):
+        write(folder / f"r{number}.txt", f"-r r{number + 1}.txt")
+    write(folder / f"r{depth}.txt", "bsf-alpha")
+    write(folder / "requirements.txt", "-r r0.txt")
+    error = refusal(folder, "-r r0.txt")
+    assert "more than 100; flatten them" in error.why and "100 files deep" in error.why
+    assert error.path.name == "r98.txt" and error.line == 1
+
+
+def test_a_deep_but_reasonable_chain_of_includes_is_read(folder: Path) -> None:
+    for number in range(50):
+        write(folder / f"r{number}.txt", f"-r r{number + 1}.txt")
+    write(folder / "r50.txt", "bsf-alpha")
+    assert [line.name for line in read_lines(folder, "-r r0.txt").requirements] == ["bsf-alpha"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_file_with_a_byte_order_mark_is_read_as_pip_reads_it(folder: Path, encoding: str) -> None:
+    """PowerShell's `pip freeze > requirements.txt` writes UTF-16 with a BOM; pip reads it."""
+    path = folder / "requirements.txt"
+    text = "# café\nbsf-alpha==1.0\nbsf-beta\n"
+    raw = text.encode(encoding)
+    if encoding == "utf-16-be":
+        raw = codecs.BOM_UTF16_BE + raw
+    path.write_bytes(raw)
+    assert [str(line.requirement) for line in read(path).requirements] == ["bsf-alpha==1.0", "bsf-beta"]
+
+
+def test_a_coding_comment_in_the_first_two_lines_is_honoured(folder: Path) -> None:
+    path = folder / "requirements.txt"
+    path.write_bytes("#!/usr/bin/env pip\n# -*- coding: latin-1 -*-\n# Müller's set\nbsf-alpha\n".encode("latin-1"))
+    assert [line.name for line in read(path).requirements] == ["bsf-alpha"]
+    path.write_bytes(b"# -*- coding: no-such-codec -*-\nbsf-alpha\n")
+    with pytest.raises(RequirementsError, match="declares the encoding 'no-such-codec'"):
+        read(path)
+    path.write_bytes(codecs.BOM_UTF16_LE + b"\x00\xd8")  # a lone surrogate: not UTF-16
+    with pytest.raises(RequirementsError, match="is not utf-16-le text, as its byte-order mark says"):
+        read(path)
+
+
+def test_a_constraint_with_extras_is_refused_as_pip_refuses_it(folder: Path) -> None:
+    write(folder / "constraints.txt", "bsf-alpha[cli,fast]==1.0")
+    error = refusal(folder, "bsf-alpha", "-c constraints.txt")
+    assert_refused_at(error, folder / "constraints.txt", 1)
+    assert "a constraint cannot have extras ([cli,fast])" in error.why
+
+
+def test_several_index_options_on_one_line_once_allowed(folder: Path) -> None:
+    """As pip takes them: repeated on one line, continued over lines; a relative find-links folder is
+    relative to the file that names it."""
+    (folder / "sub" / "wheels").mkdir(parents=True)
+    write(
+        folder / "sub" / "more.txt",
+        "--trusted-host=a.example --trusted-host b.example",
+        "--extra-index-url https://a.example/simple \\",
+        "    --extra-index-url https://b.example/simple",
+        "-f ./wheels",
+        "bsf-alpha",
+    )
+    path = write(folder / "requirements.txt", "-r sub/more.txt")
+    desired = read(path, Policy(allow_index_options=True))
+    assert desired.index_options == [
+        "--trusted-host a.example",
+        "--trusted-host b.example",
+        "--extra-index-url https://a.example/simple",
+        "--extra-index-url https://b.example/simple",
+        f"-f {folder.resolve() / 'sub' / 'wheels'}",
+    ]
+    with pytest.raises(RequirementsError) as info:
+        read(write(folder / "requirements.txt", "--trusted-host a.example --pre"), Policy(allow_index_options=True))
+    assert "unexpected --pre after --trusted-host a.example; write it on a line of its own" in info.value.why

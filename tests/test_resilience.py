@@ -196,3 +196,24 @@ def test_a_manifest_missing_its_keys_is_told_not_a_traceback(repo: Repo, run_cli
     assert check.code == 1 and "never synced" in check.out
     assert run_cli("status").code == 0
     assert sync(repo.settings()).changed  # and a sync repairs it
+
+
+def test_a_requirements_file_that_vanished_never_empties_the_folder(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha")
+    sync(repo.settings())
+    served = repo.manifest()["generation"]
+    repo.requirements.unlink()  # a typo in the setting, or the repo not checked out yet
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1
+    assert "requirements.txt: does not exist" in result.err and "BOOTSTRAP_REQUIREMENTS_FILE" in result.err
+    assert repo.manifest()["generation"] == served and repo.installed() == {"bsf-alpha": "2.0"}
+    check = run_cli("check")
+    assert check.code == 1 and "does not exist" in check.out
+    repo.write()  # an empty file is a real request for nothing
+    assert sync(repo.settings()).changed and repo.installed() == {}
+
+
+def test_a_fresh_folder_with_no_requirements_file_is_a_healthy_empty_set(repo: Repo, run_cli: Any) -> None:
+    result = run_cli("sync", "-q")
+    assert result.code == 0, result.err
+    assert repo.installed() == {} and run_cli("check").code == 0

@@ -205,3 +205,11 @@ def test_a_sync_that_runs_no_tool_needs_no_backend(repo: Repo, monkeypatch: pyte
     assert not result.changed and result.manifest["status"] == "ok"
     repo.write()  # nothing to resolve: `lock` needs no tool either
     assert run_cli("lock").code == 0
+
+
+def test_the_same_package_across_includes_resolves_once(repo: Repo) -> None:
+    """celery's and mypy's files name a package on two lines: pip merges them, and so does the sync."""
+    (repo.root / "more.txt").write_text('bsf-alpha<3\nbsf-gamma; python_version >= "3"\n')
+    repo.write("bsf-alpha>=1", "bsf-gamma", "-r more.txt")
+    sync(repo.settings())
+    assert repo.installed() == {"bsf-alpha": "2.0", "bsf-gamma": "1.0"}

@@ -63,7 +63,7 @@ def merged(desired: Desired, overlay: list[RequirementLine], inputs: dict[str, s
     added, narrowing = [], []
     for extra in overlay:
         for line in committed.get(extra.name, []):
-            if _conflict(line, extra):
+            if requirements.conflicting(line, extra):
                 raise RequirementsError(
                     extra.path,
                     extra.line,
@@ -81,23 +81,6 @@ def merged(desired: Desired, overlay: list[RequirementLine], inputs: dict[str, s
         constraints=[*desired.constraints, *narrowing],
         inputs={**desired.inputs, **inputs},
     )
-
-
-def _conflict(committed: RequirementLine, runtime: RequirementLine) -> bool:
-    """True when no version can satisfy both lines (as far as exact pins and URLs tell; ranges go to pip)."""
-    one, other = committed.requirement, runtime.requirement
-    if one.marker is not None and other.marker is not None and str(one.marker) != str(other.marker):
-        return False  # never both in force
-    if one.url or other.url:
-        return bool(one.url and other.url and one.url != other.url) or bool(
-            (one.url and other.specifier) or (other.url and one.specifier)
-        )
-    for pinned, against in ((one, other), (other, one)):
-        for spec in pinned.specifier:
-            exact = spec.operator in ("==", "===") and not spec.version.endswith(".*")
-            if exact and not against.specifier.contains(spec.version, prereleases=True):
-                return True
-    return False
 
 
 def parse_request(text: str) -> RequirementLine:

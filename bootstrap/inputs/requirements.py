@@ -9,6 +9,7 @@ choice, made in pip's own configuration. Every refusal is ``file:line: why``.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -41,6 +42,9 @@ _INDEX_OPTIONS = frozenset(
 )
 _ALLOWED_GLOBAL_FLAGS = frozenset({"--pre", "--prefer-binary", "--require-hashes"})
 _VALUE_OPTIONS = frozenset({"--only-binary"})  # allowed global options that take one value
+# Files included within files (-r, -c), counting the committed file: far more than anyone writes, far
+# fewer than the interpreter's recursion limit allows.
+MAX_INCLUDE_DEPTH = 100
 _INCLUDE_OPTIONS = {
     "-r": "requirement",
     "--requirement": "requirement",
@@ -208,10 +212,9 @@ class _Reader:
         real = Path(os.path.realpath(path))
         self.done.add((real, kind))
         try:
-            # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, as pip does.
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            raise RequirementsError(path, None, "is not UTF-8 text") from None
+            text = decode(path.read_bytes())
+        except ValueError as exc:
+            raise RequirementsError(path, None, str(exc)) from None
         except OSError as exc:
             raise RequirementsError(path, None, f"cannot be read ({exc.strerror})") from None
         for line_no, line in logical_lines(text):
@@ -226,14 +229,19 @@ class _Reader:
             self.read_option(path, line_no, line, kind=kind, chain=chain)
             return
         requirement_line = parse_requirement(path, line_no, line, self.policy)
+        if kind == "constraint" and requirement_line.requirement.extras:
+            extras = ",".join(sorted(requirement_line.requirement.extras))
+            raise RequirementsError(
+                path, line_no, f"a constraint cannot have extras ([{extras}]), as pip refuses them; drop them here"
+            )
         earlier_lines = self.seen.setdefault((kind, requirement_line.name), [])
-        for earlier in earlier_lines:
-            if not _exclusive(earlier, requirement_line):
+        for earlier in earlier_lines:  # pip merges the others: extras united, specifiers intersected
+            if conflicting(earlier, requirement_line):
                 raise RequirementsError(
                     path,
                     line_no,
-                    f"{requirement_line.requirement.name} is also required at {earlier.path.name}:{earlier.line} "
-                    f"({earlier.requirement}); keep one line per package",
+                    f"{requirement_line.requirement} conflicts with {earlier.path.name}:{earlier.line} "
+                    f"({earlier.requirement}): no version satisfies both; keep one of them",
                 )
         earlier_lines.append(requirement_line)
         target = self.desired.requirements if kind == "requirement" else self.desired.constraints
@@ -244,27 +252,13 @@ class _Reader:
             tokens = shlex.split(line)
         except ValueError as exc:
             raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
-        option, equals, value = tokens[0].partition("=")
+        if _short_or_long(tokens[0])[0] in _INDEX_OPTIONS:
+            self.read_index_options(path, line_no, tokens)
+            return
+        option, equals, value = _short_or_long(tokens[0])
         rest = tokens[1:]
-        for short in ("-r", "-c", "-i", "-f", "-e"):  # "-rother.txt"
-            if option.startswith(short) and len(option) > 2 and not option.startswith("--"):
-                option, equals, value = short, "=", tokens[0][2:]
         if not equals and rest and option not in _ALLOWED_GLOBAL_FLAGS:
             value, rest = rest[0], rest[1:]
-        if option in _INDEX_OPTIONS:
-            if not self.policy.allow_index_options:
-                raise RequirementsError(
-                    path,
-                    line_no,
-                    f"{option} is not allowed: {_WHERE_FROM} (an operator can allow it with "
-                    "BOOTSTRAP_ALLOW_INDEX_OPTIONS=true)",
-                )
-            if rest:
-                raise RequirementsError(path, line_no, f"unexpected {redact(shlex.join(rest))} after {option}")
-            stated = f"{option} {shlex.quote(value)}" if value and option != "--no-index" else option
-            if stated not in self.desired.index_options:
-                self.desired.index_options.append(stated)
-            return
         if option in ("-e", "--editable"):
             raise RequirementsError(
                 path,
@@ -299,6 +293,42 @@ class _Reader:
         else:
             self._global(option)
 
+    def read_index_options(self, path: Path, line_no: int, tokens: list[str]) -> None:
+        """A line of index options, as many as pip takes on one line (``--trusted-host=a --trusted-host=b``).
+
+        Only with BOOTSTRAP_ALLOW_INDEX_OPTIONS. A relative ``--find-links`` is relative to the file
+        that says it, when there is such a folder there (as pip takes it).
+        """
+        remaining = list(tokens)
+        while remaining:
+            option, equals, value = _short_or_long(remaining.pop(0))
+            if option not in _INDEX_OPTIONS:
+                stated = " ".join(tokens[: len(tokens) - len(remaining) - 1])
+                raise RequirementsError(
+                    path, line_no, f"unexpected {redact(option)} after {redact(stated)}; write it on a line of its own"
+                )
+            if not self.policy.allow_index_options:
+                raise RequirementsError(
+                    path,
+                    line_no,
+                    f"{option} is not allowed: {_WHERE_FROM} (an operator can allow it with "
+                    "BOOTSTRAP_ALLOW_INDEX_OPTIONS=true)",
+                )
+            if option == "--no-index":
+                if equals:
+                    raise RequirementsError(path, line_no, f"{option} takes no value")
+                stated = option
+            else:
+                if not equals:
+                    if not remaining or remaining[0].startswith("-"):
+                        raise RequirementsError(path, line_no, f"{option} needs a value")
+                    value = remaining.pop(0)
+                if option in ("-f", "--find-links"):
+                    value = _relative_to(path, value)
+                stated = f"{option} {shlex.quote(value)}"
+            if stated not in self.desired.index_options:
+                self.desired.index_options.append(stated)
+
     def _global(self, option: str) -> None:
         if option not in self.desired.global_options:
             self.desired.global_options.append(option)
@@ -316,6 +346,12 @@ class _Reader:
             )
         if target in chain:
             raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
+        if len(chain) >= MAX_INCLUDE_DEPTH:
+            raise RequirementsError(
+                path,
+                line_no,
+                f"includes nest {len(chain)} files deep here, more than {MAX_INCLUDE_DEPTH}; flatten them",
+            )
         if not target.is_file():
             raise RequirementsError(path, line_no, f"{value} does not exist")
         if (target, kind) in self.done:  # already read through another include: nothing new in it
@@ -325,11 +361,44 @@ class _Reader:
         self.read_file(target, kind=kind, chain=chain)
 
 
-def _exclusive(one: RequirementLine, other: RequirementLine) -> bool:
-    """Two lines for one package may stand if both have markers and they differ (``x==1; python_version<"3.10"``
-    and ``x==2; python_version>="3.10"``): pip-compile keeps both. Any other repeat is a mistake."""
-    first, second = one.requirement.marker, other.requirement.marker
-    return first is not None and second is not None and str(first) != str(second)
+def _short_or_long(token: str) -> tuple[str, str, str]:
+    """``(option, "=" or "", value)`` of one token: ``--index-url=X``, ``-iX`` and ``-f`` alike."""
+    for short in ("-r", "-c", "-i", "-f", "-e"):  # "-rother.txt"
+        if token.startswith(short) and len(token) > 2 and not token.startswith("--"):
+            return short, "=", token[2:]
+    return token.partition("=")
+
+
+def _relative_to(path: Path, link: str) -> str:
+    """A find-links folder named relative to the requirements file, as pip finds it; anything else as given."""
+    if _URL_SCHEME.match(link) or os.path.isabs(link):
+        return link
+    beside = path.parent / link
+    return os.path.abspath(beside) if beside.exists() else link
+
+
+def conflicting(one: RequirementLine, other: RequirementLine) -> bool:
+    """Two lines for one package that no version can satisfy together (as far as exact pins and URLs tell;
+    ranges are the resolver's to judge), where both are in force: with the same marker (or none), or with
+    markers that both hold for this interpreter. Lines under exclusive markers (``x==1; python_version<"3.10"``
+    and ``x==2; python_version>="3.10"``) never conflict: pip-compile keeps both."""
+    first, second = one.requirement, other.requirement
+    if str(first.marker) != str(second.marker) and not (_in_force(first) and _in_force(second)):
+        return False
+    if first.url or second.url:
+        return bool(first.url and second.url and first.url != second.url) or bool(
+            (first.url and second.specifier) or (second.url and first.specifier)
+        )
+    for pinned, against in ((first, second), (second, first)):
+        for spec in pinned.specifier:
+            exact = spec.operator in ("==", "===") and not spec.version.endswith(".*")
+            if exact and not against.specifier.contains(spec.version, prereleases=True):
+                return True
+    return False
+
+
+def _in_force(requirement: Requirement) -> bool:
+    return requirement.marker is None or requirement.marker.evaluate()
 
 
 _PACKAGE_NAMES = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(,[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -352,6 +421,39 @@ def _binary_value(path: Path, line_no: int, option: str, value: str) -> str:
     if value != ":all:" and not _PACKAGE_NAMES.match(value):
         raise RequirementsError(path, line_no, f"{option} takes :all: or package names, not {redact(value)!r}")
     return value
+
+
+# Byte-order marks, longest first: a UTF-32 LE mark begins with the UTF-16 LE one.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+_CODING = re.compile(rb"coding[:=]\s*([-\w.]+)")
+
+
+def decode(raw: bytes) -> str:
+    """A requirements file's text, decoded as pip decodes it: a byte-order mark (PowerShell's
+    ``pip freeze >`` writes UTF-16), else a ``# -*- coding: NAME -*-`` comment in the first two
+    lines, else UTF-8. ``ValueError`` says why it cannot be decoded."""
+    bom, encoding = next(((bom, name) for bom, name in _BOMS if raw.startswith(bom)), (b"", "utf-8"))
+    if not bom:
+        for line in raw.split(b"\n")[:2]:
+            declared = _CODING.search(line) if line.lstrip().startswith(b"#") else None
+            if declared:
+                encoding = declared.group(1).decode("ascii")
+                break
+    try:
+        return raw[len(bom) :].decode(encoding)
+    except LookupError:
+        raise ValueError(f"declares the encoding {encoding!r}, which Python does not know") from None
+    except UnicodeDecodeError:
+        if encoding == "utf-8" and not bom:
+            raise ValueError("is not UTF-8 text") from None
+        told = "its byte-order mark" if bom else "its coding comment"
+        raise ValueError(f"is not {encoding} text, as {told} says") from None
 
 
 def logical_lines(text: str) -> list[tuple[int, str]]:

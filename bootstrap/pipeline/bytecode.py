@@ -53,12 +53,18 @@ out.flush()
 
 
 def modules_to_compile(folder: Path) -> list[Path]:
-    """The ``.py`` files under ``folder`` that get bytecode, largest first (the best order to share out)."""
+    """The ``.py`` files under ``folder`` that get bytecode, largest first (the best order to share out).
+
+    A module whose ``.pyc`` is already there is left alone: that file came in the wheel (numpy ships
+    some, listed in its RECORD), and a file a wheel ships is never rewritten.
+    """
     found: list[tuple[int, str]] = []
+    suffix = f".{sys.implementation.cache_tag}.pyc"
     for root, dirs, files in os.walk(folder):
+        shipped = _listing(os.path.join(root, "__pycache__")) if "__pycache__" in dirs else set()
         dirs[:] = [name for name in dirs if name not in SKIPPED_FOLDERS]
         for name in files:
-            if name.endswith(".py"):
+            if name.endswith(".py") and f"{name[:-3]}{suffix}" not in shipped:
                 path = os.path.join(root, name)
                 try:
                     found.append((os.stat(path).st_size, path))
@@ -66,6 +72,13 @@ def modules_to_compile(folder: Path) -> list[Path]:
                     continue
     found.sort(reverse=True)
     return [Path(path) for _, path in found]
+
+
+def _listing(folder: str) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
 
 
 def compile_tree(

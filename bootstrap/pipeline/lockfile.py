@@ -15,7 +15,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import ResolutionError, redact
-from bootstrap.inputs.requirements import HASH_VALUE, Desired, logical_lines
+from bootstrap.inputs.requirements import HASH_VALUE, Desired, decode, logical_lines
 from bootstrap.store.fs import resolves_inside, text_sha256
 
 _HEADER_KEY = "# bootstrap: input-sha256="
@@ -34,10 +34,17 @@ class Pin:
     version: str | None  # None for a direct reference (``name @ URL``), pinned by its URL
     hashes: tuple[str, ...] = ()
     url: str | None = None
+    arbitrary: bool = False  # pinned with ``===`` (the version compared as a string), kept so for pip
+
+    def spec(self) -> str:
+        """The pin as a requirement, without its hashes: ``name==1.0``, ``name===1.0``, ``name @ URL``."""
+        if self.url:
+            return f"{self.name} @ {self.url}"
+        return f"{self.name}{'===' if self.arbitrary else '=='}{self.version}"
 
     def line(self) -> str:
-        pin = f"{self.name} @ {self.url}" if self.url else f"{self.name}=={self.version}"
-        return " ".join([pin, *(f"--hash={h}" for h in self.hashes)])
+        """The pin as a lock line, for pip: its spec and every hash."""
+        return " ".join([self.spec(), *(f"--hash={h}" for h in self.hashes)])
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,15 @@ def parse_lock(text: str, origin: str, urls_allowed_for: frozenset[str] = frozen
             pins.append(Pin(name, None, hashes, requirement.url))
             continue
         specifiers = list(requirement.specifier)
-        if len(specifiers) != 1 or specifiers[0].operator != "==" or "*" in specifiers[0].version:
+        exact = len(specifiers) == 1 and (
+            specifiers[0].operator == "===" or (specifiers[0].operator == "==" and "*" not in specifiers[0].version)
+        )
+        if not exact:
             raise ResolutionError(f"{origin}:{number}: {spec.strip()} is not an exact pin (name==version)")
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
-        pins.append(Pin(canonicalize_name(requirement.name), specifiers[0].version, hashes))
+        arbitrary = specifiers[0].operator == "==="
+        pins.append(Pin(canonicalize_name(requirement.name), specifiers[0].version, hashes, arbitrary=arbitrary))
     return tuple(pins)
 
 
@@ -130,6 +141,6 @@ def read_committed(path: Path) -> str:
             f"{path} is a link to {os.path.realpath(path)}, outside its folder; commit the lock itself"
         )
     try:
-        return path.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors add is not content
-    except UnicodeDecodeError:
-        raise ResolutionError(f"{path} is not UTF-8 text; write it again with `python -m bootstrap lock`") from None
+        return decode(path.read_bytes())  # as pip reads it: a BOM (UTF-8, -16, -32) or a coding comment
+    except ValueError as exc:
+        raise ResolutionError(f"{path} {exc}; write it again with `python -m bootstrap lock`") from None

@@ -139,7 +139,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
             return Found(Lock(pins, text, "committed", committed))
         if not unsatisfied(desired, pins, committed_only=True):  # only the runtime additions are new
             # The committed pins stay in force: the additions are resolved around them (constraints).
-            around = "".join(f"{pin.name}=={pin.version}\n" for pin in pins if pin.version)
+            around = "".join(f"{pin.spec()}\n" for pin in pins if pin.version)
             log.info("the committed lock does not cover %s (added at run time): resolving around it", unmet[0])
             return Found(_cached(layout, desired, settings.backend, around), around)
         why = f"it does not satisfy {unmet[0]}"

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootstrap.errors import BootstrapError, RecordedFailure, StorageError, redact
+from bootstrap.errors import BootstrapError, RecordedFailure, RequirementsError, StorageError, redact
 from bootstrap.inputs import host
 from bootstrap.inputs.desired import read_desired
 from bootstrap.inputs.requirements import Desired
@@ -115,6 +115,7 @@ def _sync_locked(
     if done is not None:
         return done
     desired, host_dists = read_desired(settings, overlay_text=change.overlay if change else None)
+    _refuse_a_vanished_file(desired, current)
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
     tools = lazy_backend(settings)  # made only if a tool runs: unchanged pins need none
@@ -148,6 +149,19 @@ def _sync_locked(
         "published generation %s: %d package%s in %.1fs", new["generation"], count, "" if count == 1 else "s", elapsed
     )
     return SyncResult(changed=True, manifest=new)
+
+
+def _refuse_a_vanished_file(desired: Desired, current: Manifest | None) -> None:
+    """A requirements file that is not there (a typo in the setting, a repo not checked out yet) never
+    empties what a published generation serves; an empty file does, and a fresh folder stays empty."""
+    if not desired.exists and current is not None and current.get("packages"):
+        raise RequirementsError(
+            desired.requirements_file,
+            None,
+            f"does not exist, so the {len(current['packages'])} packages of generation {current.get('generation')} "
+            "keep serving; check BOOTSTRAP_REQUIREMENTS_FILE (or that the repo is checked out), or commit an empty "
+            "file to serve nothing",
+        )
 
 
 def _done_meanwhile(

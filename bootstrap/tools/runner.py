@@ -11,8 +11,11 @@ are kept: that is how operators point pip at their mirror.
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.metadata
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -30,12 +33,55 @@ _DROPPED = ("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_ROOT", "PIP_REQUIRE_VIR
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in _DROPPED}
+    tools = tool_path()
+    if tools:  # bootstrap's own tools came through PYTHONPATH (Azure Functions' .python_packages): keep those
+        env["PYTHONPATH"] = tools
     env["PIP_NO_INPUT"] = "1"
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["PYTHONIOENCODING"] = "utf-8"
     if extra:
         env.update(extra)
     return env
+
+
+# The tools children run (``python -m piptools``, ``python -m pip``): their distributions and what they need.
+_TOOLS = ("pip-tools", "pip")
+
+
+@functools.cache
+def tool_path() -> str:
+    """The ``PYTHONPATH`` entries that hold bootstrap's own tools, joined; empty when none does.
+
+    A platform may install bootstrap and its tools into a folder it names in ``PYTHONPATH``
+    (Azure Functions: ``.python_packages/lib/site-packages``). Children must find the tools there
+    too, yet nothing else of the host's ``PYTHONPATH`` (a generation, a stray folder) reaches them.
+    """
+    given = [os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if not given:
+        return ""
+    holding = set()
+    for dist in _closure(_TOOLS):
+        try:
+            holding.add(os.path.realpath(str(dist.locate_file(""))))
+        except (OSError, TypeError):  # a distribution without files on disk
+            continue
+    return os.pathsep.join(entry for entry in given if os.path.realpath(entry) in holding)
+
+
+def _closure(names: Sequence[str]) -> list[importlib.metadata.Distribution]:
+    """These distributions and everything they require (markers and extras aside: more is harmless)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        name = re.split(r"[\s<>=!~;\[(@]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if not name or name in found:
+            continue
+        try:
+            found[name] = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo.extend(found[name].requires or ())
+    return list(found.values())
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,14 @@ class PipBackend(Backend):
         else:
             super().resolution_progress(line)
 
+    def explain_install(self, exc: CommandError) -> str:
+        return _missing_tool(exc) or super().explain_install(exc)
+
     def explain_resolution(self, exc: CommandError, desired: Desired, *, wheels_only: bool) -> str:
         """Turn pip-compile's traceback into one line: what failed, where it was asked, what to do."""
+        missing = _missing_tool(exc)
+        if missing:
+            return missing
         output = exc.stderr + "\n" + exc.stdout
         where = pipout.indexes(output)
         if exc.timed_out:
@@ -86,3 +92,17 @@ class PipBackend(Backend):
             sides = "; ".join(line.strip() for line in conflicts[-1].splitlines() if line.strip())
             return f"the requirements conflict: {sides}; relax one of the pins"
         return f"pip-compile failed on {where}: {pipout.last_error(output)}"
+
+
+_TOOL_MODULES = {"piptools": "pip-tools", "pip": "pip"}
+
+
+def _missing_tool(exc: CommandError) -> str | None:
+    """The interpreter could not even start the tool: say which, not that the index failed."""
+    for module, distribution in _TOOL_MODULES.items():
+        if f"No module named {module}" in exc.stderr and exc.argv[1:3] == ["-m", module]:
+            return (
+                f"{exc.argv[0]} cannot run {distribution} (No module named {module}): install bootstrap's tools where "
+                "this interpreter finds them (its site-packages, or a folder named in PYTHONPATH)"
+            )
+    return None
