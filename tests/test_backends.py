@@ -426,3 +426,21 @@ def test_a_tool_the_interpreter_cannot_find_is_named_not_the_index(desired: Desi
         assert message.startswith(f"/usr/bin/python3 cannot run {distribution} (No module named {module})"), message
         assert "index" not in message.split(":")[0]
         assert PipBackend().explain_install(exc) == message
+
+
+def test_pip_a_version_for_another_python_says_which_python(desired: Desired) -> None:
+    stderr = (
+        "pip._internal.exceptions.UnsupportedPythonVersion: "
+        "Package 'Foo' requires a different Python: 3.11.7 not in '>=3.12'\n"
+    )
+    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    assert "the versions of foo the requirements allow need Python >=3.12, and this interpreter is 3.11.7" in message
+    assert "not found" not in message
+
+
+def test_pip_a_long_list_of_versions_is_cut_to_the_newest(desired: Desired) -> None:
+    versions = ", ".join(f"0.{minor}" for minor in range(300))
+    stderr = f"ERROR: Could not find a version that satisfies the requirement foo==9 (from versions: {versions})\n"
+    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    assert "(available: 0.295, 0.296, 0.297, 0.298, 0.299 and 295 older)" in message
+    assert len(message) < 400

@@ -215,3 +215,24 @@ def test_skip_import_check_as_a_setting_override(repo: Repo) -> None:
     sync(repo.settings(skip_import_check=frozenset({"bsf-needs-config"})))
     assert repo.manifest()["status"] == "ok"
     assert repo.installed() == {"bsf-needs-config": "1.0", "bsf-alpha": "2.0"}
+
+
+def test_a_version_only_for_a_newer_python_says_so(repo: Repo, wheelhouse: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A version that exists, but not for this interpreter, is not "not found"."""
+    import os
+    import sys
+
+    from tests.wheels import Dist, build_wheel, module
+
+    links = wheelhouse.parent / "newer-python"
+    links.mkdir(exist_ok=True)
+    build_wheel(
+        Dist("bsf-newpy", "2.0", module("bsf_newpy", "2.0"), extra_metadata=("Requires-Python: >=3.99",)), links
+    )
+    os.environ["PIP_FIND_LINKS"] = f"{wheelhouse} {links}"  # restored by the autouse fixture
+    repo.write("bsf-alpha", "bsf-newpy==2.0")
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    running = ".".join(map(str, sys.version_info[:3]))
+    assert "requirements.txt:2: the versions of bsf-newpy the requirements allow need Python >=3.99" in result.err
+    assert f"this interpreter is {running}" in result.err

@@ -249,3 +249,46 @@ def test_commands_run_at_once_report_the_first_failure_and_stop_the_rest() -> No
     first = outcomes.failures[0]
     assert isinstance(first, CommandError) and first.returncode == 3, "the cause comes first"
     assert all(isinstance(exc, CommandError) and exc.returncode == -9 for exc in outcomes.failures[1:])
+
+
+def test_a_module_needing_what_nothing_provides_is_an_optional_part(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ipython's matplotlib_inline imports matplotlib, which ipython does not require: pip installs it,
+    and so does a sync, with a warning naming the module and what it needs."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    shell = Dist(
+        "bsf-shell",
+        "1.0",
+        {
+            "bsf_shell/__init__.py": "X = 1\n",
+            "bsf_shell_inline/__init__.py": "import bsf_plotting_nobody_has.backend\n",
+        },
+    )
+    site = pip_install(tmp_path / "site", build_wheel(shell, wheels))
+    with caplog.at_level("WARNING", logger="bootstrap"):
+        found = verify.verify_generation(site, {"bsf-shell": "1.0"}, skip=frozenset(), timeout=60)
+    assert [dist.name for dist in found] == ["bsf-shell"]
+    assert "import bsf_shell_inline needs bsf_plotting_nobody_has, which nothing" in caplog.text
+    assert "optional part" in caplog.text
+
+
+def test_a_module_missing_from_a_package_the_set_has_still_fails(tmp_path: Path) -> None:
+    """A missing module the set should provide (its package is there, the module is not) is a broken set."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    base = Dist("bsf-base", "1.0", {"bsf_base/__init__.py": ""})
+    user = Dist("bsf-user", "1.0", {"bsf_user/__init__.py": "import bsf_base.gone\n"}, requires=("bsf-base",))
+    site = pip_install(tmp_path / "site", build_wheel(base, wheels), build_wheel(user, wheels))
+    with pytest.raises(VerificationError, match="import bsf_user failed"):
+        verify.verify_generation(site, {"bsf-base": "1.0", "bsf-user": "1.0"}, skip=frozenset(), timeout=60)
+
+
+def test_a_crash_or_a_syntax_error_still_fails_the_generation(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    bad = Dist("bsf-syntax", "1.0", {"bsf_syntax/__init__.py": "def broken(:\n"})
+    site = pip_install(tmp_path / "site", build_wheel(bad, wheels))
+    with pytest.raises(VerificationError, match=r"import bsf_syntax failed \(SyntaxError"):
+        verify.verify_generation(site, {"bsf-syntax": "1.0"}, skip=frozenset(), timeout=60)

@@ -10,6 +10,7 @@ reaches the host.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import sys
@@ -45,7 +46,8 @@ for name in sys.argv[2:]:
     try:
         importlib.import_module(name)
     except BaseException as exc:
-        failed[name] = (type(exc).__name__ + ": " + str(exc)).splitlines()[0][:300]
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        failed[name] = [(type(exc).__name__ + ": " + str(exc)).splitlines()[0][:300], missing]
 say({_RESULT_MARK!r} + json.dumps(failed))
 """
 
@@ -127,12 +129,23 @@ def _satisfies(version: str, requirement: Requirement) -> bool:
         return True  # not a version packaging knows: nothing to compare it with
 
 
-def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[str], timeout: float) -> None:
+def check_imports(
+    site_dir: Path,
+    dists: list[Distribution],
+    *,
+    skip: frozenset[str],
+    timeout: float,
+    provides: frozenset[str] | None = None,
+) -> None:
     """Import every top-level module of every distribution (but the skipped) in child processes.
 
     One child per core, each importing whole distributions (shared out by size), at once:
     the import check is the largest step of a sync after bytecode, and on a cold host
     without ``.pyc`` mostly compiling. A child that dies or hangs stops the others.
+
+    A module that fails only because it imports one that nothing provides (neither a
+    distribution of the set, ``provides``: their top-level names, nor the host) is an
+    optional part (ipython's ``matplotlib_inline`` without matplotlib): a warning, not a failure.
     """
     skipped = {canonicalize_name(name) for name in skip}  # `Foo_Bar` in the setting means foo-bar
     owner: dict[str, Distribution] = {}
@@ -165,11 +178,25 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
             ) from exc
         raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
     failed: dict[str, str] = {}
+    tops = provides if provides is not None else _top_modules(dists)
     for outcome in outcomes.completed:
         result_line = _last_marked(outcome.stdout, _RESULT_MARK)
         if result_line is None:  # os._exit(0) at import
             raise VerificationError(_died("ended early (exit code 0)", outcome.stdout, owner))
-        failed.update(json.loads(result_line))
+        for module, (error, missing) in json.loads(result_line).items():
+            if missing and _provided_by_nothing(missing, tops):
+                dist = owner[module]
+                log.warning(
+                    "%s %s: import %s needs %s, which nothing in the set or the host provides: left as an "
+                    "optional part (add the package that provides %s to use it)",
+                    dist.display_name,
+                    dist.version,
+                    module,
+                    missing,
+                    missing.split(".")[0],
+                )
+                continue
+            failed[module] = error
     if failed:
         details = "; ".join(
             f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"
@@ -179,6 +206,21 @@ def check_imports(site_dir: Path, dists: list[Distribution], *, skip: frozenset[
         raise VerificationError(
             f"{details}. If the package needs configuration to import, set BOOTSTRAP_SKIP_IMPORT_CHECK={names}"
         )
+
+
+def _top_modules(dists: list[Distribution]) -> frozenset[str]:
+    return frozenset(module.split(".")[0] for dist in dists for module in dist.modules())
+
+
+def _provided_by_nothing(missing: str, provides: frozenset[str]) -> bool:
+    """Whether no distribution of the set and nothing the host can import (its standard library too) has it."""
+    top = missing.split(".")[0]
+    if top in provides:
+        return False
+    try:
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):  # a broken host package: not for the set to excuse
+        return False
 
 
 def _share_out(owner: dict[str, Distribution]) -> list[list[str]]:
@@ -243,7 +285,7 @@ def verify_generation(
     to_check = _affected(dists, carried)
     if len(to_check) < len(dists):
         log.info("%d unchanged distributions were import-checked before", len(dists) - len(to_check))
-    check_imports(site_dir, to_check, skip=skip, timeout=timeout)
+    check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists))
     return dists
 
 

@@ -112,3 +112,19 @@ def not_found(origin: str, spec: str, where: str, *, wheels_only: bool) -> str:
         "index is the right one, is reachable and (a private index answers a wrong password with no versions) "
         f"accepts its credentials{wheels}"
     )
+
+
+def newest(versions: str, keep: int = 5) -> str:
+    """pip's ``from versions:`` list (oldest first), cut to the newest few: a popular package has hundreds."""
+    listed = [version.strip() for version in versions.split(",") if version.strip()]
+    if len(listed) <= keep:
+        return ", ".join(listed)
+    return f"{', '.join(listed[-keep:])} and {len(listed) - keep} older"
+
+
+def needs_python(origin: str, name: str, needed: str, running: str) -> str:
+    """The versions of ``name`` the requirements allow are not for this interpreter."""
+    return (
+        f"{origin}the versions of {name} the requirements allow need Python {needed}, and this interpreter is "
+        f"{running}: allow a version of {name} that supports Python {running}"
+    )

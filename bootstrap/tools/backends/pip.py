@@ -72,11 +72,15 @@ class PipBackend(Backend):
                 f"could not reach {where} ({redact(unreachable.group(1))}); is it up, and is PIP_INDEX_URL right? "
                 "(BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long pip waits)"
             )
+        python = re.search(r"Package '([^']+)' requires a different Python: (\S+) not in '([^']*)'", output)
+        if python:
+            name, running, needed = canonicalize_name(python.group(1)), python.group(2), python.group(3)
+            return pipout.needs_python(pipout.asked_at(desired, name), name, needed, running)
         not_found = re.search(
             r"Could not find a version that satisfies the requirement (\S+) \(from versions: ([^)]*)\)", output
         )
         if not_found:
-            spec, versions = not_found.group(1), not_found.group(2).strip()
+            spec, versions = not_found.group(1), pipout.newest(not_found.group(2))
             name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
             origin = pipout.asked_at(desired, name)
             if pipout.host_pin(desired, name) is not None:

@@ -148,6 +148,13 @@ class UvBackend(Backend):
                 "right? (BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long uv waits)"
             )
         because = _because(output)
+        python = re.search(
+            r"Because ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)? (?:requires|depends on) Python ?([<>=!~][^ ,]*)", because
+        )
+        if python:
+            name = canonicalize_name(python.group(1))
+            running = ".".join(str(part) for part in sys.version_info[:3])
+            return pipout.needs_python(pipout.asked_at(desired, name), name, python.group(2), running)
         source_only = re.search(r"Because ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)? has no usable wheels", because)
         if source_only and "building from source is disabled" in because:
             name = canonicalize_name(source_only.group(1))
