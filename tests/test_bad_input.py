@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,45 @@ def test_a_version_only_for_a_newer_python_says_so(repo: Repo, wheelhouse: Path,
     running = ".".join(map(str, sys.version_info[:3]))
     assert "requirements.txt:2: the versions of bsf-newpy the requirements allow need Python >=3.99" in result.err
     assert f"this interpreter is {running}" in result.err
+
+
+@pytest.fixture
+def failing_index() -> Iterator[str]:
+    """An index on 127.0.0.1 that answers every request with HTTP 500."""
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"the index is down")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_index_answering_http_500_is_not_a_missing_package(
+    repo: Repo,
+    failing_index: str,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.delenv("PIP_NO_INDEX")
+    monkeypatch.delenv("PIP_FIND_LINKS")
+    monkeypatch.setenv("PIP_INDEX_URL", failing_index)
+    monkeypatch.setenv("BOOTSTRAP_INDEX_RETRIES", "0")
+    repo.write("bsf-alpha")
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    assert "HTTP 500" in result.err and "bsf-alpha" in result.err, result.err
+    assert "not found" not in result.err and "no versions at all" not in result.err

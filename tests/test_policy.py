@@ -84,6 +84,8 @@ def test_only_wheels_by_default_and_the_message_names_the_setting(repo: Repo, wh
     with pytest.raises(BootstrapError) as failure:
         sync(repo.settings())
     assert "bsf-sdist-only" in str(failure.value) and "BOOTSTRAP_ALLOW_SOURCE_BUILDS" in str(failure.value)
+    assert "only as source archives" in str(failure.value) or "only a source archive" in str(failure.value)
+    assert "no versions at all" not in str(failure.value)
 
 
 def test_required_hashes(repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:

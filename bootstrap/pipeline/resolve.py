@@ -235,7 +235,7 @@ def compile_lock(
                 argv, cwd=work, timeout=settings.resolve_timeout, on_line=tools.resolution_progress, env=tools.env
             )
         except CommandError as exc:
-            explained = tools.explain_resolution(exc, desired, wheels_only=not settings.allow_source_builds)
+            explained = tools.diagnose_resolution(exc, desired, wheels_only=not settings.allow_source_builds)
             raise ResolutionError(explained) from exc
         body = output.read_text(encoding="utf-8")
     return lock_header(desired) + body

@@ -128,3 +128,18 @@ def needs_python(origin: str, name: str, needed: str, running: str) -> str:
         f"{origin}the versions of {name} the requirements allow need Python {needed}, and this interpreter is "
         f"{running}: allow a version of {name} that supports Python {running}"
     )
+
+
+def source_only(origin: str, name: str, where: str, versions: str) -> str:
+    return (
+        f"{origin}{name} is published only as source archives on {where} (versions {versions}; no wheel for this "
+        "interpreter), and only wheels are installed: an operator can allow building it (which runs its build "
+        "code) with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+    )
+
+
+def index_failed(origin: str, name: str, where: str, status: str) -> str:
+    return (
+        f"{origin}{where} answered HTTP {status} when asked for {name}: an error on the index's side, not a missing "
+        "package; try again, or tell whoever runs the index"
+    )

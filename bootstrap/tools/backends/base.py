@@ -60,6 +60,10 @@ class Backend(ABC):
     def last_error(self, output: str) -> str:
         """The tool's own account of what went wrong, as one line, redacted."""
 
+    def diagnose_resolution(self, exc: CommandError, desired: Desired, *, wheels_only: bool) -> str:
+        """``explain_resolution``, after asking the index more where the tool's own output says too little."""
+        return self.explain_resolution(exc, desired, wheels_only=wheels_only)
+
     def resolution_progress(self, line: str) -> None:
         log.debug("%s: %s", self.resolver, redact(line))
 

@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 
 from bootstrap.errors import CommandError, redact
 from bootstrap.inputs.requirements import Desired
-from bootstrap.tools import pipout
+from bootstrap.tools import pipout, runner
 from bootstrap.tools.backends.base import Backend
 
 log = logging.getLogger("bootstrap")
@@ -53,6 +53,34 @@ class PipBackend(Backend):
 
     def explain_install(self, exc: CommandError) -> str:
         return _missing_tool(exc) or super().explain_install(exc)
+
+    def diagnose_resolution(self, exc: CommandError, desired: Desired, *, wheels_only: bool) -> str:
+        """pip says "(from versions: none)" for a package that has only source archives (under wheels
+        only), for an index answering HTTP 500, and for a name that does not exist. Which one it was,
+        ``pip index versions`` tells (it builds nothing): asked only after such a failure."""
+        none = re.search(r"satisfies the requirement (\S+) \(from versions: none\)", exc.stderr + exc.stdout)
+        if none:
+            spec = none.group(1)
+            name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
+            found = self._ask_index(name)
+            where = pipout.indexes(exc.stderr + "\n" + exc.stdout)
+            origin = pipout.asked_at(desired, name)
+            status = re.search(r'"GET [^"]*" (5\d\d)', found)
+            if status:
+                return pipout.index_failed(origin, name, where, status.group(1))
+            versions = re.search(r"Available versions: (.+)", found)
+            if versions and wheels_only:
+                return pipout.source_only(origin, name, where, pipout.newest(versions.group(1)))
+        return self.explain_resolution(exc, desired, wheels_only=wheels_only)
+
+    def _ask_index(self, name: str) -> str:
+        """What ``pip index versions`` says of ``name``, source archives counted (its output, or nothing)."""
+        env = {**self.env, "PIP_ONLY_BINARY": ":none:"}  # asked, never installed: source archives count
+        argv = [sys.executable, "-m", "pip", "index", "versions", name, "-vv"]
+        try:
+            return runner.run(argv, timeout=120, env=env).stdout
+        except CommandError as exc:
+            return exc.stdout + exc.stderr
 
     def explain_resolution(self, exc: CommandError, desired: Desired, *, wheels_only: bool) -> str:
         """Turn pip-compile's traceback into one line: what failed, where it was asked, what to do."""

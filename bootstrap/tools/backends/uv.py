@@ -137,6 +137,10 @@ class UvBackend(Backend):
         where = pipout.uv_places()
         if exc.timed_out:
             return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
+        failed = re.search(r"Failed to fetch: \S*?/([A-Za-z0-9._-]+)/?\s.*?server error \((5\d\d)", output, re.DOTALL)
+        if failed:
+            name = canonicalize_name(failed.group(1))
+            return pipout.index_failed(pipout.asked_at(desired, name), name, where, failed.group(2))
         unreachable = re.search(
             r"(Failed to fetch[^\n]*|error sending request[^\n]*|dns error[^\n]*|Connection refused|"
             r"operation timed out|Request failed after \d+ retr(?:y|ies))",
