@@ -121,3 +121,26 @@ def test_bootstrap_installed_in_a_folder_named_in_pythonpath_syncs(repo: Repo, t
     proc = subprocess.run([str(python), "-m", "bootstrap", "sync"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert repo.installed() == {"bsf-alpha": "1.0"}
+
+
+def test_a_conflict_with_the_hosts_own_version_says_host_and_names_the_setting(
+    repo: Repo,
+    wheelhouse: Path,
+    run_cli,  # type: ignore[no-untyped-def]
+) -> None:
+    """Through a dependency, not a line of the file: the resolver's conflict must still read as the host's."""
+    import os
+    from importlib.metadata import version
+
+    from tests.wheels import Dist, build_wheel, module
+
+    links = wheelhouse.parent / "needs-old-packaging"
+    links.mkdir(exist_ok=True)
+    build_wheel(Dist("bsf-old-packaging", "1.0", module("bsf_old_packaging", "1.0"), requires=("packaging<20",)), links)
+    os.environ["PIP_FIND_LINKS"] = f"{wheelhouse} {links}"  # restored by the autouse fixture
+    repo.write("bsf-old-packaging")
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    host_version = version("packaging")
+    assert f"a version of packaging other than the host's {host_version}" in result.err
+    assert "BOOTSTRAP_HOST_OVERRIDES=packaging" in result.err

@@ -7,6 +7,7 @@ module in clear: everything it returns is redacted.
 from __future__ import annotations
 
 import os
+import re
 
 from bootstrap.errors import redact
 from bootstrap.inputs.requirements import Desired
@@ -143,3 +144,18 @@ def index_failed(origin: str, name: str, where: str, status: str) -> str:
         f"{origin}{where} answered HTTP {status} when asked for {name}: an error on the index's side, not a missing "
         "package; try again, or tell whoever runs the index"
     )
+
+
+def host_conflict(desired: Desired, conflict: str) -> str | None:
+    """A resolver conflict one side of which is the host's own version (its constraint, not a user's line)."""
+    for pin in desired.host_constraints.splitlines():
+        name, _, version = pin.partition("==")
+        if version and re.search(
+            rf"(?<![\w.-]){re.escape(name)}==" + re.escape(version) + r"(?![\w.])", conflict, re.I
+        ):
+            return (
+                f"the requirements need a version of {name} other than the host's {version} ({redact(conflict)}): the "
+                f"host's packages come first; require versions that work with {name} {version}, or an operator can "
+                f"let users override it with BOOTSTRAP_HOST_OVERRIDES={name}"
+            )
+    return None

@@ -122,7 +122,7 @@ class PipBackend(Backend):
         conflicts = re.findall(r"The conflict is caused by:\n((?:[ \t]+\S[^\n]*\n?)+)", output)
         if conflicts:
             sides = "; ".join(line.strip() for line in conflicts[-1].splitlines() if line.strip())
-            return f"the requirements conflict: {sides}; relax one of the pins"
+            return pipout.host_conflict(desired, sides) or f"the requirements conflict: {sides}; relax one of the pins"
         return f"pip-compile failed on {where}: {pipout.last_error(output)}"
 
 

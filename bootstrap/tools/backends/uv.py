@@ -187,7 +187,8 @@ class UvBackend(Backend):
                 return pipout.host_lacks(desired, name, origin, where, "")
             return f"{origin}no version of {redact(wanted)} found on {where} ({redact(because)}); check the version"
         if "No solution found" in output:
-            return f"the requirements conflict: {redact(because)}; relax one of the pins"
+            host = pipout.host_conflict(desired, because)
+            return host or f"the requirements conflict: {redact(because)}; relax one of the pins"
         return f"uv pip compile failed on {where}: {pipout.uv_error(output)}"
 
 
