@@ -152,9 +152,12 @@ def _sync_locked(
 
 
 def _refuse_a_vanished_file(desired: Desired, current: Manifest | None) -> None:
-    """A requirements file that is not there (a typo in the setting, a repo not checked out yet) never
-    empties what a published generation serves; an empty file does, and a fresh folder stays empty."""
-    if not desired.exists and current is not None and current.get("packages"):
+    """A requirements file that was there when the active generation was built, and is not now (a typo in
+    the setting, a repo not checked out yet), never empties what that generation serves; an empty file
+    does, a fresh folder stays empty, and a host that never had a file keeps its runtime additions."""
+    vanished = current is not None and current.get("requirements_sha256") is not None and current.get("packages")
+    if not desired.exists and vanished:
+        assert current is not None
         raise RequirementsError(
             desired.requirements_file,
             None,
