@@ -142,5 +142,18 @@ def test_a_conflict_with_the_hosts_own_version_says_host_and_names_the_setting(
     result = run_cli("sync", "-q")
     assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
     host_version = version("packaging")
-    assert f"a version of packaging other than the host's {host_version}" in result.err
+    assert f"requirements.txt:1: the requirements need a version of packaging other than the host's {host_version}" in (
+        result.err
+    )
     assert "BOOTSTRAP_HOST_OVERRIDES=packaging" in result.err
+    assert "The user requested" not in result.err  # pip's words for the host's constraint
+
+
+def test_every_pin_that_contradicts_the_host_is_named_at_once(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A pip-compile output pinning several host packages: one line for all of them, not one run each."""
+    repo.write("bsf-alpha", "packaging==20.9", "filelock==1.0.0")
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    assert "requirements.txt:2: packaging==20.9 contradicts the host's packaging" in result.err
+    assert "(and requirements.txt:3: filelock==1.0.0 too)" in result.err
+    assert "BOOTSTRAP_HOST_OVERRIDES=packaging,filelock" in result.err

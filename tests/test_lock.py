@@ -230,3 +230,17 @@ def test_an_arbitrary_equality_pin_locks_and_syncs(repo: Repo, run_cli) -> None:
     assert "bsf-alpha===1.0" in (repo.root / "requirements.lock").read_text() or BACKEND == "uv"  # uv writes ==
     assert sync(repo.settings()).manifest["lock_source"] == "committed"
     assert run_cli("verify").code == 0
+
+
+def test_a_file_that_does_not_match_its_pinned_hash_is_named(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A tampered wheel (here: a tampered hash) is one line naming the pin, not 'pip-compile failed on index'."""
+    import re
+
+    repo.write("bsf-alpha==1.0")
+    assert run_cli("lock", "--hashes").code == 0
+    lock = repo.root / "requirements.lock"
+    lock.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, lock.read_text()))
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    assert "the file served for bsf-alpha==1.0" in result.err and "does not have the hash its pin gives" in result.err
+    assert "lock --hashes" in result.err and "failed on" not in result.err

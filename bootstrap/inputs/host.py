@@ -40,8 +40,13 @@ def constraints_text(host: dict[str, str], overrides: frozenset[str]) -> str:
 
 
 def check_requirements(desired: Desired, host: dict[str, str], overrides: frozenset[str]) -> None:
-    """Refuse, before anything is resolved, a requirement that contradicts the host's own version."""
+    """Refuse, before anything is resolved, requirements that contradict the host's own versions.
+
+    All of them in one line (the first names its line, the others are counted and named in the
+    setting): a pip-compile output pinning five host packages is not five round trips.
+    """
     allowed = {canonicalize_name(name) for name in overrides}
+    contradicting = []
     for line in desired.requirements:
         requirement = line.requirement
         version = host.get(line.name)
@@ -50,13 +55,23 @@ def check_requirements(desired: Desired, host: dict[str, str], overrides: frozen
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
         if requirement.url or not requirement.specifier.contains(version, prereleases=True):
-            raise RequirementsError(
-                line.path,
-                line.line,
-                f"{requirement} contradicts the host's {requirement.name} {version}: the host's packages come "
-                f"first; require a version the host satisfies, or an operator can let users override it with "
-                f"BOOTSTRAP_HOST_OVERRIDES={line.name}",
-            )
+            contradicting.append((line, version))
+    if not contradicting:
+        return
+    (first, version), rest = contradicting[0], contradicting[1:]
+    more = (
+        " (and " + ", ".join(f"{line.path.name}:{line.line}: {line.requirement}" for line, _ in rest) + " too)"
+        if rest
+        else ""
+    )
+    names = ",".join(dict.fromkeys(line.name for line, _ in contradicting))
+    raise RequirementsError(
+        first.path,
+        first.line,
+        f"{first.requirement} contradicts the host's {first.requirement.name} {version}{more}: the host's packages "
+        f"come first; require a version the host satisfies, or an operator can let users override it with "
+        f"BOOTSTRAP_HOST_OVERRIDES={names}",
+    )
 
 
 def check_pins(

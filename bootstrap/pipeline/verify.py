@@ -177,26 +177,7 @@ def check_imports(
                 _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
             ) from exc
         raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
-    failed: dict[str, str] = {}
-    tops = provides if provides is not None else _top_modules(dists)
-    for outcome in outcomes.completed:
-        result_line = _last_marked(outcome.stdout, _RESULT_MARK)
-        if result_line is None:  # os._exit(0) at import
-            raise VerificationError(_died("ended early (exit code 0)", outcome.stdout, owner))
-        for module, (error, missing) in json.loads(result_line).items():
-            if missing and _provided_by_nothing(missing, tops):
-                dist = owner[module]
-                log.warning(
-                    "%s %s: import %s needs %s, which nothing in the set or the host provides: left as an "
-                    "optional part (add the package that provides %s to use it)",
-                    dist.display_name,
-                    dist.version,
-                    module,
-                    missing,
-                    missing.split(".")[0],
-                )
-                continue
-            failed[module] = error
+    failed = _failed_imports(outcomes.completed, owner, provides if provides is not None else _top_modules(dists))
     if failed:
         details = "; ".join(
             f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"
@@ -206,6 +187,32 @@ def check_imports(
         raise VerificationError(
             f"{details}. If the package needs configuration to import, set BOOTSTRAP_SKIP_IMPORT_CHECK={names}"
         )
+
+
+def _failed_imports(
+    completed: list[runner.Completed], owner: dict[str, Distribution], provides: frozenset[str]
+) -> dict[str, str]:
+    """``{module: why}`` of the imports that failed, from the children's reports; optional parts only warn."""
+    failed: dict[str, str] = {}
+    for outcome in completed:
+        result_line = _last_marked(outcome.stdout, _RESULT_MARK)
+        if result_line is None:  # os._exit(0) at import
+            raise VerificationError(_died("ended early (exit code 0)", outcome.stdout, owner))
+        for module, (error, missing) in json.loads(result_line).items():
+            if not missing or not _provided_by_nothing(missing, provides):
+                failed[module] = error
+                continue
+            dist = owner[module]
+            log.warning(
+                "%s %s: import %s needs %s, which nothing in the set or the host provides: left as an optional "
+                "part (add the package that provides %s to use it)",
+                dist.display_name,
+                dist.version,
+                module,
+                missing,
+                missing.split(".")[0],
+            )
+    return failed
 
 
 def _top_modules(dists: list[Distribution]) -> frozenset[str]:

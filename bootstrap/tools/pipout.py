@@ -147,15 +147,51 @@ def index_failed(origin: str, name: str, where: str, status: str) -> str:
 
 
 def host_conflict(desired: Desired, conflict: str) -> str | None:
-    """A resolver conflict one side of which is the host's own version (its constraint, not a user's line)."""
+    """A resolver conflict one side of which is the host's own version (its constraint, not a user's line).
+
+    Named at the line that asks for the package needing another version, where the file does.
+    """
     for pin in desired.host_constraints.splitlines():
         name, _, version = pin.partition("==")
-        if version and re.search(
-            rf"(?<![\w.-]){re.escape(name)}==" + re.escape(version) + r"(?![\w.])", conflict, re.I
-        ):
-            return (
-                f"the requirements need a version of {name} other than the host's {version} ({redact(conflict)}): the "
-                f"host's packages come first; require versions that work with {name} {version}, or an operator can "
-                f"let users override it with BOOTSTRAP_HOST_OVERRIDES={name}"
-            )
+        host_pin = rf"(?<![\w.-]){re.escape(name)}==" + re.escape(version) + r"(?![\w.])"
+        if not version or not re.search(host_pin, conflict, re.I):
+            continue
+        told = conflict.replace("The user requested (constraint) ", "the host has ")  # pip's words for it
+        needing = re.search(r"(?:^|; |Because (?:all versions of )?)([A-Za-z0-9._-]+)\S* (?:\S+ )?depends? on", told)
+        origin = asked_at(desired, _canonical(needing.group(1))) if needing else ""
+        return (
+            f"{origin}the requirements need a version of {name} other than the host's {version} ({redact(told)}): "
+            f"the host's packages come first; require versions that work with {name} {version}, or an operator "
+            f"can let users override it with BOOTSTRAP_HOST_OVERRIDES={name}"
+        )
     return None
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_PIP_HASH_MISMATCH = re.compile(
+    r"DO NOT MATCH THE HASHES[^\n]*\n(?:[^\n]*\n)*?[ \t]+([^\s:]+)(?: from (\S+))?[^\n]*:[ \t]*\n\s+Expected"
+)
+_UV_HASH_MISMATCH = re.compile(r"[Hh]ash mismatch for `([^`]+)`")
+
+
+def hash_mismatch(output: str, desired: Desired | None = None) -> str | None:
+    """A file the index served does not have the hash the lock pins (pip's or uv's report), as one line."""
+    found = _PIP_HASH_MISMATCH.search(output) or _UV_HASH_MISMATCH.search(output)
+    if found is None:
+        return None
+    pinned = found.group(1)
+    name = _canonical(re.split(r"[=<>!~@ ]", pinned, maxsplit=1)[0])
+    origin = asked_at(desired, name) if desired is not None else ""
+    served = (
+        f" ({redact(os.path.basename(found.group(2)))})"
+        if found.lastindex and found.lastindex >= 2 and found.group(2)
+        else ""
+    )
+    return (
+        f"{origin}the file served for {redact(pinned)}{served} does not have the hash its pin gives: if the pin was "
+        "updated, write the hashes again with `python -m bootstrap lock --hashes`; otherwise someone may have "
+        "tampered with it, and it is not installed"
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bootstrap.errors import CommandError, InstallError, redact
 from bootstrap.inputs.requirements import Desired
-from bootstrap.tools import runner
+from bootstrap.tools import pipout, runner
 
 log = logging.getLogger("bootstrap")
 
@@ -69,6 +69,9 @@ class Backend(ABC):
 
     def explain_install(self, exc: CommandError) -> str:
         output = exc.stderr + "\n" + exc.stdout
+        mismatch = pipout.hash_mismatch(output)
+        if mismatch:
+            return mismatch
         where = self.places(output)
         if exc.timed_out:
             return f"{self.installer} timed out on {where}; is it reachable? (raise BOOTSTRAP_INSTALL_TIMEOUT if slow)"

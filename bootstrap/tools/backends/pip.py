@@ -88,6 +88,9 @@ class PipBackend(Backend):
         if missing:
             return missing
         output = exc.stderr + "\n" + exc.stdout
+        mismatch = pipout.hash_mismatch(output, desired)
+        if mismatch:
+            return mismatch
         where = pipout.indexes(output)
         if exc.timed_out:
             return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"

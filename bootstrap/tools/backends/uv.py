@@ -135,22 +135,9 @@ class UvBackend(Backend):
         """The same one-line messages as pip's, from uv's report."""
         output = exc.stderr + "\n" + exc.stdout
         where = pipout.uv_places()
-        if exc.timed_out:
-            return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
-        failed = re.search(r"Failed to fetch: \S*?/([A-Za-z0-9._-]+)/?\s.*?server error \((5\d\d)", output, re.DOTALL)
-        if failed:
-            name = canonicalize_name(failed.group(1))
-            return pipout.index_failed(pipout.asked_at(desired, name), name, where, failed.group(2))
-        unreachable = re.search(
-            r"(Failed to fetch[^\n]*|error sending request[^\n]*|dns error[^\n]*|Connection refused|"
-            r"operation timed out|Request failed after \d+ retr(?:y|ies))",
-            output,
-        )
-        if unreachable:
-            return (
-                f"could not reach {where} ({redact(unreachable.group(1).strip())}); is it up, and is PIP_INDEX_URL "
-                "right? (BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long uv waits)"
-            )
+        fetching = _fetching_failed(exc, output, desired, where)
+        if fetching:
+            return fetching
         because = _because(output)
         python = re.search(
             r"Because ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)? (?:requires|depends on) Python ?([<>=!~][^ ,]*)", because
@@ -190,6 +177,30 @@ class UvBackend(Backend):
             host = pipout.host_conflict(desired, because)
             return host or f"the requirements conflict: {redact(because)}; relax one of the pins"
         return f"uv pip compile failed on {where}: {pipout.uv_error(output)}"
+
+
+def _fetching_failed(exc: CommandError, output: str, desired: Desired, where: str) -> str | None:
+    """What went wrong before any resolving: a hash, a time-out, an index error, an index out of reach."""
+    mismatch = pipout.hash_mismatch(output, desired)
+    if mismatch:
+        return mismatch
+    if exc.timed_out:
+        return f"resolution timed out on {where}; is it reachable? (raise BOOTSTRAP_RESOLVE_TIMEOUT if it is slow)"
+    failed = re.search(r"Failed to fetch: \S*?/([A-Za-z0-9._-]+)/?\s.*?server error \((5\d\d)", output, re.DOTALL)
+    if failed:
+        name = canonicalize_name(failed.group(1))
+        return pipout.index_failed(pipout.asked_at(desired, name), name, where, failed.group(2))
+    unreachable = re.search(
+        r"(Failed to fetch[^\n]*|error sending request[^\n]*|dns error[^\n]*|Connection refused|"
+        r"operation timed out|Request failed after \d+ retr(?:y|ies))",
+        output,
+    )
+    if unreachable:
+        return (
+            f"could not reach {where} ({redact(unreachable.group(1).strip())}); is it up, and is PIP_INDEX_URL "
+            "right? (BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long uv waits)"
+        )
+    return None
 
 
 def _because(output: str) -> str:
