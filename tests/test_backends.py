@@ -444,3 +444,24 @@ def test_pip_a_long_list_of_versions_is_cut_to_the_newest(desired: Desired) -> N
     message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
     assert "(available: 0.295, 0.296, 0.297, 0.298, 0.299 and 295 older)" in message
     assert len(message) < 400
+
+
+def test_pip_versions_an_index_ignored_for_another_python_are_told(desired: Desired) -> None:
+    """On an index that serves data-requires-python (PyPI), pip lists such versions as ignored."""
+    stderr = (
+        "INFO: Ignored the following versions that require a different python version: 2.0 Requires-Python >=3.99\n"
+        "ERROR: Could not find a version that satisfies the requirement foo==2.0 (from versions: 1.0)\n"
+    )
+    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    assert "the versions of foo the requirements allow need Python >=3.99" in message
+
+
+def test_uv_the_current_python_not_satisfying_a_version_is_told(desired: Desired) -> None:
+    stderr = (
+        "  \u00d7 No solution found when resolving dependencies:\n"
+        "  ╰─▶ Because the current Python version (3.11.7) does not satisfy Python>=3.99 and foo==2.0 depends on "
+        "Python>=3.99, we can conclude that foo==2.0 cannot be used.\n"
+    )
+    backend = UvBackend("/usr/bin/uv")
+    message = backend.explain_resolution(CommandError(["uv"], 1, "", stderr), desired, wheels_only=True)
+    assert "the versions of foo the requirements allow need Python >=3.99" in message

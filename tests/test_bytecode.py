@@ -148,3 +148,32 @@ def test_bytecode_a_wheel_ships_is_never_rewritten(tmp_path: Path) -> None:
     assert (site / "bsf_ships" / "__pycache__" / f"tool.{tag}.pyc").read_text() == "bytecode as the wheel ships it"
     assert (site / "bsf_ships" / "__pycache__" / f"__init__.{tag}.pyc").is_file()  # the rest is compiled
     assert changed_files(site, installed(site)) == []
+
+
+def test_the_import_check_never_rewrites_bytecode_a_wheel_ships(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip does not keep a wheel's modification times, so a shipped timestamped .pyc looks stale; an import
+    that could write bytecode would rewrite it, and `verify` would then name it as changed."""
+    import importlib.util
+    import py_compile
+    import subprocess
+    import sys
+
+    from bootstrap.pipeline import verify
+    from bootstrap.store.records import changed_files, installed
+    from tests.wheels import Dist, build_wheel
+
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # as on a host that writes bytecode
+    source = tmp_path / "src" / "bsf_shipped" / "__init__.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("X = 1\n")
+    compiled = Path(py_compile.compile(str(source), cfile=str(tmp_path / "shipped.pyc")))
+    relative = Path(importlib.util.cache_from_source("bsf_shipped/__init__.py"))
+    files = {"bsf_shipped/__init__.py": "X = 1\n", relative.as_posix(): compiled.read_bytes().decode("latin-1")}
+    wheel = build_wheel(Dist("bsf-shipped", "1.0", files), tmp_path)
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--target", str(site), str(wheel)]
+    subprocess.run(pip, check=True, capture_output=True)
+    verify.verify_generation(site, {"bsf-shipped": "1.0"}, skip=frozenset(), timeout=60)
+    assert changed_files(site, installed(site)) == []

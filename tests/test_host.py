@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,28 @@ def test_every_pin_that_contradicts_the_host_is_named_at_once(repo: Repo, run_cl
     assert "requirements.txt:2: packaging==20.9 contradicts the host's packaging" in result.err
     assert "(and requirements.txt:3: filelock==1.0.0 too)" in result.err
     assert "BOOTSTRAP_HOST_OVERRIDES=packaging,filelock" in result.err
+
+
+def test_children_get_only_the_pythonpath_folders_the_tools_are_found_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder a user can write (or a generation) on the host's PYTHONPATH never reaches pip-compile or pip,
+    even when it holds packages that pip-tools also uses."""
+    import sysconfig
+
+    from bootstrap.tools import runner
+
+    stray = tmp_path / "stray"
+    (stray / "click-99.0.dist-info").mkdir(parents=True)
+    (stray / "click-99.0.dist-info" / "METADATA").write_text("Name: click\nVersion: 99.0\n")
+    (stray / "sitecustomize.py").write_text("print('user code ran in a tool child')\n")
+    tools = sysconfig.get_paths()["purelib"]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(stray), tools]))
+    runner.tool_path.cache_clear()
+    try:
+        assert runner.child_env()["PYTHONPATH"] == tools
+        monkeypatch.setenv("PYTHONPATH", str(stray))
+        runner.tool_path.cache_clear()
+        assert "PYTHONPATH" not in runner.child_env()
+    finally:
+        runner.tool_path.cache_clear()

@@ -444,7 +444,7 @@ def test_a_chain_of_includes_too_deep_to_follow_is_one_line(folder: Path) -> Non
     write(folder / f"r{depth}.txt", "bsf-alpha")
     write(folder / "requirements.txt", "-r r0.txt")
     error = refusal(folder, "-r r0.txt")
-    assert "more than 100; flatten them" in error.why and "100 files deep" in error.why
+    assert "r99.txt would be file 101 of a chain of includes (at most 100); flatten them" in error.why
     assert error.path.name == "r98.txt" and error.line == 1
 
 
@@ -505,8 +505,28 @@ def test_several_index_options_on_one_line_once_allowed(folder: Path) -> None:
         "--trusted-host b.example",
         "--extra-index-url https://a.example/simple",
         "--extra-index-url https://b.example/simple",
-        f"-f {folder.resolve() / 'sub' / 'wheels'}",
+        "-f ./wheels",  # as written: what a committed lock records is the same in every checkout
     ]
+    assert desired.index_resolved[-1] == f"-f {folder.resolve() / 'sub' / 'wheels'}"  # as pip is given it
+    assert desired.pip_args()[-2:] == ["-f", str(folder.resolve() / "sub" / "wheels")]
+    import shutil
+
+    checkout = shutil.copytree(folder, folder.parent / "another-checkout")
+    elsewhere = read(checkout / "requirements.txt", Policy(allow_index_options=True))
+    assert elsewhere.input_sha256 == desired.input_sha256  # another checkout, the same input
     with pytest.raises(RequirementsError) as info:
         read(write(folder / "requirements.txt", "--trusted-host a.example --pre"), Policy(allow_index_options=True))
     assert "unexpected --pre after --trusted-host a.example; write it on a line of its own" in info.value.why
+
+
+def test_a_relative_find_links_folder_must_be_there_and_inside_the_repo(folder: Path) -> None:
+    allowed = Policy(allow_index_options=True)
+    with pytest.raises(RequirementsError, match=r"\./nowhere does not exist beside requirements\.txt"):
+        read(write(folder / "requirements.txt", "-f ./nowhere"), allowed)
+    (folder.parent / "outside-wheels").mkdir()
+    with pytest.raises(RequirementsError, match="BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES"):
+        read(write(folder / "requirements.txt", "-f ../outside-wheels"), allowed)
+    both = Policy(allow_index_options=True, allow_outside_includes=True)
+    assert read(write(folder / "requirements.txt", "-f ../outside-wheels"), both).index_options == [
+        "-f ../outside-wheels"
+    ]

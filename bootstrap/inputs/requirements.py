@@ -94,7 +94,9 @@ class Desired:
     requirements: list[RequirementLine] = field(default_factory=list)
     constraints: list[RequirementLine] = field(default_factory=list)
     global_options: list[str] = field(default_factory=list)
-    index_options: list[str] = field(default_factory=list)  # only with BOOTSTRAP_ALLOW_INDEX_OPTIONS
+    index_options: list[str] = field(default_factory=list)  # only with BOOTSTRAP_ALLOW_INDEX_OPTIONS, as written
+    # The same options as pip is given them (a relative find-links folder made absolute), in the same order.
+    index_resolved: list[str] = field(default_factory=list)
     inputs: dict[str, str | None] = field(default_factory=dict)  # every file read, and its sha256
     # Given by the caller, not read from the file (so not part of input_sha256, which a committed lock records):
     host_constraints: str = ""  # the host's own packages, as name==version lines
@@ -124,10 +126,14 @@ class Desired:
             return "runtime"
         return "repo" if name in self.requested else None
 
-    def input_text(self, *, committed_only: bool = False) -> str:
-        """The normalised requirements: what resolution depends on, comments and layout aside."""
+    def input_text(self, *, committed_only: bool = False, for_pip: bool = False) -> str:
+        """The normalised requirements: what resolution depends on, comments and layout aside.
+
+        As written (what a committed lock records: the same in every checkout), or ``for_pip``
+        with find-links folders made absolute (pip-compile runs in a scratch folder).
+        """
         lines = [
-            *self.index_options,
+            *(self.index_resolved if for_pip else self.index_options),
             *self.global_options,
             *(line.normalized() for line in self.requirements if not (committed_only and line.runtime)),
         ]
@@ -140,7 +146,7 @@ class Desired:
 
     def pip_args(self) -> list[str]:
         """The index options (allowed by the operator) that an install from the lock needs too."""
-        return [token for option in self.index_options for token in shlex.split(option)]
+        return [token for option in self.index_resolved for token in shlex.split(option)]
 
     def constraints_text(self, *, committed_only: bool = False) -> str:
         return "".join(line.normalized() + "\n" for line in self.constraints if not (committed_only and line.runtime))
@@ -161,7 +167,7 @@ class Desired:
         ``around``: pins to resolve around (``name==version`` lines): the committed lock's, when only
         runtime additions are new.
         """
-        text = self.input_text()
+        text = self.input_text(for_pip=True)
         if self.constraints:
             constraints = folder / "constraints.txt"
             constraints.write_text(self.constraints_text(), encoding="utf-8")
@@ -323,11 +329,30 @@ class _Reader:
                     if not remaining or remaining[0].startswith("-"):
                         raise RequirementsError(path, line_no, f"{option} needs a value")
                     value = remaining.pop(0)
-                if option in ("-f", "--find-links"):
-                    value = _relative_to(path, value)
                 stated = f"{option} {shlex.quote(value)}"
-            if stated not in self.desired.index_options:
-                self.desired.index_options.append(stated)
+                if option in ("-f", "--find-links"):
+                    resolved = f"{option} {shlex.quote(self._find_links(path, line_no, value))}"
+            pair = (stated, resolved if option in ("-f", "--find-links") else stated)
+            if pair not in zip(self.desired.index_options, self.desired.index_resolved, strict=True):
+                self.desired.index_options.append(pair[0])
+                self.desired.index_resolved.append(pair[1])
+
+    def _find_links(self, path: Path, line_no: int, link: str) -> str:
+        """A find-links folder named relative to the file that says it, as pip takes it (absolute, for pip);
+        inside the repo folder unless BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES; a URL or an absolute path as given."""
+        if _URL_SCHEME.match(link) or os.path.isabs(link):
+            return link
+        beside = path.parent / link
+        if not beside.exists():
+            raise RequirementsError(path, line_no, f"{link} does not exist beside {path.name}")
+        if not resolves_inside(beside, self.repo_dir) and not self.policy.allow_outside_includes:
+            raise RequirementsError(
+                path,
+                line_no,
+                f"{link} is outside the repo folder {self.repo_dir} (an operator can allow it with "
+                "BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES=true)",
+            )
+        return os.path.abspath(beside)
 
     def _global(self, option: str) -> None:
         if option not in self.desired.global_options:
@@ -350,7 +375,8 @@ class _Reader:
             raise RequirementsError(
                 path,
                 line_no,
-                f"includes nest {len(chain)} files deep here, more than {MAX_INCLUDE_DEPTH}; flatten them",
+                f"{value} would be file {len(chain) + 1} of a chain of includes "
+                f"(at most {MAX_INCLUDE_DEPTH}); flatten them",
             )
         if not target.is_file():
             raise RequirementsError(path, line_no, f"{value} does not exist")
@@ -367,14 +393,6 @@ def _short_or_long(token: str) -> tuple[str, str, str]:
         if token.startswith(short) and len(token) > 2 and not token.startswith("--"):
             return short, "=", token[2:]
     return token.partition("=")
-
-
-def _relative_to(path: Path, link: str) -> str:
-    """A find-links folder named relative to the requirements file, as pip finds it; anything else as given."""
-    if _URL_SCHEME.match(link) or os.path.isabs(link):
-        return link
-    beside = path.parent / link
-    return os.path.abspath(beside) if beside.exists() else link
 
 
 def conflicting(one: RequirementLine, other: RequirementLine) -> bool:

@@ -165,7 +165,8 @@ def check_imports(
         len(groups),
         "" if len(groups) == 1 else "es",
     )
-    argvs = [[sys.executable, "-c", _IMPORT_SCRIPT, str(site_dir), *group] for group in groups]
+    # -B: importing never writes bytecode, so a .pyc a wheel ships (listed in its RECORD) stays as shipped.
+    argvs = [[sys.executable, "-B", "-c", _IMPORT_SCRIPT, str(site_dir), *group] for group in groups]
     outcomes = runner.run_all(argvs, cwd=site_dir.parent, timeout=timeout, stop_on_failure=True)
     if outcomes.failures:
         exc = outcomes.failures[0]  # the cause: the others were stopped because of it

@@ -115,12 +115,14 @@ def not_found(origin: str, spec: str, where: str, *, wheels_only: bool) -> str:
     )
 
 
-def newest(versions: str, keep: int = 5) -> str:
-    """pip's ``from versions:`` list (oldest first), cut to the newest few: a popular package has hundreds."""
+def newest(versions: str, keep: int = 5, *, newest_first: bool = False) -> str:
+    """A list of versions cut to the newest few (a popular package has hundreds): pip-compile's ``from
+    versions:`` lists the oldest first, ``pip index versions`` the newest."""
     listed = [version.strip() for version in versions.split(",") if version.strip()]
     if len(listed) <= keep:
         return ", ".join(listed)
-    return f"{', '.join(listed[-keep:])} and {len(listed) - keep} older"
+    kept = listed[:keep] if newest_first else listed[-keep:]
+    return f"{', '.join(kept)} and {len(listed) - keep} older"
 
 
 def needs_python(origin: str, name: str, needed: str, running: str) -> str:

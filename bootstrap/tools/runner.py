@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
+import importlib.util
 import logging
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -44,44 +43,29 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-# The tools children run (``python -m piptools``, ``python -m pip``): their distributions and what they need.
-_TOOLS = ("pip-tools", "pip")
+# The tools children run as ``python -m MODULE``.
+_TOOL_MODULES = ("piptools", "pip")
 
 
 @functools.cache
 def tool_path() -> str:
-    """The ``PYTHONPATH`` entries that hold bootstrap's own tools, joined; empty when none does.
+    """The ``PYTHONPATH`` entries bootstrap's tools are found in, joined; empty when none.
 
     A platform may install bootstrap and its tools into a folder it names in ``PYTHONPATH``
     (Azure Functions: ``.python_packages/lib/site-packages``). Children must find the tools there
-    too, yet nothing else of the host's ``PYTHONPATH`` (a generation, a stray folder) reaches them.
+    too, yet nothing else of the host's ``PYTHONPATH`` (a generation, a folder a user can write)
+    reaches them: only the folders that ``pip`` and ``piptools`` themselves are imported from.
     """
     given = [os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
-    if not given:
-        return ""
     holding = set()
-    for dist in _closure(_TOOLS):
+    for module in _TOOL_MODULES:
         try:
-            holding.add(os.path.realpath(str(dist.locate_file(""))))
-        except (OSError, TypeError):  # a distribution without files on disk
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
             continue
+        if spec is not None and spec.origin:
+            holding.add(os.path.realpath(os.path.dirname(os.path.dirname(spec.origin))))
     return os.pathsep.join(entry for entry in given if os.path.realpath(entry) in holding)
-
-
-def _closure(names: Sequence[str]) -> list[importlib.metadata.Distribution]:
-    """These distributions and everything they require (markers and extras aside: more is harmless)."""
-    found: dict[str, importlib.metadata.Distribution] = {}
-    todo = list(names)
-    while todo:
-        name = re.split(r"[\s<>=!~;\[(@]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
-        if not name or name in found:
-            continue
-        try:
-            found[name] = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        todo.extend(found[name].requires or ())
-    return list(found.values())
 
 
 @dataclass(frozen=True)

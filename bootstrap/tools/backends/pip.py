@@ -62,7 +62,7 @@ class PipBackend(Backend):
         if none:
             spec = none.group(1)
             name = canonicalize_name(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0])
-            found = self._ask_index(name)
+            found = self._ask_index(name, desired)
             where = pipout.indexes(exc.stderr + "\n" + exc.stdout)
             origin = pipout.asked_at(desired, name)
             status = re.search(r'"GET [^"]*" (5\d\d)', found)
@@ -70,13 +70,18 @@ class PipBackend(Backend):
                 return pipout.index_failed(origin, name, where, status.group(1))
             versions = re.search(r"Available versions: (.+)", found)
             if versions and wheels_only:
-                return pipout.source_only(origin, name, where, pipout.newest(versions.group(1)))
+                return pipout.source_only(origin, name, where, pipout.newest(versions.group(1), newest_first=True))
         return self.explain_resolution(exc, desired, wheels_only=wheels_only)
 
-    def _ask_index(self, name: str) -> str:
-        """What ``pip index versions`` says of ``name``, source archives counted (its output, or nothing)."""
+    def _ask_index(self, name: str, desired: Desired) -> str:
+        """What ``pip index versions`` says of ``name``, source archives counted (its output, or nothing).
+
+        Asked where pip-compile asked: pip's configuration and the index options the operator allowed the
+        file to give (and ``--pre`` if it says so), never anywhere else.
+        """
         env = {**self.env, "PIP_ONLY_BINARY": ":none:"}  # asked, never installed: source archives count
-        argv = [sys.executable, "-m", "pip", "index", "versions", name, "-vv"]
+        pre = ["--pre"] if "--pre" in desired.global_options else []
+        argv = [sys.executable, "-m", "pip", "index", "versions", name, "-vv", *desired.pip_args(), *pre]
         try:
             return runner.run(argv, timeout=120, env=env).stdout
         except CommandError as exc:
@@ -104,6 +109,13 @@ class PipBackend(Backend):
                 "(BOOTSTRAP_INDEX_TIMEOUT and BOOTSTRAP_INDEX_RETRIES set how long pip waits)"
             )
         python = re.search(r"Package '([^']+)' requires a different Python: (\S+) not in '([^']*)'", output)
+        # An index with data-requires-python: pip never fetches those files, it lists them as ignored.
+        ignored = re.search(r"require a different python version: .*?Requires-Python (\S+)", output)
+        asked = re.search(r"satisfies the requirement ([A-Za-z0-9._-]+)", output)
+        if python is None and ignored and asked:
+            name, needed = canonicalize_name(asked.group(1)), ignored.group(1).rstrip(";,")
+            running = ".".join(str(part) for part in sys.version_info[:3])
+            return pipout.needs_python(pipout.asked_at(desired, name), name, needed, running)
         if python:
             name, running, needed = canonicalize_name(python.group(1)), python.group(2), python.group(3)
             return pipout.needs_python(pipout.asked_at(desired, name), name, needed, running)

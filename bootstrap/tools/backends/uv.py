@@ -141,6 +141,10 @@ class UvBackend(Backend):
         because = _because(output)
         python = re.search(
             r"Because ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)? (?:requires|depends on) Python ?([<>=!~][^ ,]*)", because
+        ) or re.search(
+            r"current Python version \([^)]*\) does not satisfy Python ?[^ ]* and ([A-Za-z0-9._-]+?)(?:[<>=!~]=?\S*)?"
+            r" depends on Python ?([<>=!~][^ ,]*)",
+            because,
         )
         if python:
             name = canonicalize_name(python.group(1))
