@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,12 +103,20 @@ def slow_index(wheelhouse: Path) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    handler = functools.partial(SlowHandler, directory=str(wheelhouse))
+    with local_server(functools.partial(SlowHandler, directory=str(wheelhouse))) as url:
+        yield url + "/"
+
+
+@contextlib.contextmanager
+def local_server(handler: Any) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 in a thread, for as long as the block runs: its base URL."""
+    import http.server
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -10,7 +10,7 @@ import pytest
 
 from bootstrap.errors import BootstrapError, RequirementsError
 from bootstrap.pipeline.sync import sync
-from tests.conftest import BACKEND, CliResult, Repo, python_in
+from tests.conftest import BACKEND, CliResult, Repo, local_server, python_in
 
 
 def good_sync(repo: Repo) -> dict[str, Any]:
@@ -243,7 +243,6 @@ def test_a_version_only_for_a_newer_python_says_so(repo: Repo, wheelhouse: Path,
 def failing_index() -> Iterator[str]:
     """An index on 127.0.0.1 that answers every request with HTTP 500."""
     import http.server
-    import threading
 
     class Failing(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -254,14 +253,8 @@ def failing_index() -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_server(Failing) as url:
+        yield url + "/simple"
 
 
 def test_an_index_answering_http_500_is_not_a_missing_package(

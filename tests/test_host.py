@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import RequirementsError
+from bootstrap.pipeline.build import adopt
+from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_with_bootstrap
 from tests.wheels import HOST_PACKAGING
@@ -65,39 +67,35 @@ def test_a_committed_lock_pinning_a_host_package_elsewhere_is_refused(repo: Repo
     assert "pins packaging 20.9, but the host has packaging" in result.err
 
 
-def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tmp_path: Path) -> None:
-    from bootstrap.pipeline import build
-    from bootstrap.pipeline.lockfile import Lock
-
+def staged_host_package(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A speculative install in staging holding the host's packaging 20.9 (which ``adopt`` takes out again)."""
     staging = tmp_path / "staging" / "g"
     site_dir = staging / "site"
     dist_info = site_dir / "packaging-20.9.dist-info"
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text("Name: packaging\nVersion: 20.9\n")
+    return staging, site_dir, dist_info
+
+
+def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tmp_path: Path) -> None:
+    staging, _, dist_info = staged_host_package(tmp_path)
     victim = tmp_path / "outside.txt"
     victim.write_text("keep me")
     (dist_info / "RECORD").write_text("packaging/../../../../outside.txt,,\n/etc/hostname,,\n")
-    assert build.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
+    assert adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
     assert victim.read_text() == "keep me"
     assert not dist_info.exists()
 
 
 def test_taking_a_host_package_out_never_follows_a_link_out_of_the_site_folder(tmp_path: Path) -> None:
-    from bootstrap.pipeline import build
-    from bootstrap.pipeline.lockfile import Lock
-
-    staging = tmp_path / "staging" / "g"
-    site_dir = staging / "site"
-    dist_info = site_dir / "packaging-20.9.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Name: packaging\nVersion: 20.9\n")
+    staging, site_dir, dist_info = staged_host_package(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     victim = elsewhere / "victim.txt"
     victim.write_text("keep me")
     (site_dir / "packaging").symlink_to(elsewhere)  # inside by its name, outside by where it leads
     (dist_info / "RECORD").write_text("packaging/victim.txt,,\n")
-    assert build.adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
+    assert adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
     assert victim.read_text() == "keep me"
 
 
