@@ -345,14 +345,18 @@ class _Reader:
         beside = path.parent / link
         if not beside.exists():
             raise RequirementsError(path, line_no, f"{link} does not exist beside {path.name}")
-        if not resolves_inside(beside, self.repo_dir) and not self.policy.allow_outside_includes:
+        self._inside_repo(path, line_no, link, beside, "")
+        return os.path.abspath(beside)
+
+    def _inside_repo(self, path: Path, line_no: int, value: str, target: Path, why: str) -> None:
+        """Refuse ``target`` outside the repo folder (links followed), unless BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES."""
+        if not resolves_inside(target, self.repo_dir) and not self.policy.allow_outside_includes:
             raise RequirementsError(
                 path,
                 line_no,
-                f"{link} is outside the repo folder {self.repo_dir} (an operator can allow it with "
+                f"{value} is outside the repo folder {self.repo_dir}{why} (an operator can allow it with "
                 "BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES=true)",
             )
-        return os.path.abspath(beside)
 
     def _global(self, option: str) -> None:
         if option not in self.desired.global_options:
@@ -362,13 +366,7 @@ class _Reader:
         if _URL_SCHEME.match(value):
             raise RequirementsError(path, line_no, f"including {value} is not allowed: only files in the repo folder")
         target = Path(os.path.realpath(path.parent / value))
-        if not resolves_inside(target, self.repo_dir) and not self.policy.allow_outside_includes:
-            raise RequirementsError(
-                path,
-                line_no,
-                f"{value} is outside the repo folder {self.repo_dir}; only files inside it can be included "
-                "(an operator can allow it with BOOTSTRAP_ALLOW_OUTSIDE_INCLUDES=true)",
-            )
+        self._inside_repo(path, line_no, value, target, "; only files inside it can be included")
         if target in chain:
             raise RequirementsError(path, line_no, f"{value} includes itself (a cycle)")
         if len(chain) >= MAX_INCLUDE_DEPTH:
