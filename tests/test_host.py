@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import RequirementsError
+from bootstrap.inputs.host import own_tools
 from bootstrap.pipeline.build import adopt
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo, python_with_bootstrap
-from tests.wheels import HOST_PACKAGING
+from tests.wheels import HOST_PACKAGING, USER_FILELOCK
 
 
 def test_a_requirement_the_host_satisfies_is_not_installed_again(repo: Repo) -> None:
@@ -150,12 +151,13 @@ def test_a_conflict_with_the_hosts_own_version_says_host_and_names_the_setting(
 
 def test_every_pin_that_contradicts_the_host_is_named_at_once(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
     """A pip-compile output pinning several host packages: one line for all of them, not one run each."""
-    repo.write("bsf-alpha", "packaging==20.9", "filelock==1.0.0")
+    # pluggy: pytest needs it, so it is the host application's (filelock, bootstrap's alone, would not be)
+    repo.write("bsf-alpha", "packaging==20.9", "pluggy==0.1.0")
     result = run_cli("sync", "-q")
     assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
     assert "requirements.txt:2: packaging==20.9 contradicts the host's packaging" in result.err
-    assert "(and requirements.txt:3: filelock==1.0.0 too)" in result.err
-    assert "BOOTSTRAP_HOST_OVERRIDES=packaging,filelock" in result.err
+    assert "(and requirements.txt:3: pluggy==0.1.0 too)" in result.err
+    assert "BOOTSTRAP_HOST_OVERRIDES=packaging,pluggy" in result.err
 
 
 def test_children_get_only_the_pythonpath_folders_the_tools_are_found_in(
@@ -181,3 +183,59 @@ def test_children_get_only_the_pythonpath_folders_the_tools_are_found_in(
         assert "PYTHONPATH" not in runner.child_env()
     finally:
         runner.tool_path.cache_clear()
+
+
+def test_bootstraps_own_tools_are_what_only_bootstrap_needs() -> None:
+    requires = {
+        "bootstrap-packages": [
+            "click",
+            "packaging>=23",
+            "pydantic-settings",
+            'uv>=0.5; extra == "uv"',
+            'pytest; extra == "dev"',
+        ],
+        "pydantic-settings": ["pydantic>=2", 'python-dotenv; python_version < "3"'],
+        "pydantic": ["typing-extensions"],
+        "click": [],
+        "packaging": [],
+        "uv": [],
+        "typing-extensions": [],
+        "pytest": ["packaging", "pluggy"],  # the host application (here: tests) needs packaging too
+        "pluggy": [],
+        "azure-functions": ["typing-extensions"],
+        "python-dotenv": [],
+    }
+    # packaging and typing-extensions stay the host's: pytest and azure-functions need them. Only the
+    # tool extra is followed (uv), not dev, and a marker that is false adds nothing (python-dotenv).
+    assert own_tools(requires) == {"click", "pydantic-settings", "pydantic", "uv"}
+    assert own_tools({"click": []}) == set()  # bootstrap from a source folder, no metadata: nothing is its alone
+
+
+def test_a_user_may_pin_another_version_of_one_of_bootstraps_own_tools(repo: Repo) -> None:
+    repo.write(f"filelock=={USER_FILELOCK}")  # bootstrap's own filelock is newer; nothing else here needs it
+    sync(repo.settings())
+    m = repo.manifest()
+    assert {p["name"]: (p["version"], p["provided_by"]) for p in m["packages"]} == {
+        "filelock": (USER_FILELOCK, "generation")
+    }
+    assert m["overrides"] == ["filelock"]  # the generation goes first on sys.path
+    proc = python_with_bootstrap(
+        "import bootstrap; bootstrap.startup(); import filelock; print(filelock.__version__)"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == USER_FILELOCK
+
+
+def test_a_host_that_syncs_at_start_up_imports_none_of_bootstraps_tools_itself(repo: Repo) -> None:
+    """The sync runs in a child process: the host's own filelock, pydantic, packaging never load in it,
+    so a workflow importing filelock gets the user's version."""
+    repo.write(f"filelock=={USER_FILELOCK}", "bsf-alpha")
+    code = (
+        "import sys, bootstrap; m = bootstrap.startup(raise_errors=True); import filelock, bsf_alpha\n"
+        "print(filelock.__version__, m['status'])\n"
+        "print(sorted(n for n in ('pydantic', 'pydantic_settings', 'packaging', 'watchdog', 'piptools') "
+        "if n in sys.modules))"
+    )
+    proc = python_with_bootstrap(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{USER_FILELOCK} ok", "[]"]

@@ -98,6 +98,10 @@ HOST_DISTS = [
     Dist("packaging", "20.9", module("packaging", "20.9")),
     Dist("bsf-needs-host", "1.0", module("bsf_needs_host", "1.0", "import packaging\n"), requires=("packaging>=20",)),
 ]
+# A user's own version of one of bootstrap's tools: filelock is bootstrap's lock and nothing else of the
+# test host needs it, so it is no protected host package (bootstrap.inputs.host.own_tools).
+USER_FILELOCK = "0.0.1"
+HOST_DISTS.append(Dist("filelock", USER_FILELOCK, module("filelock", USER_FILELOCK)))
 
 
 def build_wheelhouse(folder: Path) -> Path:

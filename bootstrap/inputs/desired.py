@@ -22,8 +22,8 @@ def policy_for(settings: Settings) -> requirements.Policy:
 
 def read_desired(
     settings: Settings, *, runtime: bool = True, overlay_text: str | None = None
-) -> tuple[Desired, dict[str, str]]:
-    """The desired set and the host's own distributions ``{canonical name: version}``.
+) -> tuple[Desired, host.HostScan]:
+    """The desired set and what the host has (its application's packages, bootstrap's own tools).
 
     The committed file, and with ``runtime`` the packages added at run time (``overlay_text``, the
     overlay as it is to be, or else the overlay on disk), read under the operator's policy and
@@ -40,11 +40,12 @@ def read_desired(
             lines = overlay.parse_overlay(overlay_file, overlay_text, policy)
             sha256 = text_sha256(overlay_text)
         desired = overlay.merged(desired, lines, {str(overlay_file): sha256})
-    host_dists = host.host_distributions(settings.packages_dir)
+    found = host.scan(settings.packages_dir)
+    host_dists = found.packages
     host.check_requirements(desired, host_dists, settings.host_overrides)
     desired = dataclasses.replace(
         desired,
         host_constraints=host.constraints_text(host_dists, settings.host_overrides),
         require_hashes=settings.require_hashes,
     )
-    return desired, host_dists
+    return desired, found

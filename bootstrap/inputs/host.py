@@ -6,31 +6,95 @@ for pip-compile, so a requirement the host satisfies resolves to the host's
 version and is not installed again; a user pin that contradicts the host is
 refused before anything is resolved, unless the operator lets users override
 that package (``BOOTSTRAP_HOST_OVERRIDES``).
+
+"The host" is the host *application*: what the host needs besides bootstrap. The
+distributions only bootstrap needs (its dependency closure, read from the metadata,
+less whatever another host distribution requires: pip-tools' ``click``, pydantic's
+stack, ``watchdog``, ``filelock``) are bootstrap's own tools, not protected: users may
+pin other versions. The generation then holds its own copy and goes first on
+``sys.path``, and the host never imports those tools itself (its syncs run in child
+processes, ``host.child``), so workflows import the user's version.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import RequirementsError, ResolutionError
 from bootstrap.inputs.requirements import Desired
 from bootstrap.store.fs import resolves_inside
 
+# bootstrap's distribution, and the extras of it that are tools too (an operator's choice of backend).
+OWN_DISTRIBUTION = "bootstrap-packages"
+_OWN_EXTRAS = ("uv",)
 
-def host_distributions(packages_dir: Path) -> dict[str, str]:
-    """{canonical name: version} of what the running interpreter can import, first on sys.path wins."""
+
+@dataclass(frozen=True)
+class HostScan:
+    """What the host interpreter can import, split in two: {canonical name: version} each."""
+
+    packages: dict[str, str]  # the host application's: protected, constraints for every resolution
+    tools: dict[str, str]  # bootstrap's own dependencies that nothing else of the host needs: users may pin them
+
+
+def scan(packages_dir: Path) -> HostScan:
+    """Read the host's metadata over its ``sys.path`` (first on the path wins), bootstrap's generations left out."""
     from importlib.metadata import distributions
 
     paths = [entry for entry in sys.path if entry and not resolves_inside(entry, packages_dir)]
-    found: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    requires: dict[str, list[str]] = {}
     for dist in distributions(path=paths):
         name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            found.setdefault(canonicalize_name(name), dist.version)
-    return found
+        if name and canonicalize_name(name) not in versions:
+            versions[canonicalize_name(name)] = dist.version
+            requires[canonicalize_name(name)] = list(dist.requires or [])
+    own = own_tools(requires)
+    return HostScan(
+        packages={name: version for name, version in versions.items() if name not in own},
+        tools={name: versions[name] for name in sorted(own)},
+    )
+
+
+def own_tools(requires: Mapping[str, list[str]], own: str = OWN_DISTRIBUTION) -> set[str]:
+    """The distributions only ``own`` needs: its closure, less the closure of everything else installed.
+
+    ``requires`` maps each installed distribution (canonical name) to its ``Requires-Dist`` lines.
+    With no ``own`` among them (bootstrap run from a source folder), nothing is bootstrap's alone.
+    """
+    if own not in requires:
+        return set()
+    ours = _closure(requires, {own: set(_OWN_EXTRAS)}) - {own}
+    others = _closure(requires, {name: set() for name in requires if name not in ours and name != own})
+    return ours - others
+
+
+def _closure(requires: Mapping[str, list[str]], roots: dict[str, set[str]]) -> set[str]:
+    """Every installed distribution ``roots`` need, the roots included (with the extras asked of each)."""
+    seen: set[tuple[str, str]] = set()
+    todo = [(name, extra) for name, extras in roots.items() if name in requires for extra in ("", *extras)]
+    while todo:
+        name, extra = todo.pop()
+        if (name, extra) in seen:
+            continue
+        seen.add((name, extra))
+        for line in requires.get(name, []):
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:  # a distribution's metadata is not ours to judge
+                continue
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
+                continue
+            needed = canonicalize_name(requirement.name)
+            if needed in requires:
+                todo += [(needed, wanted) for wanted in ("", *sorted(requirement.extras))]
+    return {name for name, _ in seen}
 
 
 def constraints_text(host: dict[str, str], overrides: frozenset[str]) -> str:

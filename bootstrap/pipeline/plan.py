@@ -9,7 +9,7 @@ already serves the lock. Unit-tested without pip.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,11 +40,20 @@ class Plan:
     lock: Lock  # every pin resolved
     provided: dict[str, str]  # pins the host already has at that very version: not installed
     to_install: Lock  # the lock less what the host provides
-    overrides: list[str]  # host packages the generation overrides (operator's choice): it then goes first
+    # Host packages the generation holds in its own copy: those users may override (operator's choice) and
+    # bootstrap's own tools (a user's click); the generation then goes first on sys.path.
+    overrides: list[str]
     keep_active: bool  # the active generation holds exactly these pins: nothing to build
 
 
-def plan(lock: Lock, host: dict[str, str], host_overrides: Iterable[str], active: Active | None) -> Plan:
+def plan(
+    lock: Lock,
+    host: dict[str, str],
+    host_overrides: Iterable[str],
+    active: Active | None,
+    tools: Mapping[str, str] | None = None,
+) -> Plan:
+    """``host``: the host application's packages (protected); ``tools``: bootstrap's own (``inputs.host.scan``)."""
     overridable = {canonicalize_name(name) for name in host_overrides}
     provided = {
         pin.name: pin.version
@@ -52,7 +61,11 @@ def plan(lock: Lock, host: dict[str, str], host_overrides: Iterable[str], active
         if pin.version is not None and host.get(pin.name) == pin.version and pin.name not in overridable
     }
     to_install = lock.without(set(provided))
-    overrides = sorted(pin.name for pin in to_install.pins if pin.name in overridable and pin.name in host)
+    overrides = sorted(
+        pin.name
+        for pin in to_install.pins
+        if (pin.name in overridable and pin.name in host) or pin.name in (tools or {})
+    )
     keep = active is not None and active.site is not None and active.intact and active.lock_sha256 == lock.sha256
     return Plan(lock, provided, to_install, overrides, keep)
 

@@ -114,7 +114,8 @@ def _sync_locked(
     done = _done_meanwhile(settings, layout, current, waiting_since, change)
     if done is not None:
         return done
-    desired, host_dists = read_desired(settings, overlay_text=change.overlay if change else None)
+    desired, found = read_desired(settings, overlay_text=change.overlay if change else None)
+    host_dists = found.packages
     _refuse_a_vanished_file(desired, current)
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
@@ -123,7 +124,7 @@ def _sync_locked(
     lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
     origin = str(lock.committed_file or "the lock")
     host.check_pins([(pin.name, pin.version) for pin in lock.pins], host_dists, settings.host_overrides, origin)
-    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock))
+    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock), found.tools)
     provenance = plan.provenance(str(settings.requirements_file), lock, inputs)
     if the_plan.keep_active:
         assert current is not None
@@ -224,6 +225,7 @@ def _build_and_publish(
         timeout=settings.import_check_timeout,
         provided=host_dists,
         carried=carried.names,
+        first=bool(the_plan.overrides),
     )
     packages = plan.package_entries(dists, the_plan.provided, desired)
     record = manifest.generation_record(staging.name, provenance, packages, the_plan.overrides)

@@ -39,9 +39,11 @@ def say(text):
     out.write("\\n" + text + "\\n")
     out.flush()
 sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+if sys.argv[2] == "first":  # as the host will: before its site-packages when it holds its own copy of theirs
+    sys.path.insert(0, sys.argv[1])
 site.addsitedir(sys.argv[1])
 failed = {{}}
-for name in sys.argv[2:]:
+for name in sys.argv[3:]:
     say({_IMPORTING_MARK!r} + name)
     try:
         importlib.import_module(name)
@@ -136,6 +138,7 @@ def check_imports(
     skip: frozenset[str],
     timeout: float,
     provides: frozenset[str] | None = None,
+    first: bool = False,
 ) -> None:
     """Import every top-level module of every distribution (but the skipped) in child processes.
 
@@ -166,7 +169,8 @@ def check_imports(
         "" if len(groups) == 1 else "es",
     )
     # -B: importing never writes bytecode, so a .pyc a wheel ships (listed in its RECORD) stays as shipped.
-    argvs = [[sys.executable, "-B", "-c", _IMPORT_SCRIPT, str(site_dir), *group] for group in groups]
+    place = "first" if first else "last"  # where the host puts the generation on sys.path (host.activation)
+    argvs = [[sys.executable, "-B", "-c", _IMPORT_SCRIPT, str(site_dir), place, *group] for group in groups]
     outcomes = runner.run_all(argvs, cwd=site_dir.parent, timeout=timeout, stop_on_failure=True)
     if outcomes.failures:
         exc = outcomes.failures[0]  # the cause: the others were stopped because of it
@@ -275,6 +279,7 @@ def verify_generation(
     timeout: float,
     provided: Mapping[str, str] | None = None,
     carried: frozenset[str] = frozenset(),
+    first: bool = False,
 ) -> list[Distribution]:
     """All four checks; returns the distributions found.
 
@@ -293,7 +298,7 @@ def verify_generation(
     to_check = _affected(dists, carried)
     if len(to_check) < len(dists):
         log.info("%d unchanged distributions were import-checked before", len(dists) - len(to_check))
-    check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists))
+    check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists), first=first)
     return dists
 
 
