@@ -45,7 +45,7 @@ def ensure(requirement: str, **options: Any) -> PackageEntry:
     in this process; returns the package's manifest entry. Raises
     ``bootstrap.errors.BootstrapError`` if it cannot be had (the last good set keeps serving).
     """
-    from bootstrap.host.runtime import ensure as _ensure  # slow path: settings and the pipeline
+    from bootstrap.host.ensure import ensure as _ensure  # slow path: threads, a child process
 
     return _ensure(requirement, **options)
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from bootstrap.errors import BootstrapError, StorageError, redact
+from bootstrap.host.child import relay_line
 from bootstrap.settings import Settings, load_settings
 
 # Each command imports what it runs (marked `# slow path`): `check`, a health probe run every few
@@ -41,6 +42,9 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.ops import health  # slow path
 
     report = health.check(settings)
+    if args.relay:  # the health route of a host (host.azure_functions): the report is the answer
+        _emit(args, {"event": "report", "report": report})
+        return 0
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["healthy"]:
@@ -68,8 +72,15 @@ def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.inputs.overlay import parse_request  # slow path
 
     name = parse_request(args.requirement).name
+    if args.if_needed:  # `bootstrap.ensure()` in a host: nothing to do when the active set already serves it
+        served = runtime.served(settings, args.requirement)
+        if served is not None:
+            _emit(args, {"event": "added", "entry": served})
+            print(f"{served['name']} {served['version']} is already served: nothing to do")
+            return 0
     result = runtime.add(settings, args.requirement)
     entry = runtime.package_entry(result.manifest, name)
+    _emit(args, {"event": "added", "entry": entry})
     print(
         f"added {entry['name'] if entry else args.requirement} {entry['version'] if entry else ''} at run time: "
         f"generation "
@@ -103,7 +114,20 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.host import watch  # slow path
 
-    return watch.watch(settings)
+    seen = json.loads(args.seen) if args.seen else None
+    return watch.watch(
+        settings,
+        initial_sync=not args.no_initial_sync,
+        seen=seen,
+        parent=args.parent,
+        on_event=(lambda event: _emit(args, event)) if args.relay else None,
+    )
+
+
+def _emit(args: argparse.Namespace, event: dict[str, object]) -> None:
+    """An event for the host that started this process (``host.child``); nothing without ``--relay``."""
+    if args.relay:
+        print(relay_line(event), file=sys.stderr, flush=True)
 
 
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
@@ -122,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show pip's output and debug details")
     parser.add_argument("-q", "--quiet", action="store_true", help="show only warnings and errors")
+    # A host's child (bootstrap.host.child): log records, events and the error as JSON lines on stderr.
+    parser.add_argument("--relay", action="store_true", help=argparse.SUPPRESS)
     # The same options after the command (`sync -q`); SUPPRESS keeps them from resetting the ones before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -142,9 +168,17 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="machine-readable output")
     verify.set_defaults(func=_cmd_verify)
     watch = commands.add_parser("watch", parents=[common], help="sync now, then again whenever the file changes")
+    # A host's watcher (bootstrap.host.live): no first sync (start-up just did it) unless the files changed
+    # since `--seen` (their hashes then, as JSON); end when the host process, `--parent`, has gone.
+    watch.add_argument("--no-initial-sync", action="store_true", help=argparse.SUPPRESS)
+    watch.add_argument("--seen", help=argparse.SUPPRESS)
+    watch.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     watch.set_defaults(func=_cmd_watch)
     add = commands.add_parser("add", parents=[common], help="add a package at run time (kept across restarts)")
     add.add_argument("requirement", metavar="NAME[SPEC]", help="e.g. tabulate or 'tabulate>=0.9'")
+    add.add_argument(
+        "--if-needed", action="store_true", help="do nothing when the active set already serves it (asked for)"
+    )
     add.set_defaults(func=_cmd_add)
     remove = commands.add_parser("remove", parents=[common], help="take out a package added at run time")
     remove.add_argument("name", metavar="NAME")
@@ -155,33 +189,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(verbose: bool, quiet: bool) -> logging.Handler:
+class _RelayFormatter(logging.Formatter):
+    """A log record as one line of the host's protocol (``host.child``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return relay_line({"level": record.levelno, "message": message})
+
+
+def _configure_logging(verbose: bool, quiet: bool, relay: bool = False) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bootstrap: %(message)s"))
+    handler.setFormatter(_RelayFormatter() if relay else logging.Formatter("bootstrap: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
     return handler
 
 
+def _fail(args: argparse.Namespace, exc: BootstrapError) -> int:
+    """The error in one line: for a person, or for the host that started this process (``--relay``)."""
+    message = redact(" ".join(str(exc).split()))
+    if args.relay:
+        print(relay_line({"error": message, "kind": type(exc).__name__, "stage": exc.stage}), file=sys.stderr)
+    else:
+        print(f"bootstrap: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     saved = (log.level, log.propagate)  # main() may be called in-process: leave the logger as found
-    handler = _configure_logging(args.verbose, args.quiet)
+    handler = _configure_logging(args.verbose, args.quiet, args.relay)
     try:
         return int(args.func(load_settings(), args))
     except BootstrapError as exc:
         log.debug("details:", exc_info=True)
-        print(f"bootstrap: error: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
-        return 1
+        return _fail(args, exc)
     except BrokenPipeError:  # `status | head`: the reader left; not the packages folder's fault
         with contextlib.suppress(OSError):  # no "Exception ignored" when Python flushes stdout at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
     except OSError as exc:  # the machine, not a bug: one line, the traceback under -v
         log.debug("details:", exc_info=True)
-        print(f"bootstrap: error: {StorageError.from_os_error(exc)}", file=sys.stderr)
-        return 1
+        return _fail(args, StorageError.from_os_error(exc))
     except KeyboardInterrupt:
         print("bootstrap: interrupted", file=sys.stderr)
         return 130

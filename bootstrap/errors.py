@@ -127,6 +127,27 @@ class CommandError(BootstrapError):
         return f"exit code {self.returncode}"
 
 
+def rebuilt(kind: str, message: str, stage: str | None = None) -> BootstrapError:
+    """The error a ``python -m bootstrap`` child reported (``host.child``), as the same class in this process.
+
+    The message is the child's, whole; an unknown kind is a plain ``BootstrapError``.
+    """
+    classes = {cls.__name__: cls for cls in _subclasses(BootstrapError)}
+    cls = classes.get(kind, BootstrapError)
+    error = cls.__new__(cls)
+    BootstrapError.__init__(error, message)
+    if stage is not None:
+        error.stage = stage
+    return error
+
+
+def _subclasses(cls: type[BootstrapError]) -> list[type[BootstrapError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _subclasses(sub)
+    return found
+
+
 def last_line(text: str) -> str:
     """The last non-blank line of a tool's output: for pip, the one that says why."""
     for line in reversed(text.splitlines()):

@@ -120,6 +120,23 @@ class Settings(BaseSettings):
             env["PIP_RETRIES"] = str(self.index_retries)
         return env
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``BOOTSTRAP_*`` variables, every one of them: a child process built from them
+        gets exactly these (an empty value is the default, as ``env_ignore_empty`` reads it)."""
+        env = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                text = ""
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, frozenset):
+                text = ",".join(sorted(value))
+            else:
+                text = str(value)
+            env[f"{ENV_PREFIX}{name.upper()}"] = text
+        return env
+
     @property
     def committed_lock_file(self) -> Path:
         """The committed lock: ``requirements.lock`` beside the requirements file unless set."""

@@ -17,7 +17,7 @@ import azure.functions as func
 import pytest
 
 from bootstrap import azure_functions
-from bootstrap.ops import health
+from bootstrap.host import child
 from tests.conftest import Repo, python_with_bootstrap
 from tests.test_workflow import WORKFLOW, process_state_restored
 
@@ -131,10 +131,10 @@ def test_health_is_503_when_the_requirements_file_has_a_bad_line(repo: Repo) -> 
 def test_health_is_503_when_the_check_itself_breaks(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
     handlers = make_app(repo)
 
-    def broken(settings: object) -> dict[str, Any]:
+    def broken(*args: object, **kwargs: object) -> list[dict[str, Any]]:
         raise OSError("the share went away")
 
-    monkeypatch.setattr(health, "check", broken)
+    monkeypatch.setattr(child, "run", broken)
     status, report = get_health(handlers)
     assert status == 503 and report["healthy"] is False
     assert report["problems"] == ["the health check failed: OSError: the share went away"]

@@ -219,9 +219,7 @@ def test_a_user_may_pin_another_version_of_one_of_bootstraps_own_tools(repo: Rep
         "filelock": (USER_FILELOCK, "generation")
     }
     assert m["overrides"] == ["filelock"]  # the generation goes first on sys.path
-    proc = python_with_bootstrap(
-        "import bootstrap; bootstrap.startup(); import filelock; print(filelock.__version__)"
-    )
+    proc = python_with_bootstrap("import bootstrap; bootstrap.startup(); import filelock; print(filelock.__version__)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == USER_FILELOCK
 

@@ -11,7 +11,8 @@ A platform adds three lines to its ``function_app.py``::
 ``register`` runs ``bootstrap.startup()`` once (sync if needed, then activate)
 and adds two HTTP functions:
 
-- ``GET /api/health``: the health report (``bootstrap.ops.health.check``) as JSON,
+- ``GET /api/health``: the health report (``python -m bootstrap check --json``,
+  run as a child process: the host imports none of bootstrap's tools) as JSON,
   200 when healthy, 503 otherwise. Anonymous by default, for probes.
 - ``POST /api/workflows/{name}/execute`` with ``{"inputData": {...}}``: runs
   ``run(input_data)`` of ``<workflows>/<name>.py`` and answers 200 with its
@@ -35,16 +36,18 @@ import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
 from bootstrap.errors import redact
-from bootstrap.host import live
+from bootstrap.host import child, live
 from bootstrap.host.activation import read_manifest
 from bootstrap.host.startup import startup
-from bootstrap.ops import health
-from bootstrap.settings import Settings, load_settings
+from bootstrap.store.paths import Sources
+
+if TYPE_CHECKING:
+    from bootstrap.settings import Settings
 
 logger = logging.getLogger("bootstrap")
 
@@ -64,20 +67,20 @@ def register(
 ) -> None:
     """Start up bootstrap once and add the health and workflow routes to ``app``.
 
-    ``settings`` default to the environment (``BOOTSTRAP_*``; a bad value raises
-    ``SettingsError``); ``workflows_dir`` defaults to ``workflows`` beside the
+    ``settings`` default to the environment (``BOOTSTRAP_*``; a bad value is
+    logged, and the health route names it); ``workflows_dir`` defaults to ``workflows`` beside the
     requirements file. The two functions are named ``<prefix>health`` and
     ``<prefix>execute_workflow`` (function names must be unique in an app, so
     register once per app). Workflows that call ``bootstrap.ensure()`` read
     ``BOOTSTRAP_*`` from the environment: ``settings`` should agree with it.
     """
-    settings = settings if settings is not None else load_settings()
+    sources = settings.sources if settings is not None else Sources.from_env()
     current = startup(settings)  # never raises: a failed sync is logged and the last good set serves
     # Through the live machinery: this host's record keeps the generations it imports from out of gc's reach,
     # and later switches (below, per request) keep its restart-pending list.
     live.switch(current)
-    folder = Path(workflows_dir) if workflows_dir is not None else settings.requirements_file.parent / "workflows"
-    routes = _Routes(settings, Path(os.path.abspath(folder)))
+    folder = Path(workflows_dir) if workflows_dir is not None else Path(sources.requirements_file).parent / "workflows"
+    routes = _Routes(settings, sources, Path(os.path.abspath(folder)))
     execute_route = "workflows/{name}/execute"
     _add(app, f"{function_name_prefix}health", "health", "GET", health_auth_level, routes.health)
     _add(app, f"{function_name_prefix}execute_workflow", execute_route, "POST", execute_auth_level, routes.execute)
@@ -98,15 +101,17 @@ def _add(
 class _Routes:
     """The two handlers, bound to the settings and the workflows folder."""
 
-    def __init__(self, settings: Settings, workflows_dir: Path) -> None:
+    def __init__(self, settings: Settings | None, sources: Sources, workflows_dir: Path) -> None:
         self.settings = settings
+        self.sources = sources
         self.workflows_dir = workflows_dir
         self._loaded: dict[Path, tuple[tuple[int, int, int], types.ModuleType]] = {}
         self._lock = threading.Lock()
 
     def health(self, req: func.HttpRequest) -> func.HttpResponse:
         try:
-            report = health.check(self.settings)
+            [event] = [e for e in child.run(["check", "--json"], self.settings) if e.get("event") == "report"]
+            report = event["report"]
         except Exception as exc:  # the probe answers even when the check itself breaks
             logger.exception("the health check failed")
             report = {"healthy": False, "problems": [f"the health check failed: {_one_line(exc)}"], "notes": []}
@@ -129,7 +134,7 @@ class _Routes:
         if not callable(run):
             return _json({"error": f"workflow {name} has no run(input_data) function"}, 500)
         # Cheap (reads the manifest; nothing else unless it changed): a generation another worker built is seen.
-        live.switch(read_manifest(self.settings.packages_dir))
+        live.switch(read_manifest(self.sources.packages_dir))
         try:
             result = run(input_data)
         except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not take the handler down

@@ -2,9 +2,9 @@
 
 When nothing changed, start-up reads one small JSON file, hashes the files
 the generation was built from, edits ``sys.path`` and starts no process.
-Nothing heavy is imported here: pydantic, pip-tools and the sync machinery
-wait for the slow path (``_sync_then_activate``), handed off to only when a
-sync is needed.
+Nothing heavy is imported here, ever: when a sync is needed
+(``_sync_then_activate``) it runs as a child process (``host.child``), so this
+process never loads pydantic, packaging or the sync machinery.
 """
 
 from __future__ import annotations
@@ -36,16 +36,15 @@ def boot(settings: Settings | None, *, raise_errors: bool) -> Manifest | None:
 
 
 def _sync_then_activate(settings: Settings | None, sources: Sources, *, raise_errors: bool) -> Manifest | None:
-    """The slow path: sync (settings, pip-tools, the pipeline), then activate whatever serves."""
+    """The slow path: sync in a child process, then activate whatever serves."""
     import logging
 
     from bootstrap.errors import BootstrapError, redact  # slow path
-    from bootstrap.pipeline.sync import sync  # slow path
-    from bootstrap.settings import load_settings  # slow path
+    from bootstrap.host import child  # slow path: subprocess
 
     log = logging.getLogger("bootstrap")
     try:
-        sync(settings if settings is not None else load_settings())
+        child.run(["sync"], settings)
     except BootstrapError as exc:
         if raise_errors:
             raise

@@ -1,9 +1,10 @@
 """Bootstrap inside a running host: background syncs, the watcher thread, generation switches.
 
 ``startup(watch=True)`` and ``startup(block=False)`` land here (the plain
-``startup()`` fast path never imports this module). In the calling thread this
-module uses the standard library and the store layer only; the settings, the
-sync and watchdog load in the background threads that need them.
+``startup()`` fast path never imports this module). This module uses the
+standard library and the store layer only: syncs and the watcher run as
+``python -m bootstrap`` children (``host.child``), so the host never imports
+bootstrap's tools (a generation may hold a user's own version of them).
 
 - **Switching.** When a new generation is published, ``switch()`` moves this
   process's ``sys.path`` entry to it and invalidates the import caches, so
@@ -15,16 +16,19 @@ sync and watchdog load in the background threads that need them.
   different one: ``restart_pending()``. ``check`` and the health report show
   the list (for other processes too: a process with a pending restart leaves
   its record in the registry, ``store.registry``, removed when the process exits).
-- **Following.** A watching process also follows the manifest: a generation
-  published by anyone (another instance, ``bootstrap add``) is switched to.
+- **Following.** A watching process also follows the manifest (a thread that
+  polls it): a generation published by anyone (its watcher child, another
+  instance, ``bootstrap add``) is switched to.
 """
 
 from __future__ import annotations
 
 import atexit
 import importlib
+import json
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -32,8 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bootstrap.errors import BootstrapError
-from bootstrap.host import activation, state
+from bootstrap.errors import BootstrapError, SettingsError
+from bootstrap.host import activation, child, state
 from bootstrap.host.activation import activate, read_manifest
 from bootstrap.host.boot import boot, sources_of
 from bootstrap.store import freshness, manifest, records, registry
@@ -41,8 +45,10 @@ from bootstrap.store.layout import Layout
 from bootstrap.store.records import canonical_name
 
 if TYPE_CHECKING:
+    import subprocess
+
     from bootstrap.settings import Settings
-    from bootstrap.store.manifest import Inputs, Manifest
+    from bootstrap.store.manifest import Manifest
     from bootstrap.store.paths import Sources
 
 log = logging.getLogger("bootstrap")
@@ -65,10 +71,6 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
     synced = _synced()
     synced.clear()
     try:
-        if settings is None and raise_errors:  # the caller wants a bad setting raised, here and now
-            from bootstrap.settings import load_settings  # slow path: pydantic, asked for
-
-            settings = load_settings()
         sources = sources_of(settings)
         if block:
             current = boot(settings, raise_errors=raise_errors)
@@ -167,69 +169,127 @@ def _log_failure(what: str, exc: Exception) -> None:
 
 
 def _background_sync(settings: Settings | None) -> None:
-    from bootstrap.pipeline.sync import sync  # slow path: the pipeline, in a background thread
-    from bootstrap.settings import load_settings  # slow path: pydantic, in a background thread
-
     try:
-        switch(sync(settings if settings is not None else load_settings()).manifest)
+        child.run(["sync"], settings)
     except Exception as exc:
         _log_failure("sync failed, serving the last good generation", exc)
     finally:
+        switch(manifest.read(sources_of(settings).manifest_file))
         _set_synced()
 
 
 def _watch(settings: Settings | None, sources: Sources, *, needed: bool, raise_errors: bool) -> None:
-    """Start the watcher: in a background thread, or here when errors are to be raised.
+    """Start the watcher child; with ``raise_errors``, wait here until it watches, and raise why it cannot.
 
-    The key files are hashed now: if they differ once the watcher's observer runs, an edit came
-    in between (after ``startup()`` returned, before events were seen), and the watcher syncs.
+    The key files are hashed now and handed to the child (unless it syncs first anyway): if they
+    differ once it watches, an edit came in between (after ``startup()`` returned, before its
+    events were seen), and it syncs.
     """
-    seen = freshness.inputs_of(sources)
+    args = ["watch", "--parent", str(os.getpid())]
+    if not needed:
+        args += ["--no-initial-sync", "--seen", json.dumps(freshness.inputs_of(sources))]
+    watcher = _ChildWatcher(settings, sources, args, needed=needed)
+    with _starting:
+        if state.current().stopping:  # stop() came first: this watcher never starts
+            _set_synced()
+            return
+        state.current().watcher = watcher
+    watcher.start()
     if raise_errors:
-        _start_watcher(settings, sources, seen, needed=needed, raise_errors=True)
-    else:
-        _in_background("bootstrap-watch-start", _start_watcher, settings, sources, seen, needed=needed)
+        watcher.ready.wait()
+        if watcher.failure is not None:
+            raise watcher.failure
 
 
-def _start_watcher(
-    settings: Settings | None, sources: Sources, seen: Inputs, *, needed: bool, raise_errors: bool = False
-) -> None:
-    """Load the settings and watchdog, start the watcher (``needed``: its first act is the sync start-up skipped)."""
-    from bootstrap.host.watch import Watcher  # slow path: watchdog
-    from bootstrap.pipeline.sync import SyncResult  # slow path
-    from bootstrap.settings import load_settings  # slow path: pydantic
+class _ChildWatcher:
+    """The host's watcher: a ``python -m bootstrap watch`` child (``host.child``), and a thread here that
+    follows the manifest: a generation published by anyone (that child, another instance, ``add``) is
+    switched to. Polling one small file (``FOLLOW_SECONDS``): the standard library only, and it works on
+    network shares, which deliver no inotify events."""
 
-    def on_synced(outcome: SyncResult | BootstrapError) -> None:
-        if isinstance(outcome, SyncResult):
-            switch(outcome.manifest)
-        _set_synced()
+    def __init__(self, settings: Settings | None, sources: Sources, args: list[str], *, needed: bool) -> None:
+        self.settings = settings
+        self.manifest_file = sources.manifest_file
+        self.args = args
+        self.needed = needed
+        self.ready = threading.Event()  # watching, or failed (then ``failure`` says why)
+        self.failure: BootstrapError | None = None
+        self._stopping = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name="bootstrap-watch", daemon=True),
+            threading.Thread(target=self._follow, name="bootstrap-follow", daemon=True),
+        ]
 
-    chosen: Settings | None = settings
-    try:
-        chosen = settings if settings is not None else load_settings()
-        watcher = Watcher(chosen, on_synced, initial_sync=needed, follow=switch)
-        with _starting:
-            if state.current().stopping:  # stop() came first: this watcher never starts
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """End the child (it lets a sync in progress finish) and this side's threads, within ``timeout``.
+
+        A child still starting up is waited for first (within ``timeout``), so that its errors are told.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.ready.wait(timeout)
+        self._stopping.set()
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.terminate()  # the watch command's SIGTERM: finish the sync in progress, start none
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        try:
+            child.run(self.args, self.settings, on_event=self._on_event, on_start=self._started)
+        except Exception as exc:
+            if not self._stopping.is_set():
+                self.failure = exc if isinstance(exc, BootstrapError) else BootstrapError(str(exc))
+                _log_failure("not watching for changes", exc)
+                if self.needed and not isinstance(exc, SettingsError):  # the sync start-up skipped still runs
+                    _background_sync(self.settings)
+        finally:
+            self._stopping.set()
+            self.ready.set()
+            _set_synced()
+
+    def _started(self, proc: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._proc = proc
+            if self._stopping.is_set():
+                proc.terminate()
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "ready":
+            self.ready.set()
+            if not self.needed:
                 _set_synced()
-                return
-            watcher.start()
-            state.current().watcher = watcher
-    except (BootstrapError, OSError) as exc:  # no requirements folder yet, a bad setting: serve, say why
-        if raise_errors:
-            raise
-        log.error("not watching for changes: %s", exc)
-        if needed and chosen is not None:  # the sync that was needed still runs (not on a bad setting)
-            _background_sync(chosen)
-        _set_synced()
-        return
-    except Exception as exc:
-        if raise_errors:
-            raise
-        _log_failure("not watching for changes", exc)
-        _set_synced()
-        return
-    if not needed and freshness.inputs_of(sources) != seen:
-        watcher.request_sync()
+        elif event.get("event") == "synced":
+            switch(manifest.read(self.manifest_file))
+            _set_synced()
+
+    def _follow(self) -> None:
+        seen = _signature(self.manifest_file)
+        while not self._stopping.wait(FOLLOW_SECONDS):
+            now = _signature(self.manifest_file)
+            if now != seen:
+                seen = now
+                try:
+                    switch(manifest.read(self.manifest_file))
+                except Exception as exc:  # never end the host's following over one bad read
+                    _log_failure("could not follow the manifest", exc)
+
+
+FOLLOW_SECONDS = 0.5  # how often a watching host looks whether the manifest changed (one stat call)
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def _set_synced() -> None:

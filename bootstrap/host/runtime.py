@@ -1,4 +1,4 @@
-"""Packages added at run time: ``ensure``, ``add`` and ``remove``.
+"""Packages added at run time: ``add`` and ``remove`` (``bootstrap.ensure()`` in a host runs ``add --if-needed``).
 
 Workflows on these platforms install packages as they run (``pip install
 --target /home/.packages X``); such a package vanished at the next sync or
@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import BootstrapError, RequirementsError
-from bootstrap.host import live
 from bootstrap.inputs import overlay, requirements
 from bootstrap.inputs.desired import policy_for
 from bootstrap.inputs.requirements import Policy, RequirementLine
 from bootstrap.pipeline.sync import RuntimeChange, SyncResult, sync
-from bootstrap.settings import Settings, load_settings
+from bootstrap.settings import Settings
 from bootstrap.store import freshness, locks, manifest, safety
 from bootstrap.store.layout import Layout
 
@@ -84,28 +83,9 @@ def remove(settings: Settings, name: str) -> SyncResult:
         return sync(settings, RuntimeChange(overlay.render(kept)))
 
 
-def ensure(requirement: str, *, settings: Settings | None = None) -> PackageEntry:
-    """Make ``requirement`` importable in this process now, and after restarts; return its manifest entry.
-
-    Already served (the active generation holds a fitting version, asked for by
-    the committed file or an earlier runtime addition): no sync, no process.
-    Otherwise it is recorded in the runtime overlay and synced; on failure a
-    ``BootstrapError`` is raised and the previous set keeps serving.
-    """
-    settings = settings if settings is not None else load_settings()
-    wanted = overlay.parse_request(requirement)
-    layout = settings.layout
-    current = manifest.read(layout.manifest)
-    entry = _served(current, wanted, settings)
-    if entry is None:
-        current = add(settings, requirement).manifest
-        entry = package_entry(current, wanted.name)
-        if entry is None:  # published, yet absent: a bug, not the caller's mistake; say so plainly
-            raise RequirementsError(
-                f"cannot add {requirement!r}", None, "the new generation does not hold it; run `check` and report this"
-            )
-    live.switch(current)
-    return entry
+def served(settings: Settings, text: str) -> PackageEntry | None:
+    """The active generation's entry for the request ``text`` if it already serves it (``add --if-needed``)."""
+    return _served(manifest.read(settings.layout.manifest), overlay.parse_request(text), settings)
 
 
 def package_entry(current: Manifest | None, name: str) -> PackageEntry | None:

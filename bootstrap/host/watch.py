@@ -39,13 +39,13 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from bootstrap.errors import BootstrapError, SettingsError, redact
+from bootstrap.errors import BootstrapError, SettingsError, StorageError, redact
 from bootstrap.pipeline.sync import SyncResult, sync
 from bootstrap.settings import Settings
-from bootstrap.store import manifest, safety
+from bootstrap.store import freshness, manifest, safety
 
 if TYPE_CHECKING:
-    from bootstrap.store.manifest import Manifest
+    from bootstrap.store.manifest import Inputs, Manifest
 
 log = logging.getLogger("bootstrap")
 
@@ -212,8 +212,21 @@ class Watcher:
                 log.exception("on_synced callback failed")
 
 
-def watch(settings: Settings) -> int:
-    """The ``watch`` command: run a ``Watcher`` until SIGTERM or Ctrl-C; 0 then, 1 if it cannot watch."""
+def watch(
+    settings: Settings,
+    *,
+    initial_sync: bool = True,
+    seen: Inputs | None = None,
+    parent: int | None = None,
+    on_event: Callable[[dict[str, object]], None] | None = None,
+) -> int:
+    """The ``watch`` command: run a ``Watcher`` until SIGTERM or Ctrl-C; 0 then. A folder it cannot watch raises.
+
+    A host's watcher (``host.live``) gives ``on_event`` (``ready`` once watching, ``synced`` after each
+    sync), ``parent`` (the host: the watch ends when it has gone) and, without the first sync,
+    ``seen``: the files' hashes at the host's start-up; if they differ once watching, an edit came in
+    between and it syncs.
+    """
     requested: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -223,14 +236,22 @@ def watch(settings: Settings) -> int:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
-    watcher = Watcher(settings)
+
+    def on_synced(outcome: SyncResult | BootstrapError) -> None:
+        if on_event is not None:
+            on_event({"event": "synced", "ok": isinstance(outcome, SyncResult)})
+
+    watcher = Watcher(settings, on_synced, initial_sync=initial_sync)
     try:
         try:
             watcher.start()
-        except (BootstrapError, OSError) as exc:
-            log.error("cannot watch: %s", exc)
-            return 1
-        while not requested and watcher.running:
+        except OSError as exc:
+            raise SettingsError(f"cannot watch {watcher.folder}: {StorageError.from_os_error(exc)}") from None
+        if on_event is not None:
+            on_event({"event": "ready"})
+        if seen is not None and not initial_sync and freshness.inputs_of(settings.sources) != seen:
+            watcher.request_sync()
+        while not requested and watcher.running and (parent is None or os.getppid() == parent):
             time.sleep(0.2)
         log.info("stopping: a sync in progress finishes first")
     except KeyboardInterrupt:

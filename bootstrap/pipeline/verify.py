@@ -176,8 +176,7 @@ def check_imports(
         exc = outcomes.failures[0]  # the cause: the others were stopped because of it
         if not isinstance(exc, CommandError):
             raise exc  # it could not start (OSError: out of processes or memory): no check is no pass
-        # never exc.message: it would quote the whole script
-        if exc.timed_out:
+        if exc.timed_out:  # never exc.message below: it would quote the whole script
             raise VerificationError(
                 _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
             ) from exc

@@ -32,7 +32,7 @@ _DROPPED = ("PIP_TARGET", "PIP_PREFIX", "PIP_USER", "PIP_ROOT", "PIP_REQUIRE_VIR
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in _DROPPED}
-    tools = tool_path()
+    tools = tool_path() if extra is None or "PYTHONPATH" not in extra else ""  # (a bootstrap child: its own)
     if tools:  # bootstrap's own tools came through PYTHONPATH (Azure Functions' .python_packages): keep those
         env["PYTHONPATH"] = tools
     env["PIP_NO_INPUT"] = "1"

@@ -1,0 +1,59 @@
+"""``bootstrap.ensure("tabulate")`` in a host: a package added at run time, importable at once and after restarts.
+
+The host side of ``python -m bootstrap add --if-needed`` (``host.runtime``): a
+bare name the active generation already serves, asked for, costs one small JSON
+read and no process; anything else runs the child (``host.child``: the host
+imports none of bootstrap's tools), then this process switches to what it published.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from bootstrap.errors import RequirementsError
+from bootstrap.host import child, live
+from bootstrap.store import freshness, manifest
+from bootstrap.store.paths import Sources
+from bootstrap.store.records import canonical_name
+
+if TYPE_CHECKING:
+    from bootstrap.settings import Settings
+    from bootstrap.store.manifest import Manifest, PackageEntry
+
+# A request that is a name alone: served by any version the active generation holds (PEP 508 names).
+_BARE_NAME = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*")
+
+
+def ensure(requirement: str, *, settings: Settings | None = None) -> PackageEntry:
+    """Make ``requirement`` importable in this process now, and after restarts; return its manifest entry.
+
+    Already served (the active generation holds a fitting version, asked for by the committed file
+    or an earlier runtime addition): no sync. Otherwise it is recorded in the runtime overlay and
+    synced; on failure a ``BootstrapError`` is raised and the previous set keeps serving.
+    """
+    sources = Sources.from_env() if settings is None else settings.sources
+    current = manifest.read(sources.manifest_file)
+    bare = _BARE_NAME.fullmatch(requirement)
+    entry = _served(current, bare.group(1), sources) if bare else None
+    if entry is None:
+        events = child.run(["add", "--if-needed", requirement], settings)
+        added = [event["entry"] for event in events if event.get("event") == "added" and event.get("entry")]
+        current = manifest.read(sources.manifest_file)
+        if not added:  # published, yet absent: a bug, not the caller's mistake; say so plainly
+            raise RequirementsError(
+                f"cannot add {requirement!r}", None, "the new generation does not hold it; run `check` and report this"
+            )
+        entry = added[-1]
+    live.switch(current)
+    return entry
+
+
+def _served(current: Manifest | None, name: str, sources: Sources) -> PackageEntry | None:
+    """The active generation's entry for ``name`` if it serves the files as they are and it was asked for."""
+    if current is None or current.get("status") != "ok" or freshness.stale_reason(current, sources) is not None:
+        return None
+    for package in current.get("packages", []):
+        if canonical_name(str(package.get("name"))) == canonical_name(name) and package.get("source"):
+            return package.copy()
+    return None
