@@ -62,17 +62,20 @@ def test_a_committed_lock_that_does_not_satisfy_the_file_is_not_used(repo: Repo,
     assert repo.manifest()["lock_source"] != "committed"
 
 
-def test_startup_survives_an_unexpected_error_and_serves(repo: Repo) -> None:
+def test_startup_survives_an_unexpected_error_and_serves(repo: Repo, tmp_path: Path) -> None:
     repo.write("bsf-alpha==1.0")
     sync(repo.settings())
     repo.write("bsf-alpha==2.0")
-    code = (
+    # A bug in the sync, in the child process start-up runs it in: every interpreter on this PYTHONPATH has it.
+    bug = tmp_path / "bug"
+    bug.mkdir()
+    (bug / "sitecustomize.py").write_text(
         "import bootstrap.pipeline.sync\n"
         "def broken(settings): raise RuntimeError('a bug')\n"
         "bootstrap.pipeline.sync.sync = broken\n"
-        "import bootstrap; bootstrap.startup(); import bsf_alpha; print(bsf_alpha.__version__)"
     )
-    proc = python_with_bootstrap(code)
+    code = "import bootstrap; bootstrap.startup(); import bsf_alpha; print(bsf_alpha.__version__)"
+    proc = python_with_bootstrap(code, env={**os.environ, "PYTHONPATH": str(bug)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "1.0"
     assert "sync failed unexpectedly" in proc.stderr and "RuntimeError: a bug" in proc.stderr

@@ -87,9 +87,13 @@ def run(
     except CommandError as exc:
         if failure:
             raise rebuilt(str(failure[-1].get("kind")), str(failure[-1]["error"]), failure[-1].get("stage")) from None
-        said = redact(last_line(exc.stderr))  # a crash: its traceback's last line
+        # A crash (a bug, the machine failing): its traceback to the log, its last line in the error.
+        stray = "\n".join(line for line in exc.stderr.splitlines() if not line.startswith(RELAY_MARK)).strip()
+        if stray:
+            log.error("python -m bootstrap %s failed unexpectedly:\n%s", args[0], redact(stray))
+        said = redact(last_line(stray))
         raise BootstrapError(
-            f"python -m bootstrap {args[0]} ended with {exc.ending}" + (f": {said}" if said else "")
+            f"python -m bootstrap {args[0]} failed unexpectedly ({exc.ending})" + (f": {said}" if said else "")
         ) from None
     return events
 
