@@ -19,6 +19,10 @@ warm         a new instance (empty packages folder) with warm caches: bootstrap'
              same plain tools with their caches (XDG_CACHE_HOME, UV_CACHE_DIR) kept.
 incremental  add one package to a synced set, against building the grown set
              into a new packages folder (same caches).
+hashes       a lock with hashes of a 50-pin set (sigstore's install requirements and set M,
+             names only), public index only, cold caches: ``bootstrap lock --hashes``
+             (both backends) against ``pip-compile --generate-hashes`` and ``uv pip compile
+             --generate-hashes`` (and pip-compile without hashes: the resolution alone).
 import       ``import pandas`` from the generation (on PYTHONPATH, and through
              ``bootstrap.activate()``) against a virtual environment holding the
              same pandas from the same wheelhouse, with and without .pyc (set M).
@@ -87,7 +91,15 @@ BASELINES = (
     "uv pip compile + install",
     "uv pip compile + install --compile-bytecode",
 )
-ALL_ROWS = ("startup", "cold", "warm", "incremental", "import")
+ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import")
+# The hashes row: about 50 pins, most with wheels for many platforms (cryptography, pydantic-core, cffi).
+HASH_SET = (
+    *("annotated-types", "certifi", "cffi", "charset-normalizer", "cryptography", "dnspython", "email-validator"),
+    *("id", "idna", "importlib-resources", "markdown-it-py", "mdurl", "platformdirs", "pyasn1", "pycparser"),
+    *("pydantic", "pydantic-core", "pygments", "pyjwt", "pyopenssl", "requests", "rfc3161-client", "rfc8785"),
+    *("rich", "securesystemslib", "sigstore", "sigstore-models", "sigstore-rekor-types", "tuf"),
+    *("typing-extensions", "typing-inspection", "urllib3", *SETS["M"]),
+)
 STARTUP_GOAL, SYNC_GOAL = 1.25, 1.2
 HEAVY = ("pydantic", "piptools", "watchdog", "filelock", "packaging")
 
@@ -539,6 +551,49 @@ def bench_incremental(work: Path, set_name: str, source: Source, runs: int) -> N
     }
 
 
+def bench_hashes(work: Path, source: Source, runs: int) -> None:
+    """A lock with hashes, every command with cold caches (pip-tools keeps resolved metadata in its own)."""
+    print(f"\n== hashes: lock with hashes, {len(set(HASH_SET))} names (about 50 pins), {source.name}, cold ==")
+    requirements = write_requirements(work / "repo-hashes", HASH_SET)
+    counter = iter(range(10**6))
+
+    def fresh() -> tuple[Path, dict[str, str]]:
+        folder = work / f"run-{next(counter)}"
+        folder.mkdir()
+        return folder, source.env(folder)
+
+    def bootstrap(**extra: str) -> float:
+        folder, env = fresh()
+        env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(folder / "p"), **extra)
+        return run([PY, "-m", "bootstrap", "lock", "--hashes"], env, folder)
+
+    def pip_compile(*options: str) -> float:
+        folder, env = fresh()
+        argv = [PY, "-m", "piptools", "compile", "-q", "--no-header", "--strip-extras", "--allow-unsafe", *options]
+        return run([*argv, "-o", str(folder / "lock.txt"), str(requirements)], env, folder)
+
+    def uv() -> float:
+        folder, env = fresh()
+        argv = [UV, "pip", "compile", "-q", "--python", PY, *source.uv_args, "--generate-hashes"]
+        return run([*argv, "-o", str(folder / "lock.txt"), str(requirements)], env, folder)
+
+    commands: dict[str, Callable[[], float]] = {
+        "bootstrap lock --hashes": bootstrap,
+        "pip-compile --generate-hashes": lambda: pip_compile("--generate-hashes"),
+        "uv pip compile --generate-hashes": uv,
+        "  (pip-compile without hashes: the resolution alone)": pip_compile,
+    }
+    ours = ["bootstrap lock --hashes"]
+    if uv_backend():
+        commands["bootstrap lock --hashes (uv backend)"] = lambda: bootstrap(BOOTSTRAP_BACKEND="uv")
+        ours.append("bootstrap lock --hashes (uv backend)")
+    times = interleave(commands, runs, lambda: remove("run-*", work))
+    remove("run-*", work)
+    report(
+        "hashes", "H", source.name, times, ours, ["pip-compile --generate-hashes", "uv pip compile --generate-hashes"]
+    )
+
+
 def _pyc_count(folder: Path) -> tuple[int, int]:
     sources = sum(1 for _ in folder.rglob("*.py"))
     compiled = sum(1 for _ in folder.rglob("__pycache__/*.pyc"))
@@ -638,7 +693,8 @@ def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
     wheelhouse = CACHE / "wheelhouse"
     CACHE.mkdir(exist_ok=True)
     constraints = CACHE / "host-constraints.txt"
-    constraints.write_text(host.constraints_text(host.host_distributions(CACHE / "no-packages"), frozenset()))
+    found = host.scan(CACHE / "no-packages")
+    constraints.write_text(host.constraints_text({**found.packages, **found.tools}, frozenset()))
     names = sorted({name for s in sets for name in SETS[s]} | {ADDED})
     argv = [PY, "-m", "pip", "download", "-q", "--only-binary", ":all:", "-d", str(wheelhouse), "-c", str(constraints)]
     env = clean_env(PIP_INDEX_URL=PUBLIC_INDEX, XDG_CACHE_HOME=str(CACHE / "dl-cache"))
@@ -782,6 +838,11 @@ def main() -> int:
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         why = str(exc).strip().splitlines()[-1][:300]
                         note(f"({row} {set_name} {source_name} skipped: a command failed: {why})")
+        if "hashes" in rows and "public" in sources and online:
+            try:
+                bench_hashes(work, Source("public", wheelhouse), runs)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                note(f"(hashes skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
         if "import" in rows and "M" in sets:
             bench_import(work, wheelhouse, max(5, 3 * runs))
     print("\n" + table(RESULTS_DATA["rows"]))

@@ -244,3 +244,56 @@ def test_a_file_that_does_not_match_its_pinned_hash_is_named(repo: Repo, run_cli
     assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
     assert "the file served for bsf-alpha==1.0" in result.err and "does not have the hash its pin gives" in result.err
     assert "lock --hashes" in result.err and "failed on" not in result.err
+
+
+def test_a_lock_with_hashes_takes_them_from_the_index_and_downloads_no_other_platforms_files(
+    repo: Repo, run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hashed lock lists every file of each pin (every platform's wheel). The index's listing gives their
+    sha256 (PEP 503's #sha256= fragment): pip-compile alone downloads each file to hash it (87 s for a
+    50-package set from PyPI); bootstrap takes the listed hash, as pip and uv do."""
+    import http.server
+
+    from tests.conftest import local_server
+    from tests.wheels import Dist, build_wheel, module
+
+    served = build_wheel(Dist("bsf-hashed", "1.0", module("bsf_hashed", "1.0")), tmp_path)
+    served_sha = hashlib.sha256(served.read_bytes()).hexdigest()
+    other = "bsf_hashed-1.0-cp39-cp39-win_amd64.whl"  # listed, never served: this machine cannot use it
+    other_sha = "ab" * 32
+    asked: list[str] = []
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path.rstrip("/") == "/simple/bsf-hashed":
+                body = (
+                    f'<a href="/files/{served.name}#sha256={served_sha}">{served.name}</a>\n'
+                    f'<a href="/files/{other}#sha256={other_sha}">{other}</a>\n'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+            elif self.path == f"/files/{served.name}":
+                body = served.read_bytes()
+                self.send_response(200)
+            else:
+                body = b"not here"
+                self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with local_server(Index) as url:
+        monkeypatch.delenv("PIP_NO_INDEX")
+        monkeypatch.delenv("PIP_FIND_LINKS")
+        monkeypatch.setenv("PIP_INDEX_URL", f"{url}/simple")
+        monkeypatch.setenv("UV_INDEX_URL", f"{url}/simple")
+        repo.write("bsf-hashed")
+        lock(run_cli, "--hashes")
+    text = lock_path(repo).read_text()
+    assert f"--hash=sha256:{served_sha}" in text and f"--hash=sha256:{other_sha}" in text
+    assert f"/files/{other}" not in asked, "the other platform's wheel was downloaded to hash it"
+    assert asked.count(f"/files/{served.name}") <= 1, "downloaded again to hash it"  # once: its metadata

@@ -44,7 +44,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 # The tools children run as ``python -m MODULE``.
-_TOOL_MODULES = ("piptools", "pip")
+_TOOL_MODULES = ("piptools", "pip", "bootstrap")  # bootstrap: its pip-compile shim (tools.piptools_compile)
 
 
 @functools.cache
@@ -54,7 +54,7 @@ def tool_path() -> str:
     A platform may install bootstrap and its tools into a folder it names in ``PYTHONPATH``
     (Azure Functions: ``.python_packages/lib/site-packages``). Children must find the tools there
     too, yet nothing else of the host's ``PYTHONPATH`` (a generation, a folder a user can write)
-    reaches them: only the folders that ``pip`` and ``piptools`` themselves are imported from.
+    reaches them: only the folders that ``pip``, ``piptools`` and ``bootstrap`` are imported from.
     """
     given = [os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
     holding = set()

@@ -24,7 +24,10 @@ class PipBackend(Backend):
     speculates = True  # pip-compile takes about as long as an install: guessing beside it pays
 
     def compile_argv(self, input_file: str, output_file: str, *, hashes: bool) -> list[str]:
-        argv = [sys.executable, "-m", "piptools", "compile", "--verbose", "--no-header", "--strip-extras"]
+        # With hashes: pip-compile taking each file's sha256 from the index (tools.piptools_compile), not
+        # downloading every file of every platform to hash it.
+        program = ["bootstrap.tools.piptools_compile"] if hashes else ["piptools", "compile"]
+        argv = [sys.executable, "-m", *program, "--verbose", "--no-header", "--strip-extras"]
         argv += ["--no-emit-options", "--allow-unsafe"]
         if hashes:
             argv.append("--generate-hashes")
@@ -141,13 +144,15 @@ class PipBackend(Backend):
         return f"pip-compile failed on {where}: {pipout.last_error(output)}"
 
 
-_TOOL_MODULES = {"piptools": "pip-tools", "pip": "pip"}
+_TOOL_MODULES = {"piptools": "pip-tools", "pip": "pip", "bootstrap": "bootstrap"}
 
 
 def _missing_tool(exc: CommandError) -> str | None:
     """The interpreter could not even start the tool: say which, not that the index failed."""
     for module, distribution in _TOOL_MODULES.items():
-        if f"No module named {module}" in exc.stderr and exc.argv[1:3] == ["-m", module]:
+        # `-m piptools` says "No module named piptools"; an import in bootstrap's shim "... named 'piptools'"
+        said = f"No module named {module}" in exc.stderr or f"No module named '{module}" in exc.stderr
+        if said and exc.argv[1:2] == ["-m"]:
             return (
                 f"{exc.argv[0]} cannot run {distribution} (No module named {module}): install bootstrap's tools where "
                 "this interpreter finds them (its site-packages, or a folder named in PYTHONPATH)"
