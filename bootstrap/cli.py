@@ -127,7 +127,24 @@ def _cmd_watch(settings: Settings, args: argparse.Namespace) -> int:
 def _emit(args: argparse.Namespace, event: dict[str, object]) -> None:
     """An event for the host that started this process (``host.child``); nothing without ``--relay``."""
     if args.relay:
-        print(relay_line(event), file=sys.stderr, flush=True)
+        _relay(event)
+
+
+_relay_handler: logging.Handler | None = None  # the log handler of --relay: it writes to the same stream
+
+
+def _relay(payload: dict[str, object]) -> None:
+    """One line of the protocol, written whole: log records from other threads (a watcher's sync) take the
+    same handler lock, so no line is ever cut by another."""
+    handler = _relay_handler
+    if handler is not None:
+        handler.acquire()
+    try:
+        sys.stderr.write(relay_line(payload) + "\n")
+        sys.stderr.flush()
+    finally:
+        if handler is not None:
+            handler.release()
 
 
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
@@ -212,7 +229,10 @@ def _fail(args: argparse.Namespace, exc: BootstrapError) -> int:
     """The error in one line: for a person, or for the host that started this process (``--relay``)."""
     message = redact(" ".join(str(exc).split()))
     if args.relay:
-        print(relay_line({"error": message, "kind": type(exc).__name__, "stage": exc.stage}), file=sys.stderr)
+        # A RequirementsError's parts, so that the host's copy of it has them too (errors.rebuilt).
+        details: dict[str, object] = {"line": getattr(exc, "line", None)}
+        details.update({name: redact(str(getattr(exc, name))) for name in ("path", "why") if hasattr(exc, name)})
+        _relay({"error": message, "kind": type(exc).__name__, "stage": exc.stage, "details": details})
     else:
         print(f"bootstrap: error: {message}", file=sys.stderr)
     return 1
@@ -221,7 +241,9 @@ def _fail(args: argparse.Namespace, exc: BootstrapError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     saved = (log.level, log.propagate)  # main() may be called in-process: leave the logger as found
+    global _relay_handler
     handler = _configure_logging(args.verbose, args.quiet, args.relay)
+    _relay_handler = handler if args.relay else None
     try:
         return int(args.func(load_settings(), args))
     except BootstrapError as exc:
@@ -239,5 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         log.removeHandler(handler)
+        _relay_handler = None
         log.setLevel(saved[0])
         log.propagate = saved[1]

@@ -127,10 +127,14 @@ class CommandError(BootstrapError):
         return f"exit code {self.returncode}"
 
 
-def rebuilt(kind: str, message: str, stage: str | None = None) -> BootstrapError:
+def rebuilt(
+    kind: str, message: str, stage: str | None = None, details: dict[str, object] | None = None
+) -> BootstrapError:
     """The error a ``python -m bootstrap`` child reported (``host.child``), as the same class in this process.
 
-    The message is the child's, whole; an unknown kind is a plain ``BootstrapError``.
+    The message is the child's (on one line); an unknown kind is a plain ``BootstrapError``. A
+    ``RequirementsError`` gets its ``path``, ``line`` and ``why`` from ``details``; a ``CommandError``
+    (the child's own child failed) has no output here: its message says what it said.
     """
     classes = {cls.__name__: cls for cls in _subclasses(BootstrapError)}
     cls = classes.get(kind, BootstrapError)
@@ -138,6 +142,13 @@ def rebuilt(kind: str, message: str, stage: str | None = None) -> BootstrapError
     BootstrapError.__init__(error, message)
     if stage is not None:
         error.stage = stage
+    given = details or {}
+    if isinstance(error, RequirementsError):
+        line = given.get("line")
+        error.path, error.line = given.get("path"), line if isinstance(line, int) else None
+        error.why = str(given.get("why", message))
+    if isinstance(error, CommandError):
+        error.argv, error.returncode, error.stdout, error.stderr, error.timed_out = [], None, "", message, False
     return error
 
 

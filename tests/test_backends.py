@@ -428,6 +428,13 @@ def test_a_tool_the_interpreter_cannot_find_is_named_not_the_index(desired: Desi
         assert message.startswith(f"/usr/bin/python3 cannot run {distribution} (No module named {module})"), message
         assert "index" not in message.split(":")[0]
         assert PipBackend().explain_install(exc) == message
+    shim = ["/usr/bin/python3", "-m", "bootstrap.tools.piptools_compile", "--generate-hashes"]
+    exc = CommandError(shim, 1, "", "ModuleNotFoundError: No module named 'piptools'\n")
+    assert PipBackend().explain_install(exc).startswith("/usr/bin/python3 cannot run pip-tools")
+    # A package's own build failing on a module of another name is that package's error, not a missing tool.
+    for other in ("pipes", "pip._internal.locations.foo"):
+        exc = CommandError(["/usr/bin/python3", "-m", "pip", "install"], 1, "", f"No module named '{other}'\n")
+        assert "cannot run" not in PipBackend().explain_install(exc)
 
 
 def test_pip_a_version_for_another_python_says_which_python(desired: Desired) -> None:

@@ -209,6 +209,25 @@ def test_bootstraps_own_tools_are_what_only_bootstrap_needs() -> None:
     # tool extra is followed (uv), not dev, and a marker that is false adds nothing (python-dotenv).
     assert own_tools(requires) == {"click", "pydantic-settings", "pydantic", "uv"}
     assert own_tools({"click": []}) == set()  # bootstrap from a source folder, no metadata: nothing is its alone
+    # A package the host's own requirements named (pip's REQUESTED) stays the host's, even if bootstrap needs it.
+    assert own_tools(requires, requested={"pydantic"}) == {"click", "pydantic-settings", "uv"}
+
+
+def test_a_host_sync_reads_the_hosts_packages_from_the_hosts_own_path(repo: Repo, tmp_path: Path) -> None:
+    """The sync runs in a child: a folder the host put on sys.path itself (its script folder, a platform
+    worker's) must still count, or its packages would be neither protected nor used."""
+    added = tmp_path / "host-added"
+    (added / "bsf_alpha-1.0.dist-info").mkdir(parents=True)
+    (added / "bsf_alpha-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: bsf-alpha\nVersion: 1.0\n"
+    )
+    (added / "bsf_alpha").mkdir()
+    (added / "bsf_alpha" / "__init__.py").write_text("__version__ = '1.0'\n")
+    repo.write("bsf-alpha==2.0")
+    code = f"import sys; sys.path.insert(0, {str(added)!r}); import bootstrap; bootstrap.startup(raise_errors=True)"
+    proc = python_with_bootstrap(code)
+    assert proc.returncode == 1
+    assert "bsf-alpha==2.0 contradicts the host's bsf-alpha 1.0" in proc.stderr, proc.stderr
 
 
 def test_a_user_may_pin_another_version_of_one_of_bootstraps_own_tools(repo: Repo) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import bootstrap
-from bootstrap.errors import BootstrapError
+from bootstrap.errors import BootstrapError, RequirementsError
 from bootstrap.pipeline.sync import sync
 from bootstrap.store import manifest as manifest_mod
 from tests.conftest import Repo, python_with_bootstrap
@@ -207,3 +207,13 @@ def test_package_entries_and_the_error_record_have_exactly_the_contract_keys(rep
     with pytest.raises(BootstrapError):
         sync(repo.settings())
     assert tuple(repo.manifest()["error"]) == ERROR_KEYS
+
+
+def test_an_error_of_the_sync_child_is_raised_as_its_own_class_with_its_parts(repo: Repo) -> None:
+    """The sync runs in a child process (bootstrap.host.child): its error comes back whole."""
+    repo.write("bsf-alpha", "bsf-alpha>=>1")
+    with pytest.raises(RequirementsError) as caught:
+        bootstrap.startup(raise_errors=True)
+    error = caught.value
+    assert str(error).startswith(f"{repo.requirements}:2: ") and error.line == 2 and error.stage == "read"
+    assert error.path == str(repo.requirements) and "not a valid requirement" in error.why

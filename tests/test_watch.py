@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bootstrap.errors import BootstrapError, SettingsError
+from bootstrap.errors import BootstrapError, StorageError
 from bootstrap.host.watch import Watcher, watch
 from bootstrap.pipeline.sync import SyncResult
 from tests.conftest import Repo
@@ -134,7 +134,7 @@ def test_a_missing_folder_is_an_error_not_a_new_folder(
     monkeypatch.setenv("BOOTSTRAP_REQUIREMENTS_FILE", str(missing / "requirements.txt"))
     monkeypatch.setenv("BOOTSTRAP_PACKAGES_DIR", str(tmp_path / "packages"))
     sigterm = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SettingsError, match=r"cannot watch .*no-such-repo: no such folder"):
+    with pytest.raises(StorageError, match=r"cannot watch .*no-such-repo: no such folder"):
         watch(load_settings())
     assert not missing.exists()
     assert signal.getsignal(signal.SIGTERM) is sigterm  # handlers put back

@@ -65,15 +65,15 @@ def run(
 
     def on_line(line: str) -> None:
         if not line.startswith(RELAY_MARK):
-            log.debug("%s", line)  # the command's own summary on stdout; what a crash printed
+            log.debug("%s", redact(line))  # the command's own summary on stdout; what a crash printed
             return
         try:
             payload = json.loads(line[len(RELAY_MARK) :])
         except ValueError:
-            log.debug("%s", line)
+            log.debug("%s", redact(line))
             return
         if "level" in payload:
-            log.log(int(payload["level"]), "%s", payload.get("message", ""))
+            log.log(int(payload["level"]), "%s", redact(str(payload.get("message", ""))))
         elif "error" in payload:
             failure.append(payload)
         elif "event" in payload:
@@ -86,7 +86,8 @@ def run(
         runner.run([*argv, *args], env=_environment(settings), on_line=on_line, on_start=on_start)
     except CommandError as exc:
         if failure:
-            raise rebuilt(str(failure[-1].get("kind")), str(failure[-1]["error"]), failure[-1].get("stage")) from None
+            last = failure[-1]
+            raise rebuilt(str(last.get("kind")), str(last["error"]), last.get("stage"), last.get("details")) from None
         # A crash (a bug, the machine failing): its traceback to the log, its last line in the error.
         stray = "\n".join(line for line in exc.stderr.splitlines() if not line.startswith(RELAY_MARK)).strip()
         if stray:
@@ -113,4 +114,7 @@ def _environment(settings: Settings | None) -> dict[str, str]:
     if home not in found and home not in site.getsitepackages() and not resolves_inside(home, packages_dir):
         found.append(home)
     env["PYTHONPATH"] = os.pathsep.join(found)
+    env[paths.HOST_PATH_VARIABLE] = os.pathsep.join(
+        entry for entry in sys.path if entry and not resolves_inside(entry, packages_dir)
+    )
     return env

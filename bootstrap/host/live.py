@@ -189,12 +189,12 @@ def _watch(settings: Settings | None, sources: Sources, *, needed: bool, raise_e
     if not needed:
         args += ["--no-initial-sync", "--seen", json.dumps(freshness.inputs_of(sources))]
     watcher = _ChildWatcher(settings, sources, args, needed=needed)
-    with _starting:
+    with _starting:  # registered and started in one step: a stop() sees it whole, or not at all
         if state.current().stopping:  # stop() came first: this watcher never starts
             _set_synced()
             return
         state.current().watcher = watcher
-    watcher.start()
+        watcher.start()
     if raise_errors:
         watcher.ready.wait()
         if watcher.failure is not None:
@@ -247,7 +247,8 @@ class _ChildWatcher:
             if not self._stopping.is_set():
                 self.failure = exc if isinstance(exc, BootstrapError) else BootstrapError(str(exc))
                 _log_failure("not watching for changes", exc)
-                if self.needed and not isinstance(exc, SettingsError):  # the sync start-up skipped still runs
+                # The sync start-up skipped still runs (a folder it cannot watch), unless no setting could be read.
+                if self.needed and not isinstance(exc, SettingsError):
                     _background_sync(self.settings)
         finally:
             self._stopping.set()
@@ -270,7 +271,9 @@ class _ChildWatcher:
             _set_synced()
 
     def _follow(self) -> None:
-        seen = _signature(self.manifest_file)
+        seen: tuple[int, int, int] | None = (
+            None  # never the manifest read before: one published meanwhile is switched to at the first look
+        )
         while not self._stopping.wait(FOLLOW_SECONDS):
             now = _signature(self.manifest_file)
             if now != seen:

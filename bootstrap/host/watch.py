@@ -24,6 +24,7 @@ Why it looks like this:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -39,7 +40,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from bootstrap.errors import BootstrapError, SettingsError, StorageError, redact
+from bootstrap.errors import BootstrapError, StorageError, redact
 from bootstrap.pipeline.sync import SyncResult, sync
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, safety
@@ -131,7 +132,7 @@ class Watcher:
         if self._observer is not None:
             raise RuntimeError("watcher already started")
         if not self.folder.is_dir():
-            raise SettingsError(f"cannot watch {self.folder}: no such folder")
+            raise StorageError(f"cannot watch {self.folder}: no such folder")
         observer: BaseObserver = PollingObserver() if self.settings.watch_polling else Observer()
         observer.schedule(_Handler(self._watched, self._dirty), str(self.folder), recursive=False)
         self._watch_packages_folder(observer)
@@ -212,6 +213,16 @@ class Watcher:
                 log.exception("on_synced callback failed")
 
 
+def _cannot_watch(folder: Path, exc: OSError) -> str:
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EMFILE):  # inotify's limits, not the disk
+        return (
+            f"cannot watch {folder}: {why} (the inotify limits): raise fs.inotify.max_user_watches and "
+            "fs.inotify.max_user_instances, or set BOOTSTRAP_WATCH_POLLING=true"
+        )
+    return f"cannot watch {folder}: {why}"
+
+
 def watch(
     settings: Settings,
     *,
@@ -246,7 +257,7 @@ def watch(
         try:
             watcher.start()
         except OSError as exc:
-            raise SettingsError(f"cannot watch {watcher.folder}: {StorageError.from_os_error(exc)}") from None
+            raise StorageError(_cannot_watch(watcher.folder, exc)) from None
         if on_event is not None:
             on_event({"event": "ready"})
         if seen is not None and not initial_sync and freshness.inputs_of(settings.sources) != seen:

@@ -18,8 +18,9 @@ processes, ``host.child``), so workflows import the user's version.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from packaging.utils import canonicalize_name
 from bootstrap.errors import RequirementsError, ResolutionError
 from bootstrap.inputs.requirements import Desired
 from bootstrap.store.fs import resolves_inside
+from bootstrap.store.paths import HOST_PATH_VARIABLE
 
 # bootstrap's distribution, and the extras of it that are tools too (an operator's choice of backend).
 OWN_DISTRIBUTION = "bootstrap-packages"
@@ -47,31 +49,46 @@ def scan(packages_dir: Path) -> HostScan:
     """Read the host's metadata over its ``sys.path`` (first on the path wins), bootstrap's generations left out."""
     from importlib.metadata import distributions
 
-    paths = [entry for entry in sys.path if entry and not resolves_inside(entry, packages_dir)]
+    given = os.environ.get(HOST_PATH_VARIABLE)
+    searched = given.split(os.pathsep) if given else sys.path
+    paths = [entry for entry in searched if entry and not resolves_inside(entry, packages_dir)]
     versions: dict[str, str] = {}
     requires: dict[str, list[str]] = {}
+    requested: set[str] = set()
     for dist in distributions(path=paths):
         name = dist.metadata["Name"] if dist.metadata else None
         if name and canonicalize_name(name) not in versions:
             versions[canonicalize_name(name)] = dist.version
             requires[canonicalize_name(name)] = list(dist.requires or [])
-    own = own_tools(requires)
+            if dist.read_text("REQUESTED") is not None:  # installed by name (`pip install -r`), not as a dependency
+                requested.add(canonicalize_name(name))
+    own = own_tools(requires, requested=requested)
     return HostScan(
         packages={name: version for name, version in versions.items() if name not in own},
         tools={name: versions[name] for name in sorted(own)},
     )
 
 
-def own_tools(requires: Mapping[str, list[str]], own: str = OWN_DISTRIBUTION) -> set[str]:
+def own_tools(
+    requires: Mapping[str, list[str]], own: str = OWN_DISTRIBUTION, requested: Set[str] = frozenset()
+) -> set[str]:
     """The distributions only ``own`` needs: its closure, less the closure of everything else installed.
 
-    ``requires`` maps each installed distribution (canonical name) to its ``Requires-Dist`` lines.
-    With no ``own`` among them (bootstrap run from a source folder), nothing is bootstrap's alone.
+    ``requires`` maps each installed distribution (canonical name) to its ``Requires-Dist`` lines;
+    ``requested`` names those installed by name (pip's ``REQUESTED`` file: a host's own requirements
+    file asked for them), which stay the host's even when bootstrap needs them too. The others are
+    followed without their extras: the metadata does not record which extras were installed, and
+    following every extra would protect everything (werkzeug's ``watchdog`` extra, setuptools'
+    ``testing``). A package the host application needs only through an extra (``uvicorn[standard]``'s
+    python-dotenv) is therefore bootstrap's unless named: list the host's own requirements when
+    installing them (``pip install -r``), which marks them REQUESTED. With no ``own`` among them
+    (bootstrap run from a source folder), nothing is bootstrap's alone.
     """
     if own not in requires:
         return set()
     ours = _closure(requires, {own: set(_OWN_EXTRAS)}) - {own}
-    others = _closure(requires, {name: set() for name in requires if name not in ours and name != own})
+    roots = {name for name in requires if name != own and (name not in ours or name in requested)}
+    others = _closure(requires, {name: set() for name in roots})
     return ours - others
 
 

@@ -53,7 +53,8 @@ def plan(
     active: Active | None,
     tools: Mapping[str, str] | None = None,
 ) -> Plan:
-    """``host``: the host application's packages (protected); ``tools``: bootstrap's own (``inputs.host.scan``)."""
+    """``host``: what the host has, {name: version}; ``tools``: those of them that are bootstrap's own
+    (``inputs.host.scan``). A pin at the host's very version is provided by the host, not installed."""
     overridable = {canonicalize_name(name) for name in host_overrides}
     provided = {
         pin.name: pin.version
@@ -64,7 +65,7 @@ def plan(
     overrides = sorted(
         pin.name
         for pin in to_install.pins
-        if (pin.name in overridable and pin.name in host) or pin.name in (tools or {})
+        if pin.name in host and (pin.name in overridable or pin.name in (tools or {}))
     )
     keep = active is not None and active.site is not None and active.intact and active.lock_sha256 == lock.sha256
     return Plan(lock, provided, to_install, overrides, keep)

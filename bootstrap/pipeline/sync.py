@@ -115,7 +115,9 @@ def _sync_locked(
     if done is not None:
         return done
     desired, found = read_desired(settings, overlay_text=change.overlay if change else None)
-    host_dists = found.packages
+    # What the host can provide at a pin's very version: its application's packages and bootstrap's tools alike
+    # (only the application's are protected: `found.packages`).
+    host_dists = {**found.tools, **found.packages}
     _refuse_a_vanished_file(desired, current)
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
@@ -123,7 +125,7 @@ def _sync_locked(
     seed = _active_lock_text(current)
     lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
     origin = str(lock.committed_file or "the lock")
-    host.check_pins([(pin.name, pin.version) for pin in lock.pins], host_dists, settings.host_overrides, origin)
+    host.check_pins([(pin.name, pin.version) for pin in lock.pins], found.packages, settings.host_overrides, origin)
     the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock), found.tools)
     provenance = plan.provenance(str(settings.requirements_file), lock, inputs)
     if the_plan.keep_active:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 
 ENV_PREFIX = "BOOTSTRAP_"
+# The host's sys.path, as the host process has it, when a sync runs in a child of it (host.child): the child's
+# own path lacks what the host added at run time (its script folder, a platform worker's folders), and the
+# host's packages are read from there (inputs.host). Not a setting: no BOOTSTRAP_ prefix.
+HOST_PATH_VARIABLE = "_BOOTSTRAP_HOST_SYS_PATH"
 DEFAULT_REQUIREMENTS_FILE = "/home/repo/requirements.txt"
 DEFAULT_PACKAGES_DIR = "/home/.packages"
 MANIFEST_NAME = "manifest.json"

@@ -18,7 +18,10 @@ a pip-tools without it runs unpatched (slow, never wrong).
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _take_hashes_from_the_index() -> None:
@@ -29,8 +32,12 @@ def _take_hashes_from_the_index() -> None:
         return
 
     def file_hash(self: Any, link: Any) -> str:
-        if getattr(link, "hash_name", None) == "sha256" and getattr(link, "hash", None):
-            return f"sha256:{link.hash}"
+        # Only a listing's hash (a link found on an index page), and only a well-formed one: a URL the user
+        # wrote (`name @ https://...#sha256=...`) is hashed from its bytes, as before.
+        listed = str(getattr(link, "hash", None) or "").lower()
+        came_from_an_index = getattr(link, "comes_from", None) is not None
+        if getattr(link, "hash_name", None) == "sha256" and came_from_an_index and _SHA256.fullmatch(listed):
+            return f"sha256:{listed}"
         return str(hash_the_file(self, link))
 
     PyPIRepository._get_file_hash = file_hash  # type: ignore[method-assign]

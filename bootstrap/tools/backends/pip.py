@@ -26,7 +26,7 @@ class PipBackend(Backend):
     def compile_argv(self, input_file: str, output_file: str, *, hashes: bool) -> list[str]:
         # With hashes: pip-compile taking each file's sha256 from the index (tools.piptools_compile), not
         # downloading every file of every platform to hash it.
-        program = ["bootstrap.tools.piptools_compile"] if hashes else ["piptools", "compile"]
+        program = [_SHIM] if hashes else ["piptools", "compile"]
         argv = [sys.executable, "-m", *program, "--verbose", "--no-header", "--strip-extras"]
         argv += ["--no-emit-options", "--allow-unsafe"]
         if hashes:
@@ -145,14 +145,16 @@ class PipBackend(Backend):
 
 
 _TOOL_MODULES = {"piptools": "pip-tools", "pip": "pip", "bootstrap": "bootstrap"}
+_SHIM = "bootstrap.tools.piptools_compile"
 
 
 def _missing_tool(exc: CommandError) -> str | None:
     """The interpreter could not even start the tool: say which, not that the index failed."""
     for module, distribution in _TOOL_MODULES.items():
-        # `-m piptools` says "No module named piptools"; an import in bootstrap's shim "... named 'piptools'"
-        said = f"No module named {module}" in exc.stderr or f"No module named '{module}" in exc.stderr
-        if said and exc.argv[1:2] == ["-m"]:
+        # `-m piptools` says "No module named piptools"; an import in bootstrap's shim "... named 'piptools'".
+        # Exactly that module: never 'pipes' or 'pip._internal.x' (a package's build failing in its own way).
+        said = re.search(rf"No module named (?:{module}$|'{module}')", exc.stderr, re.MULTILINE)
+        if said and exc.argv[1:2] == ["-m"] and exc.argv[2:3] in ([module], [_SHIM]):
             return (
                 f"{exc.argv[0]} cannot run {distribution} (No module named {module}): install bootstrap's tools where "
                 "this interpreter finds them (its site-packages, or a folder named in PYTHONPATH)"
