@@ -465,6 +465,20 @@ def test_pip_versions_an_index_ignored_for_another_python_are_told(desired: Desi
     assert "the versions of foo the requirements allow need Python >=3.99" in message
 
 
+def test_pip_versions_ignored_for_another_python_are_not_blamed_on_a_package_they_are_not_of(
+    desired: Desired,
+) -> None:
+    """pip lists every version it skipped for Python in the whole resolution (Django 6 for 3.12), next to
+    whatever failed (djhtml==1.4.13, which has no such version)."""
+    stderr = (
+        "INFO: Ignored the following versions that require a different python version: 6.0 Requires-Python "
+        ">=3.12; 6.0.1 Requires-Python >=3.12\n"
+        "ERROR: Could not find a version that satisfies the requirement foo==1.4.13 (from versions: 1.4.10, 1.4.14)\n"
+    )
+    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    assert "need Python" not in message and "no version of foo==1.4.13 found" in message, message
+
+
 def test_uv_the_current_python_not_satisfying_a_version_is_told(desired: Desired) -> None:
     stderr = (
         "  \u00d7 No solution found when resolving dependencies:\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -230,7 +231,10 @@ def test_a_host_sync_reads_the_hosts_packages_from_the_hosts_own_path(repo: Repo
     assert "bsf-alpha==2.0 contradicts the host's bsf-alpha 1.0" in proc.stderr, proc.stderr
 
 
-def test_a_user_may_pin_another_version_of_one_of_bootstraps_own_tools(repo: Repo) -> None:
+def test_a_user_may_pin_another_version_of_one_of_bootstraps_own_tools(
+    repo: Repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bootstrap")
     repo.write(f"filelock=={USER_FILELOCK}")  # bootstrap's own filelock is newer; nothing else here needs it
     sync(repo.settings())
     m = repo.manifest()
@@ -238,6 +242,7 @@ def test_a_user_may_pin_another_version_of_one_of_bootstraps_own_tools(repo: Rep
         "filelock": (USER_FILELOCK, "generation")
     }
     assert m["overrides"] == ["filelock"]  # the generation goes first on sys.path
+    assert "not keeping the install made while resolving" not in caplog.text  # the speculative install fits
     proc = python_with_bootstrap("import bootstrap; bootstrap.startup(); import filelock; print(filelock.__version__)")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == USER_FILELOCK

@@ -89,6 +89,29 @@ def test_only_wheels_by_default_and_the_message_names_the_setting(repo: Repo, wh
     assert "no versions at all" not in str(failure.value)
 
 
+def test_a_pinned_version_without_a_wheel_says_so_beside_versions_that_have_one(repo: Repo, wheelhouse: Path) -> None:
+    """bsf-alpha has wheels for 1.0 and 2.0; 0.5 is a source archive only (djhtml==1.4.13 and markupsafe 2.0.0
+    on Python 3.11, seen in real files): not "no such version, check the version"."""
+    import os
+    import tarfile
+
+    sdist = wheelhouse.parent / "sdists-alpha"
+    sdist.mkdir(exist_ok=True)
+    source = wheelhouse.parent / "bsf_alpha-0.5"
+    source.mkdir(exist_ok=True)
+    (source / "setup.py").write_text("raise SystemExit('build code ran')\n")
+    with tarfile.open(sdist / "bsf_alpha-0.5.tar.gz", "w:gz") as tar:
+        tar.add(source, arcname="bsf_alpha-0.5")
+    os.environ["PIP_FIND_LINKS"] = f"{wheelhouse} {sdist}"  # restored by the autouse fixture
+    repo.write("bsf-alpha==0.5")
+    with pytest.raises(BootstrapError) as failure:
+        sync(repo.settings())
+    said = str(failure.value)
+    assert "requirements.txt:1:" in said and "BOOTSTRAP_ALLOW_SOURCE_BUILDS" in said, said
+    if BACKEND == "pip":
+        assert "bsf-alpha==0.5 has no wheel for this interpreter" in said and "(1.0, 2.0)" in said, said
+
+
 def test_required_hashes(repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     repo.write("bsf-beta==1.0")
     assert run_cli("lock").code == 0  # a lock without hashes

@@ -34,6 +34,7 @@ from bootstrap.store.paths import HOST_PATH_VARIABLE
 
 # bootstrap's distribution, and the extras of it that are tools too (an operator's choice of backend).
 OWN_DISTRIBUTION = "bootstrap-packages"
+_VENV_SEEDED = frozenset({"pip", "setuptools", "wheel"})
 _OWN_EXTRAS = ("uv",)
 
 
@@ -60,7 +61,9 @@ def scan(packages_dir: Path) -> HostScan:
         if name and canonicalize_name(name) not in versions:
             versions[canonicalize_name(name)] = dist.version
             requires[canonicalize_name(name)] = list(dist.requires or [])
-            if dist.read_text("REQUESTED") is not None:  # installed by name (`pip install -r`), not as a dependency
+            # Installed by name (`pip install -r`), not as a dependency; but pip and setuptools are always so
+            # marked by `python -m venv` (ensurepip), whatever the host needs.
+            if dist.read_text("REQUESTED") is not None and canonicalize_name(name) not in _VENV_SEEDED:
                 requested.add(canonicalize_name(name))
     own = own_tools(requires, requested=requested)
     return HostScan(

@@ -111,7 +111,9 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
     installed): those distributions are taken out again, file by file from their RECORD.
     """
     site_dir = staging / SITE_DIR
-    wanted = {pin.name: pin.version for pin in lock.pins if pin.name not in (provided or {})}
+    # A pin at the host's very version is the host's; at another (a user's own version of one of bootstrap's
+    # tools, an operator's override) it is installed, and must stay.
+    wanted = {pin.name: pin.version for pin in lock.pins if (provided or {}).get(pin.name) != pin.version}
     for dist in installed(site_dir):
         if dist.name not in wanted and (provided or {}).get(dist.name) == dist.version:
             _remove_distribution(site_dir, dist.dist_info, dist.records)

@@ -141,6 +141,14 @@ def source_only(origin: str, name: str, where: str, versions: str) -> str:
     )
 
 
+def no_wheel(origin: str, spec: str, where: str, with_wheels: str) -> str:
+    return (
+        f"{origin}{spec} has no wheel for this interpreter on {where} (a source archive only, or wheels for other "
+        f"Pythons or platforms), and only wheels are installed: pin a version that has one ({with_wheels}), or an "
+        "operator can allow building it (which runs its build code) with BOOTSTRAP_ALLOW_SOURCE_BUILDS=true"
+    )
+
+
 def index_failed(origin: str, name: str, where: str, status: str) -> str:
     return (
         f"{origin}{where} answered HTTP {status} when asked for {name}: an error on the index's side, not a missing "

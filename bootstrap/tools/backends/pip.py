@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, redact
 from bootstrap.inputs.requirements import Desired
@@ -74,7 +77,29 @@ class PipBackend(Backend):
             versions = re.search(r"Available versions: (.+)", found)
             if versions and wheels_only:
                 return pipout.source_only(origin, name, where, pipout.newest(versions.group(1), newest_first=True))
-        return self.explain_resolution(exc, desired, wheels_only=wheels_only)
+        no_wheel = self._no_wheel(exc, desired) if wheels_only else None
+        return no_wheel or self.explain_resolution(exc, desired, wheels_only=wheels_only)
+
+    def _no_wheel(self, exc: CommandError, desired: Desired) -> str | None:
+        """Other versions have wheels, the one asked for has none for this interpreter (a source archive
+        only, or wheels for other Pythons: markupsafe 2.0.0 on 3.11): the index, sources counted, says."""
+        output = exc.stderr + "\n" + exc.stdout
+        listed = re.search(r"satisfies the requirement (\S+) \(from versions: ([^)]+)\)", output)
+        if listed is None or listed.group(2).strip() == "none" or _ignored_for_python(output, listed.group(1)):
+            return None
+        try:
+            requirement = Requirement(listed.group(1))
+        except InvalidRequirement:
+            return None
+        name = canonicalize_name(requirement.name)
+        if pipout.host_pin(desired, name) is not None:
+            return None  # the host's own version is what is missing: explain_resolution says so
+        available = re.search(r"Available versions: (.+)", self._ask_index(name, desired))
+        every = [part.strip() for part in available.group(1).split(",")] if available else []
+        if not any(_fits(requirement, version) for version in every):
+            return None
+        origin, where = pipout.asked_at(desired, name), pipout.indexes(output)
+        return pipout.no_wheel(origin, listed.group(1), where, pipout.newest(listed.group(2)))
 
     def _ask_index(self, name: str, desired: Desired) -> str:
         """What ``pip index versions`` says of ``name``, source archives counted (its output, or nothing).
@@ -113,10 +138,10 @@ class PipBackend(Backend):
             )
         python = re.search(r"Package '([^']+)' requires a different Python: (\S+) not in '([^']*)'", output)
         # An index with data-requires-python: pip never fetches those files, it lists them as ignored.
-        ignored = re.search(r"require a different python version: .*?Requires-Python (\S+)", output)
-        asked = re.search(r"satisfies the requirement ([A-Za-z0-9._-]+)", output)
-        if python is None and ignored and asked:
-            name, needed = canonicalize_name(asked.group(1)), ignored.group(1).rstrip(";,")
+        asked = re.search(r"satisfies the requirement (\S+)", output)
+        needed = _ignored_for_python(output, asked.group(1)) if asked else None
+        if python is None and asked and needed:
+            name = canonicalize_name(re.split(r"[\s<>=!~;\[]", asked.group(1), maxsplit=1)[0])
             running = ".".join(str(part) for part in sys.version_info[:3])
             return pipout.needs_python(pipout.asked_at(desired, name), name, needed, running)
         if python:
@@ -142,6 +167,37 @@ class PipBackend(Backend):
             sides = "; ".join(line.strip() for line in conflicts[-1].splitlines() if line.strip())
             return pipout.host_conflict(desired, sides) or f"the requirements conflict: {sides}; relax one of the pins"
         return f"pip-compile failed on {where}: {pipout.last_error(output)}"
+
+
+def _fits(requirement: Requirement, version: str) -> bool:
+    try:
+        return requirement.specifier.contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+def _ignored_for_python(output: str, spec: str) -> str | None:
+    """The Python a version ``spec`` allows would need, from pip's "Ignored the following versions that
+    require a different python version" line; None when no version listed there fits ``spec``.
+
+    pip prints that line for the whole resolution, not for the failed requirement: a Django 6 skipped
+    for Python 3.12 is listed beside ``djhtml==1.4.13``, which has no such version. Only an ignored
+    version the failed requirement allows explains it.
+    """
+    ignored = re.search(r"require a different python version: (.+)", output)
+    if ignored is None:
+        return None
+    try:
+        specifier = Requirement(spec).specifier
+    except InvalidRequirement:
+        return None
+    for entry in ignored.group(1).split(";"):
+        parts = entry.split()
+        if len(parts) >= 3 and parts[1] == "Requires-Python":
+            with contextlib.suppress(InvalidVersion):
+                if specifier.contains(Version(parts[0]), prereleases=True):
+                    return parts[2].rstrip(",")
+    return None
 
 
 _TOOL_MODULES = {"piptools": "pip-tools", "pip": "pip", "bootstrap": "bootstrap"}
