@@ -27,6 +27,12 @@ SYNCS = [
     "celery-ci-base",
     "gha-pypi-publish-c",
     "sigstore-install",  # hashes; pins pydantic 2.13 and its stack, which bootstrap itself needs too
+    "cibuildwheel-py311",  # uv pip compile output pinning pip and setuptools (seeded by venv, not the host's)
+    "gcp-run-streamlit",
+    "gcp-run-idp-sql",
+    "tiangolo-fastapi-docker",
+    "warehouse-docs-user",  # --generate-hashes, written on Python 3.14
+    "azure-search-openai-backend",  # 90 pins, click and packaging among them
 ]
 _HOST: dict[str, Path] = {}
 
@@ -90,6 +96,20 @@ def test_a_real_file_that_pip_installs_broken_is_refused_by_the_import_check(rep
     assert "Flask 2.0.1: import flask failed (ImportError: cannot import name 'url_quote'" in result.stderr
     assert "BOOTSTRAP_SKIP_IMPORT_CHECK=flask,functions-framework" in result.stderr
     assert "host" not in result.stderr
+
+
+@pytest.mark.network
+def test_a_real_file_pinning_a_version_without_a_wheel_names_its_line_and_the_setting(
+    repo: Repo, platform_host: Path
+) -> None:
+    """wagtail's bakerydemo pins djhtml 1.4.13, published only as a source archive (later versions have
+    wheels); pip's wheels-only install fails on it too. Its `-r base.txt` pins Django 4.2, while pip's
+    resolution also skips Django 6 for Python 3.12: not this line's reason."""
+    copy_into(repo, "bakerydemo-dev")
+    result = run(platform_host, repo, "sync", "-q")
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "requirements.txt:5: djhtml==1.4.13 has no wheel for this interpreter" in result.stderr
+    assert "BOOTSTRAP_ALLOW_SOURCE_BUILDS=true" in result.stderr and "need Python" not in result.stderr
 
 
 @pytest.mark.network
