@@ -9,6 +9,7 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,53 @@ def test_pip_under_child_umask_writes_no_world_writable_file(tmp_path: Path, whe
     written = [site_dir, *site_dir.rglob("*")]
     assert len(written) > 3
     assert [p for p in written if mode(p) & stat.S_IWOTH] == []
+
+
+# -- the manifest is a pointer anyone who can write the folder can edit: it must point at a generation of it
+
+
+def _point_elsewhere(repo: Repo, tmp_path: Path, how: str) -> Path:
+    """Rewrite the manifest to name a folder outside the packages folder; return that folder."""
+    import json
+
+    evil = tmp_path / "evil" / "site"
+    evil.mkdir(parents=True)
+    (evil / "zz_evil.pth").write_text("import sys; sys.stderr.write('EVIL RAN\\n')\n")
+    (evil / "bsf_alpha").mkdir()
+    (evil / "bsf_alpha" / "__init__.py").write_text("__version__ = 'evil'\n")
+    m = repo.manifest()
+    if how == "site_dir":
+        m["site_dir"] = str(evil)
+    else:  # a generation id that climbs out, with the site_dir it implies
+        m["generation"] = os.path.relpath(evil.parent, repo.packages_dir / "generations")
+        m["site_dir"] = str(repo.packages_dir / "generations" / m["generation"] / "site")
+    repo.manifest_path.write_text(json.dumps(m))
+    return evil
+
+
+@pytest.mark.parametrize("how", ["site_dir", "generation"])
+def test_a_manifest_pointing_outside_the_packages_folder_is_never_activated(
+    repo: Repo, tmp_path: Path, how: str, run_cli: Any
+) -> None:
+    from bootstrap.pipeline.sync import sync
+    from tests.conftest import python_with_bootstrap
+
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    _point_elsewhere(repo, tmp_path, how)
+
+    activated = python_with_bootstrap("import bootstrap, sys; print(bootstrap.activate())")
+    assert activated.returncode == 0, activated.stderr
+    assert activated.stdout.strip() == "None" and "EVIL RAN" not in activated.stderr
+    assert "not activating" in activated.stderr and len(activated.stderr.splitlines()) == 1, activated.stderr
+
+    checked = run_cli("check")
+    assert (checked.code == 1 and "not generation" in checked.out) or "no well-formed generation" in checked.out
+
+    # startup() syncs a generation of this folder again, and serves that one.
+    served = python_with_bootstrap(
+        "import bootstrap; bootstrap.startup(); import bsf_alpha; print(bsf_alpha.__version__)"
+    )
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.strip() == "1.0" and "EVIL RAN" not in served.stderr
+    assert str(tmp_path / "evil") not in repo.manifest()["site_dir"] and run_cli("check").code == 0

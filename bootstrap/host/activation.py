@@ -38,12 +38,17 @@ def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
     process had activated an older generation, its entry is replaced. A
     generation that overrides host packages (an operator's choice) goes first.
     """
-    return activate_manifest(read_manifest(packages_dir))
+    folder = env_packages_dir() if packages_dir is None else os.path.abspath(packages_dir)
+    return activate_manifest(read_manifest(folder), folder)
 
 
-def activate_manifest(manifest: Manifest | None) -> str | None:
-    """Put ``manifest``'s generation on ``sys.path`` if this interpreter can use it; return its folder."""
-    site_dir = usable_site(manifest)
+def activate_manifest(manifest: Manifest | None, packages_dir: str | None = None) -> str | None:
+    """Put ``manifest``'s generation on ``sys.path`` if this interpreter can use it; return its folder.
+
+    ``packages_dir``: the folder the manifest was read from (default ``BOOTSTRAP_PACKAGES_DIR``); the
+    generation must be one of its own (``freshness.misplaced_site``).
+    """
+    site_dir = usable_site(manifest, packages_dir)
     if manifest is None or site_dir is None:
         return None
     put_on_path(site_dir, first=bool(manifest.get("overrides")))

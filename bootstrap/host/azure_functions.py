@@ -78,7 +78,7 @@ def register(
     current = startup(settings)  # never raises: a failed sync is logged and the last good set serves
     # Through the live machinery: this host's record keeps the generations it imports from out of gc's reach,
     # and later switches (below, per request) keep its restart-pending list.
-    live.switch(current)
+    live.switch(current, sources.packages_dir)
     folder = Path(workflows_dir) if workflows_dir is not None else Path(sources.requirements_file).parent / "workflows"
     routes = _Routes(settings, sources, Path(os.path.abspath(folder)))
     execute_route = "workflows/{name}/execute"
@@ -136,7 +136,7 @@ class _Routes:
         if not callable(run):
             return _json({"error": f"workflow {name} has no run(input_data) function"}, 500)
         # Cheap (reads the manifest; nothing else unless it changed): a generation another worker built is seen.
-        live.switch(read_manifest(self.sources.packages_dir))
+        live.switch(read_manifest(self.sources.packages_dir), self.sources.packages_dir)
         try:
             result = run(input_data)
         except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not take the handler down

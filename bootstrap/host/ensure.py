@@ -45,7 +45,7 @@ def ensure(requirement: str, *, settings: Settings | None = None) -> PackageEntr
                 f"cannot add {requirement!r}", None, "the new generation does not hold it; run `check` and report this"
             )
         entry = added[-1]
-    live.switch(current)
+    live.switch(current, sources.packages_dir)
     return entry
 
 

@@ -78,7 +78,7 @@ def start(settings: Settings | None, *, raise_errors: bool, watch: bool, block: 
         else:
             current = manifest.read(sources.manifest_file)
             fresh = freshness.is_fresh(current, sources)
-        switch(current)  # the last good generation serves at once; the host's record keeps it from gc
+        switch(current, sources.packages_dir)  # the last good generation serves at once; the record keeps it from gc
         if fresh:
             synced.set()
         if watch:
@@ -133,18 +133,21 @@ def _synced() -> threading.Event:
         return host.synced
 
 
-def switch(current: Manifest | None) -> str | None:
-    """Put ``current``'s generation on ``sys.path`` (replacing this process's older entry); note what is stale."""
+def switch(current: Manifest | None, packages_dir: str | None = None) -> str | None:
+    """Put ``current``'s generation on ``sys.path`` (replacing this process's older entry); note what is stale.
+
+    ``packages_dir``: the folder ``current`` was read from (default ``BOOTSTRAP_PACKAGES_DIR``).
+    """
     with _switching:
         host = state.current()
-        target = freshness.usable_site(current)
+        target = freshness.usable_site(current, packages_dir)
         if current is None or target is None:
             return None
         if target == host.noted == host.site_dir and target in sys.path:
             return target  # already there and noted: nothing to move, nothing new to note
         _note_restart_pending(Path(target), current)  # first: whoever sees the new path sees the list too
         host.noted = target
-        site_dir = activation.activate_manifest(current)
+        site_dir = activation.activate_manifest(current, packages_dir)
         importlib.invalidate_caches()
         return site_dir
 
@@ -174,7 +177,8 @@ def _background_sync(settings: Settings | None) -> None:
     except Exception as exc:
         _log_failure("sync failed, serving the last good generation", exc)
     finally:
-        switch(manifest.read(sources_of(settings).manifest_file))
+        sources = sources_of(settings)
+        switch(manifest.read(sources.manifest_file), sources.packages_dir)
         _set_synced()
 
 
@@ -210,6 +214,7 @@ class _ChildWatcher:
     def __init__(self, settings: Settings | None, sources: Sources, args: list[str], *, needed: bool) -> None:
         self.settings = settings
         self.manifest_file = sources.manifest_file
+        self.packages_dir = sources.packages_dir
         self.args = args
         self.needed = needed
         self.ready = threading.Event()  # watching, or failed (then ``failure`` says why)
@@ -267,7 +272,7 @@ class _ChildWatcher:
             if not self.needed:
                 _set_synced()
         elif event.get("event") == "synced":
-            switch(manifest.read(self.manifest_file))
+            switch(manifest.read(self.manifest_file), self.packages_dir)
             _set_synced()
 
     def _follow(self) -> None:
@@ -279,7 +284,7 @@ class _ChildWatcher:
             if now != seen:
                 seen = now
                 try:
-                    switch(manifest.read(self.manifest_file))
+                    switch(manifest.read(self.manifest_file), self.packages_dir)
                 except Exception as exc:  # never end the host's following over one bad read
                     _log_failure("could not follow the manifest", exc)
 

@@ -122,11 +122,11 @@ def _sync_locked(
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
     tools = lazy_backend(settings)  # made only if a tool runs: unchanged pins need none
-    seed = _active_lock_text(current)
+    seed = _active_lock_text(current, layout)
     lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
     origin = str(lock.committed_file or "the lock")
     host.check_pins([(pin.name, pin.version) for pin in lock.pins], found.packages, settings.host_overrides, origin)
-    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock), found.tools)
+    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock, layout), found.tools)
     provenance = plan.provenance(str(settings.requirements_file), lock, inputs)
     if the_plan.keep_active:
         assert current is not None
@@ -210,7 +210,7 @@ def _build_and_publish(
     to_install = the_plan.to_install
     carried = reuse.NOTHING
     if staging is None:
-        carried = reuse.reusable(_reusable_site(current), to_install.pins)
+        carried = reuse.reusable(_reusable_site(current, layout), to_install.pins)
         staging = build.build(
             layout,
             to_install,
@@ -261,24 +261,27 @@ def _failed_while_waiting(current: Manifest | None, settings: Settings, waiting_
     return RecordedFailure(str(error.get("message")), str(error.get("stage")))
 
 
-def _active(current: Manifest | None, lock: Lock) -> plan.Active | None:
+def _active(current: Manifest | None, lock: Lock, layout: Layout) -> plan.Active | None:
     """The facts ``plan`` needs about the active generation (its files are only counted when its pins match)."""
     if current is None:
         return None
-    site = _reusable_site(current)
+    site = _reusable_site(current, layout)
     same_pins = current.get("lock_sha256") == lock.sha256
     return plan.Active(site, current.get("lock_sha256"), intact=bool(site and same_pins and records.intact(site)))
 
 
-def _reusable_site(current: Manifest | None) -> Path | None:
-    """The active generation's site folder, if this interpreter can use (and carry over) what it holds."""
+def _reusable_site(current: Manifest | None, layout: Layout) -> Path | None:
+    """The active generation's site folder, if this interpreter can use (and carry over) what it holds,
+    and it is one of this packages folder's generations (a manifest pointing elsewhere carries nothing)."""
     if current is None or not current.get("site_dir") or not manifest.built_for_this_interpreter(current.get("python")):
+        return None
+    if freshness.misplaced_site(current, str(layout.root)) is not None:
         return None
     return Path(str(current["site_dir"]))
 
 
-def _active_lock_text(current: Manifest | None) -> str | None:
-    if current is None or not current.get("site_dir"):
+def _active_lock_text(current: Manifest | None, layout: Layout) -> str | None:
+    if current is None or not current.get("site_dir") or freshness.misplaced_site(current, str(layout.root)):
         return None
     try:
         return (Path(str(current["site_dir"])).parent / LOCK_FILE).read_text(encoding="utf-8")

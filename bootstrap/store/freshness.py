@@ -10,7 +10,25 @@ from __future__ import annotations
 import os
 
 from bootstrap.store import manifest as manifest_mod
-from bootstrap.store.fs import file_sha256
+from bootstrap.store.fs import file_sha256, resolves_inside
+from bootstrap.store.paths import GENERATIONS_DIR, SITE_DIR
+from bootstrap.store.paths import packages_dir as env_packages_dir
+
+# A generation id as publish writes it (20261201T122738065068Z-58dd31), or any plain folder name
+# (no `re`: it is not loaded on the fast path).
+_ID_CHARACTERS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ._-")
+
+
+def _well_formed(generation: object) -> bool:
+    return (
+        isinstance(generation, str)
+        and 0 < len(generation) <= 128
+        and generation[0].isascii()
+        and generation[0].isalnum()
+        and set(generation) <= _ID_CHARACTERS
+        and ".." not in generation
+    )
+
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path
@@ -62,9 +80,32 @@ def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
             f"the active generation was built for Python {python.get('version')} ({python.get('tag')}, "
             f"{python.get('platform')}), not this interpreter"
         )
+    misplaced = misplaced_site(manifest, sources.packages_dir)
+    if misplaced is not None:
+        return misplaced
     site_dir = manifest["site_dir"]
     if site_dir is None or not os.path.isdir(site_dir):
         return f"the active generation's folder {site_dir} is missing"
+    return None
+
+
+def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
+    """Why the manifest's ``site_dir`` is not its generation's folder in ``packages_dir``; None when it is.
+
+    The manifest is a file anyone who can write the folder can edit: its ``site_dir`` must be exactly
+    ``<packages_dir>/generations/<id>/site`` for a well-formed ``generation`` id (no separator, no
+    ``..``), and stay inside the packages folder with links followed. Else a ``.pth`` wherever it
+    points would run in every host.
+    """
+    generation, site_dir = manifest.get("generation"), manifest.get("site_dir")
+    if not isinstance(generation, str) or not _well_formed(generation):
+        return f"the manifest names no well-formed generation ({str(generation)[:80]!r}): not activated"
+    root = os.path.abspath(packages_dir)
+    expected = os.path.join(root, GENERATIONS_DIR, generation, SITE_DIR)
+    if not isinstance(site_dir, str) or os.path.normpath(site_dir) != expected:
+        return f"the manifest's site_dir {str(site_dir)[:200]} is not generation {generation}'s folder {expected}"
+    if not resolves_inside(expected, root):
+        return f"generation {generation}'s folder {expected} leads out of the packages folder (a link): not activated"
     return None
 
 
@@ -73,10 +114,17 @@ def is_fresh(manifest: Manifest | None, sources: Sources) -> bool:
     return manifest is not None and manifest.get("status") == "ok" and stale_reason(manifest, sources) is None
 
 
-def usable_site(manifest: Manifest | None) -> str | None:
-    """The manifest's generation folder if this interpreter can use it (else None, with a warning why)."""
+def usable_site(manifest: Manifest | None, packages_dir: str | None = None) -> str | None:
+    """The manifest's generation folder if this interpreter can use it (else None, with a warning why).
+
+    ``packages_dir``: the folder the manifest was read from (default: ``BOOTSTRAP_PACKAGES_DIR``).
+    """
     site_dir = manifest.get("site_dir") if manifest else None
     if not manifest or not site_dir:
+        return None
+    misplaced = misplaced_site(manifest, packages_dir if packages_dir is not None else env_packages_dir())
+    if misplaced is not None:
+        _warn("not activating: %s", misplaced)
         return None
     if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
         _warn("not activating %s: it was built for another Python interpreter", site_dir)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bootstrap.store.paths import MANIFEST_NAME, RUNTIME_REQUIREMENTS_NAME
+from bootstrap.store.paths import GENERATIONS_DIR, MANIFEST_NAME, RUNTIME_REQUIREMENTS_NAME, SITE_DIR
 
-# Inside each generation (staged or published):
-SITE_DIR = "site"  # the sys.path entry
+__all__ = ["GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
+
+# Inside each generation (staged or published), besides SITE_DIR (the sys.path entry):
 LOCK_FILE = "lock.txt"  # the exact pins installed
 GENERATION_FILE = "generation.json"  # its record, written last before publication
 
@@ -60,7 +61,7 @@ class Layout:
 
     @property
     def generations(self) -> Path:
-        return self.root / "generations"
+        return self.root / GENERATIONS_DIR
 
     @property
     def staging(self) -> Path:

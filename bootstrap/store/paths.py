@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 ENV_PREFIX = "BOOTSTRAP_"
+GENERATIONS_DIR = "generations"  # <packages_dir>/generations/<id>/site: the only folders a host activates
+SITE_DIR = "site"  # the sys.path entry
 # The host's sys.path, as the host process has it, when a sync runs in a child of it (host.child): the child's
 # own path lacks what the host added at run time (its script folder, a platform worker's folders), and the
 # host's packages are read from there (inputs.host). Not a setting: no BOOTSTRAP_ prefix.
