@@ -442,7 +442,7 @@ def test_pip_a_version_for_another_python_says_which_python(desired: Desired) ->
         "pip._internal.exceptions.UnsupportedPythonVersion: "
         "Package 'Foo' requires a different Python: 3.11.7 not in '>=3.12'\n"
     )
-    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    message = pip().explain_resolution(failure(stderr=stderr), desired, wheels_only=True)
     assert "the versions of foo the requirements allow need Python >=3.12, and this interpreter is 3.11.7" in message
     assert "not found" not in message
 
@@ -450,7 +450,7 @@ def test_pip_a_version_for_another_python_says_which_python(desired: Desired) ->
 def test_pip_a_long_list_of_versions_is_cut_to_the_newest(desired: Desired) -> None:
     versions = ", ".join(f"0.{minor}" for minor in range(300))
     stderr = f"ERROR: Could not find a version that satisfies the requirement foo==9 (from versions: {versions})\n"
-    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    message = pip().explain_resolution(failure(stderr=stderr), desired, wheels_only=True)
     assert "(available: 0.295, 0.296, 0.297, 0.298, 0.299 and 295 older)" in message
     assert len(message) < 400
 
@@ -461,7 +461,7 @@ def test_pip_versions_an_index_ignored_for_another_python_are_told(desired: Desi
         "INFO: Ignored the following versions that require a different python version: 2.0 Requires-Python >=3.99\n"
         "ERROR: Could not find a version that satisfies the requirement foo==2.0 (from versions: 1.0)\n"
     )
-    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    message = pip().explain_resolution(failure(stderr=stderr), desired, wheels_only=True)
     assert "the versions of foo the requirements allow need Python >=3.99" in message
 
 
@@ -475,7 +475,7 @@ def test_pip_versions_ignored_for_another_python_are_not_blamed_on_a_package_the
         ">=3.12; 6.0.1 Requires-Python >=3.12\n"
         "ERROR: Could not find a version that satisfies the requirement foo==1.4.13 (from versions: 1.4.10, 1.4.14)\n"
     )
-    message = PipBackend().explain_resolution(CommandError(["pip-compile"], 1, "", stderr), desired, wheels_only=True)
+    message = pip().explain_resolution(failure(stderr=stderr), desired, wheels_only=True)
     assert "need Python" not in message and "no version of foo==1.4.13 found" in message, message
 
 

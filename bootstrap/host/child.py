@@ -108,13 +108,14 @@ def _environment(settings: Settings | None) -> dict[str, str]:
     """
     env = settings.as_environment() if settings is not None else {}
     packages_dir = str(settings.packages_dir) if settings is not None else paths.packages_dir()
-    given = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
-    found = [entry for entry in given if not resolves_inside(entry, packages_dir)]
+
+    def outside_the_packages(entries: list[str]) -> list[str]:  # never a generation
+        return [entry for entry in entries if entry and not resolves_inside(entry, packages_dir)]
+
+    found = outside_the_packages(os.environ.get("PYTHONPATH", "").split(os.pathsep))
     home = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if home not in found and home not in site.getsitepackages() and not resolves_inside(home, packages_dir):
-        found.append(home)
+    if home not in found and home not in site.getsitepackages():
+        found += outside_the_packages([home])
     env["PYTHONPATH"] = os.pathsep.join(found)
-    env[paths.HOST_PATH_VARIABLE] = os.pathsep.join(
-        entry for entry in sys.path if entry and not resolves_inside(entry, packages_dir)
-    )
+    env[paths.HOST_PATH_VARIABLE] = os.pathsep.join(outside_the_packages(sys.path))
     return env
