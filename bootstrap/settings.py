@@ -72,7 +72,11 @@ class Settings(BaseSettings):
         frozenset(), description="Comma-separated packages users may pin against the host's own version."
     )
     allow_world_writable: bool = Field(
-        False, description="Accept a world-writable packages folder (some SMB shares show every folder as 777)."
+        False,
+        description=(
+            "Accept a world-writable packages folder, generations/ or generation, and activate from it (some SMB "
+            "shares show every folder as 777)."
+        ),
     )
     watch_polling: bool = Field(
         False, description="`watch` polls the requirements folder instead of inotify (network shares see no events)."
@@ -150,7 +154,12 @@ class Settings(BaseSettings):
     @property
     def sources(self) -> Sources:
         """The files the active generation's freshness is judged by (see ``store.freshness``)."""
-        return Sources(str(self.requirements_file), str(self.committed_lock_file), str(self.packages_dir))
+        return Sources(
+            str(self.requirements_file),
+            str(self.committed_lock_file),
+            str(self.packages_dir),
+            allow_world_writable=self.allow_world_writable,
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -42,13 +42,17 @@ def activate(packages_dir: str | os.PathLike[str] | None = None) -> str | None:
     return activate_manifest(read_manifest(folder), folder)
 
 
-def activate_manifest(manifest: Manifest | None, packages_dir: str | None = None) -> str | None:
+def activate_manifest(
+    manifest: Manifest | None, packages_dir: str | None = None, *, allow_world_writable: bool | None = None
+) -> str | None:
     """Put ``manifest``'s generation on ``sys.path`` if this interpreter can use it; return its folder.
 
     ``packages_dir``: the folder the manifest was read from (default ``BOOTSTRAP_PACKAGES_DIR``); the
-    generation must be one of its own (``freshness.misplaced_site``).
+    generation must be one of its own (``freshness.misplaced_site``), and no one but its owner (and
+    group) may write where it lies (``freshness.open_to_others``, unless ``allow_world_writable``:
+    default ``BOOTSTRAP_ALLOW_WORLD_WRITABLE``).
     """
-    site_dir = usable_site(manifest, packages_dir)
+    site_dir = usable_site(manifest, packages_dir, allow_world_writable=allow_world_writable)
     if manifest is None or site_dir is None:
         return None
     put_on_path(site_dir, first=bool(manifest.get("overrides")))

@@ -30,7 +30,8 @@ def boot(settings: Settings | None, *, raise_errors: bool) -> Manifest | None:
     sources = sources_of(settings)
     manifest = manifest_mod.read(sources.manifest_file)
     if freshness.is_fresh(manifest, sources):
-        activate_manifest(manifest, sources.packages_dir)  # the manifest just read: the fast path reads it once
+        # The manifest just read: the fast path reads it once.
+        activate_manifest(manifest, sources.packages_dir, allow_world_writable=sources.allow_world_writable)
         return manifest
     return _sync_then_activate(settings, sources, raise_errors=raise_errors)
 
@@ -54,5 +55,5 @@ def _sync_then_activate(settings: Settings | None, sources: Sources, *, raise_er
             raise
         log.exception("sync failed unexpectedly, serving the last good generation")
     manifest = manifest_mod.read(sources.manifest_file)
-    activate_manifest(manifest, sources.packages_dir)
+    activate_manifest(manifest, sources.packages_dir, allow_world_writable=sources.allow_world_writable)
     return manifest

@@ -16,6 +16,7 @@ from pathlib import Path
 from bootstrap.errors import RequirementsError
 from bootstrap.inputs import requirements
 from bootstrap.inputs.requirements import Desired, Policy, RequirementLine
+from bootstrap.store.fs import MAX_REQUIREMENTS_BYTES, read_limited
 
 _HEADER = (
     "# Packages added at run time (bootstrap.ensure() or `python -m bootstrap add`), kept across restarts\n"
@@ -27,11 +28,13 @@ _HEADER = (
 def read_overlay(path: Path, policy: Policy) -> list[RequirementLine]:
     """The overlay's requirements (marked ``runtime``), validated like the committed file's; none if absent."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, MAX_REQUIREMENTS_BYTES).decode("utf-8")
     except FileNotFoundError:
         return []
     except UnicodeDecodeError:
         raise RequirementsError(path, None, "is not UTF-8 text; remove it to drop the runtime additions") from None
+    except ValueError as exc:  # a FIFO, a device, a file too large: never waited on, never read whole
+        raise RequirementsError(path, None, f"{exc}; remove it to drop the runtime additions") from None
     return parse_overlay(path, text, policy)
 
 

@@ -21,15 +21,24 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import RequirementsError, redact
-from bootstrap.store.fs import file_sha256, resolves_inside, text_sha256
+from bootstrap.store.fs import (
+    MAX_REQUIREMENTS_BYTES,
+    bytes_sha256,
+    file_sha256,
+    read_limited,
+    resolves_inside,
+    text_sha256,
+)
 
 log = logging.getLogger("bootstrap")
 
-_COMMENT = re.compile(r"(^|\s+)#.*$")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^(git|hg|svn|bzr)\+")
-_ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar\.xz|tar)$", re.IGNORECASE)
+# pip's archive endings (pip._internal.utils.filetypes): pip takes `x.tbz` for a file, not a name.
+_ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar|tar\.bz2|tbz|tar\.xz|txz|tlz|tar\.lz|tar\.lzma)$", re.IGNORECASE)
 _ENV_VAR = re.compile(r"\$\{[A-Za-z0-9_]+\}")
-_NAMED_REFERENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
+_NAMED_REFERENCE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]*+\s*+(?:\[[^\]]*+\])?+\s*+@"
+)  # possessive: linear on a long run of blanks
 # A pinned hash as pip takes it (``--hash=sha256:<hex>``), in a requirements file or a lock.
 HASH_VALUE = re.compile(r"^(sha256|sha384|sha512):[0-9a-fA-F]+$")
 
@@ -45,6 +54,10 @@ _VALUE_OPTIONS = frozenset({"--only-binary"})  # allowed global options that tak
 # Files included within files (-r, -c), counting the committed file: far more than anyone writes, far
 # fewer than the interpreter's recursion limit allows.
 MAX_INCLUDE_DEPTH = 100
+# The longest logical line read (continuations joined): a line holding every hash of numpy's 60 wheels is
+# about 6,000 characters. Longer is a mistake or an attack; shlex, as pip uses it, is quadratic in a token's
+# length.
+MAX_LINE_LENGTH = 100_000
 _INCLUDE_OPTIONS = {
     "-r": "requirement",
     "--requirement": "requirement",
@@ -189,10 +202,11 @@ def read(requirements_file: Path, policy: Policy | None = None) -> Desired:
     """Read and validate ``requirements_file`` under ``policy``; a missing file is the empty set."""
     requirements_file = Path(os.path.abspath(requirements_file))
     desired = Desired(requirements_file=requirements_file, exists=requirements_file.is_file())
-    desired.inputs[str(requirements_file)] = file_sha256(requirements_file)
     if not desired.exists:
-        if os.path.lexists(requirements_file):  # a folder, a broken link: not "no requirements"
-            raise RequirementsError(requirements_file, None, "is not a readable file")
+        desired.inputs[str(requirements_file)] = file_sha256(requirements_file)  # None, or why it is no file
+        if os.path.lexists(requirements_file):  # a folder, a FIFO, a broken link: not "no requirements"
+            why = str(desired.inputs[str(requirements_file)] or "").removeprefix("unreadable: ")
+            raise RequirementsError(requirements_file, None, why if why.startswith("is ") else "is not a readable file")
         log.info("%s does not exist: the desired set is empty", requirements_file)
         return desired
     repo_dir = Path(os.path.realpath(requirements_file.parent))
@@ -218,12 +232,21 @@ class _Reader:
         real = Path(os.path.realpath(path))
         self.done.add((real, kind))
         try:
-            text = decode(path.read_bytes())
+            raw = read_limited(path, MAX_REQUIREMENTS_BYTES)  # a FIFO or /dev/zero is refused, never waited on
+            self.desired.inputs[str(path)] = bytes_sha256(raw)  # the bytes read are the bytes judged
+            text = decode(raw)
         except ValueError as exc:
             raise RequirementsError(path, None, str(exc)) from None
         except OSError as exc:
             raise RequirementsError(path, None, f"cannot be read ({exc.strerror})") from None
         for line_no, line in logical_lines(text):
+            if len(line) > MAX_LINE_LENGTH:
+                raise RequirementsError(
+                    path,
+                    line_no,
+                    f"is {len(line):,} characters long (continuations joined), more than the {MAX_LINE_LENGTH:,} "
+                    "bootstrap reads in one line; write one requirement per line",
+                )
             self.read_line(path, line_no, line, kind=kind, chain=(*chain, real))
 
     def read_line(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
@@ -255,7 +278,7 @@ class _Reader:
 
     def read_option(self, path: Path, line_no: int, line: str, *, kind: str, chain: tuple[Path, ...]) -> None:
         try:
-            tokens = shlex.split(line)
+            tokens = split_options(line)
         except ValueError as exc:
             raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
         if _short_or_long(tokens[0])[0] in _INDEX_OPTIONS:
@@ -376,12 +399,11 @@ class _Reader:
                 f"{value} would be file {len(chain) + 1} of a chain of includes "
                 f"(at most {MAX_INCLUDE_DEPTH}); flatten them",
             )
-        if not target.is_file():
+        if not target.exists():  # a folder or a FIFO is named by read_file, with what it is
             raise RequirementsError(path, line_no, f"{value} does not exist")
         if (target, kind) in self.done:  # already read through another include: nothing new in it
             log.debug("%s: %s was already read", path, value)
             return
-        self.desired.inputs[str(target)] = file_sha256(target)
         self.read_file(target, kind=kind, chain=chain)
 
 
@@ -472,6 +494,31 @@ def decode(raw: bytes) -> str:
         raise ValueError(f"is not {encoding} text, as {told} says") from None
 
 
+def strip_comment(line: str) -> str:
+    """``line`` without its comment, as pip's ``(^|\\s+)#.*$`` strips it: a ``#`` at the start or after
+    white space begins one (``pkg@https://h/x#egg=pkg`` keeps its fragment).
+
+    Linear in the line's length: the regex is quadratic on a long run of blanks (100,000 of them held
+    the build lock for minutes).
+    """
+    start = line.find("#")
+    while start > 0 and not line[start - 1].isspace():
+        start = line.find("#", start + 1)
+    return line if start < 0 else line[:start]
+
+
+_QUOTING = frozenset("'\"\\")
+_BLANKS = re.compile(r"[ \t\r\n]+")  # shlex's own whitespace
+
+
+def split_options(text: str) -> list[str]:
+    """``shlex.split(text)``, as pip splits a line's options; without shlex (quadratic in a token's length)
+    when nothing in ``text`` is quoted or escaped."""
+    if _QUOTING.isdisjoint(text):
+        return [token for token in _BLANKS.split(text) if token]
+    return shlex.split(text)
+
+
 def logical_lines(text: str) -> list[tuple[int, str]]:
     """Lines as pip reads them: comments stripped, backslash continuations joined."""
     result: list[tuple[int, str]] = []
@@ -480,7 +527,7 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
     for number, raw in enumerate(text.splitlines(), start=1):
         if not pending:
             start = number
-        line = _COMMENT.sub("", raw).rstrip()
+        line = strip_comment(raw).rstrip()
         if line.endswith("\\"):
             pending.append(line[:-1])
             continue
@@ -533,7 +580,7 @@ def _split_line_options(path: Path, line_no: int, line: str) -> tuple[str, tuple
         return line.strip(), ()
     spec, options = line[: match.start()].strip(), line[match.start() :]
     try:
-        tokens = shlex.split(options)
+        tokens = split_options(options)
     except ValueError as exc:
         raise RequirementsError(path, line_no, f"cannot parse options ({exc})") from None
     hashes: list[str] = []

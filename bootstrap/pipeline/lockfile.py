@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from bootstrap.errors import ResolutionError, redact
 from bootstrap.inputs.requirements import HASH_VALUE, Desired, decode, logical_lines
-from bootstrap.store.fs import resolves_inside, text_sha256
+from bootstrap.store.fs import MAX_LOCK_BYTES, read_limited, resolves_inside, text_sha256
 
 _HEADER_KEY = "# bootstrap: input-sha256="
 
@@ -141,6 +141,12 @@ def read_committed(path: Path) -> str:
             f"{path} is a link to {os.path.realpath(path)}, outside its folder; commit the lock itself"
         )
     try:
-        return decode(path.read_bytes())  # as pip reads it: a BOM (UTF-8, -16, -32) or a coding comment
+        raw = read_limited(path, MAX_LOCK_BYTES)  # a FIFO or /dev/zero is refused, never waited on
+    except ValueError as exc:
+        raise ResolutionError(f"{path} {exc}") from None
+    except OSError as exc:  # a dangling link, no permission
+        raise ResolutionError(f"{path} cannot be read ({exc.strerror}); commit the lock itself") from None
+    try:
+        return decode(raw)  # as pip reads it: a BOM (UTF-8, -16, -32) or a coding comment
     except ValueError as exc:
         raise ResolutionError(f"{path} {exc}; write it again with `python -m bootstrap lock`") from None

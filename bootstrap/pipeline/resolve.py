@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.errors import CommandError, ResolutionError, redact
-from bootstrap.inputs.requirements import Desired
+from bootstrap.inputs.requirements import Desired, decode
 from bootstrap.pipeline.lockfile import Lock, Pin, header_sha, lock_header, parse_lock, read_committed
 from bootstrap.settings import Settings
 from bootstrap.store import manifest, safety
-from bootstrap.store.fs import atomic_write_text, text_sha256
+from bootstrap.store.fs import MAX_LOCK_BYTES, atomic_write_text, read_limited, text_sha256
 from bootstrap.store.layout import Layout
 from bootstrap.tools import runner
 from bootstrap.tools.backends import Backend, Tools
@@ -122,7 +122,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
     if not desired.requirements:
         return Found(Lock(pins=(), text="", source="empty"))
     committed = settings.committed_lock_file
-    if not committed.is_file():
+    if not os.path.lexists(committed):  # a FIFO or a folder there is refused by read_committed, not ignored
         return Found(_cached(layout, desired, settings.backend))
     text = read_committed(committed)
     recorded = header_sha(text)
@@ -156,12 +156,32 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
 
 
 def _cached(layout: Layout, desired: Desired, backend: str, around: str = "") -> Lock | None:
+    """The cached resolution of these very inputs, if it still satisfies them as a committed lock must.
+
+    The cache is a file in the packages folder, trusted no more than a committed lock: one edited (or
+    damaged) so that it no longer meets the requirements is resolved afresh, and the result replaces it.
+    """
     cached = _cache_path(layout, desired, backend, around)
-    if cached.is_file():
-        text = cached.read_text(encoding="utf-8")
-        log.info("using the cached resolution %s", cached.name[:12])
-        return Lock(parse_lock(text, str(cached), desired.direct_references), text, "cache")
-    return None
+    if not cached.is_file():
+        return None
+    try:
+        text = decode(read_limited(cached, MAX_LOCK_BYTES))
+        pins = parse_lock(text, str(cached), desired.direct_references)
+    except (OSError, ValueError, ResolutionError) as exc:
+        log.warning("the cached resolution %s cannot be used (%s): resolving afresh", cached.name[:12], exc)
+        return None
+    unmet = unsatisfied(desired, pins)
+    if not unmet and desired.require_hashes and any(not pin.hashes for pin in pins):
+        unmet = ["BOOTSTRAP_REQUIRE_HASHES (pins without hashes)"]
+    if unmet:
+        log.warning(
+            "the cached resolution %s does not satisfy %s (edited or damaged): resolving afresh",
+            cached.name[:12],
+            unmet[0],
+        )
+        return None
+    log.info("using the cached resolution %s", cached.name[:12])
+    return Lock(pins, text, "cache")
 
 
 def unsatisfied(desired: Desired, pins: tuple[Pin, ...], *, committed_only: bool = False) -> list[str]:
@@ -207,7 +227,7 @@ def compile_and_cache(
 def write_committed_lock(settings: Settings, desired: Desired, make_tools: Tools, *, hashes: bool) -> Lock:
     """Resolve afresh (keeping the committed pins where they still fit) and write the lock for committing."""
     committed = settings.committed_lock_file
-    seed = read_committed(committed) if committed.is_file() else None
+    seed = read_committed(committed) if os.path.lexists(committed) else None
     text = (
         compile_lock(settings, desired, make_tools(), hashes=hashes or desired.has_hashes, seed=seed)
         if desired.requirements

@@ -19,9 +19,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootstrap.errors import BootstrapError, RecordedFailure, RequirementsError, StorageError, redact
-from bootstrap.inputs import host
-from bootstrap.inputs.desired import read_desired
+from bootstrap.errors import (
+    BootstrapError,
+    LockTimeoutError,
+    RecordedFailure,
+    RequirementsError,
+    StorageError,
+    redact,
+)
+from bootstrap.inputs import host, requirements
+from bootstrap.inputs.desired import policy_for, read_desired
 from bootstrap.inputs.requirements import Desired
 from bootstrap.pipeline import build, plan, publish, reuse, speculate, verify
 from bootstrap.pipeline.lockfile import Lock
@@ -72,10 +79,29 @@ def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
     waiting_since = manifest.now_iso()
     try:
         safety.prepare_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
+        if change is None:
+            _validate_before_locking(settings, layout)
         with locks.build_lock(layout, settings.lock_timeout) as waited:
             return _sync_recording_failures(settings, layout, waiting_since if waited else None, change)
     except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
         raise StorageError.from_os_error(exc) from exc
+
+
+def _validate_before_locking(settings: Settings, layout: Layout) -> None:
+    """Read and validate the committed file before taking the build lock: a bad file never waits for the
+    lock, and holds it only as long as recording its failure takes (when another sync holds it, that sync
+    reads the same file under the lock and records what it finds). Read again with the lock: that reading
+    is the one built from."""
+    try:
+        requirements.read(settings.requirements_file, policy_for(settings))
+    except RequirementsError as exc:
+        try:
+            with locks.build_lock(layout, 0):
+                current, _ = manifest.load(layout.manifest)
+                _record_failure(settings, layout, current, exc)
+        except LockTimeoutError:
+            log.debug("another sync holds the build lock: it records the failure")
+        raise
 
 
 def serves(current: Manifest, sources: Sources) -> bool:
@@ -126,7 +152,7 @@ def _sync_locked(
     lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
     origin = str(lock.committed_file or "the lock")
     host.check_pins([(pin.name, pin.version) for pin in lock.pins], found.packages, settings.host_overrides, origin)
-    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock, layout), found.tools)
+    the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock, settings), found.tools)
     provenance = plan.provenance(str(settings.requirements_file), lock, inputs)
     if the_plan.keep_active:
         assert current is not None
@@ -210,7 +236,7 @@ def _build_and_publish(
     to_install = the_plan.to_install
     carried = reuse.NOTHING
     if staging is None:
-        carried = reuse.reusable(_reusable_site(current, layout), to_install.pins)
+        carried = reuse.reusable(_reusable_site(current, settings), to_install.pins)
         staging = build.build(
             layout,
             to_install,
@@ -261,23 +287,28 @@ def _failed_while_waiting(current: Manifest | None, settings: Settings, waiting_
     return RecordedFailure(str(error.get("message")), str(error.get("stage")))
 
 
-def _active(current: Manifest | None, lock: Lock, layout: Layout) -> plan.Active | None:
+def _active(current: Manifest | None, lock: Lock, settings: Settings) -> plan.Active | None:
     """The facts ``plan`` needs about the active generation (its files are only counted when its pins match)."""
     if current is None:
         return None
-    site = _reusable_site(current, layout)
+    site = _reusable_site(current, settings)
     same_pins = current.get("lock_sha256") == lock.sha256
     return plan.Active(site, current.get("lock_sha256"), intact=bool(site and same_pins and records.intact(site)))
 
 
-def _reusable_site(current: Manifest | None, layout: Layout) -> Path | None:
+def _reusable_site(current: Manifest | None, settings: Settings) -> Path | None:
     """The active generation's site folder, if this interpreter can use (and carry over) what it holds,
-    and it is one of this packages folder's generations (a manifest pointing elsewhere carries nothing)."""
+    and it is one of this packages folder's generations (a manifest pointing elsewhere carries nothing)
+    that no other local user could have changed (one they could is rebuilt, not kept)."""
     if current is None or not current.get("site_dir") or not manifest.built_for_this_interpreter(current.get("python")):
         return None
-    if freshness.misplaced_site(current, str(layout.root)) is not None:
+    root = str(settings.layout.root)
+    if freshness.misplaced_site(current, root) is not None:
         return None
-    return Path(str(current["site_dir"]))
+    site_dir = str(current["site_dir"])
+    if not settings.allow_world_writable and freshness.open_to_others(site_dir, root) is not None:
+        return None
+    return Path(site_dir)
 
 
 def _active_lock_text(current: Manifest | None, layout: Layout) -> str | None:

@@ -12,6 +12,7 @@ import os
 from bootstrap.store import manifest as manifest_mod
 from bootstrap.store.fs import file_sha256, resolves_inside
 from bootstrap.store.paths import GENERATIONS_DIR, SITE_DIR
+from bootstrap.store.paths import allow_world_writable as env_allow_world_writable
 from bootstrap.store.paths import packages_dir as env_packages_dir
 
 # A generation id as publish writes it (20261201T122738065068Z-58dd31), or any plain folder name
@@ -57,13 +58,17 @@ def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
 
     Every file the manifest records (the requirements file, its included files, the lock,
     the runtime overlay) must still have the recorded hash, and the three key files must be
-    among them; the generation must be built for this interpreter and be there.
+    among them; the generation must be built for this interpreter and be there, one of the packages
+    folder's own (``misplaced_site``), where only its owner (and group) can write (``open_to_others``).
     """
     if manifest is None or not manifest.get("site_dir"):
         return "never synced"
     requirements_file = sources.requirements_file
     if manifest.get("requirements_file") != requirements_file:
         return f"the requirements file is now {requirements_file} (built from {manifest.get('requirements_file')})"
+    misplaced = _misplaced_or_open(manifest, sources)  # first: it matters more than an edited file
+    if misplaced is not None:
+        return misplaced
     inputs = manifest.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         return "the manifest does not record what it was built from"
@@ -80,13 +85,18 @@ def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
             f"the active generation was built for Python {python.get('version')} ({python.get('tag')}, "
             f"{python.get('platform')}), not this interpreter"
         )
+    return None
+
+
+def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
+    """Why the host must not import from the manifest's generation folder, wherever it is; None if it may."""
     misplaced = misplaced_site(manifest, sources.packages_dir)
     if misplaced is not None:
         return misplaced
     site_dir = manifest["site_dir"]
     if site_dir is None or not os.path.isdir(site_dir):
         return f"the active generation's folder {site_dir} is missing"
-    return None
+    return None if sources.allow_world_writable else open_to_others(site_dir, sources.packages_dir)
 
 
 def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
@@ -109,20 +119,49 @@ def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
     return None
 
 
+def open_to_others(site_dir: str, packages_dir: str) -> str | None:
+    """Why a folder the host would import from is writable by every local user; None when none is.
+
+    The packages folder, ``generations/``, the generation and its site: whoever can write one of them can
+    replace what the host imports (a ``.pth`` runs at start-up). Four ``stat`` calls, no walk, on every
+    start. The sticky bit does not help: it stops others removing our files, not adding their own. Only
+    POSIX modes say who may write (Windows reports every folder as 0o777).
+    """
+    if os.name != "posix":
+        return None
+    generation = os.path.dirname(site_dir)
+    for folder in (packages_dir, os.path.dirname(generation), generation, site_dir):
+        try:
+            mode = os.stat(folder).st_mode
+        except OSError:
+            continue  # gone: the callers say so
+        if mode & 0o002:
+            return (
+                f"{folder} is writable by every local user (mode {mode & 0o7777:o}), so anyone could change what "
+                f"hosts import: not activated; run `chmod o-w {folder}` and check what is in it, or set "
+                "BOOTSTRAP_ALLOW_WORLD_WRITABLE=true where modes mean nothing (an SMB share)"
+            )
+    return None
+
+
 def is_fresh(manifest: Manifest | None, sources: Sources) -> bool:
     """The manifest says all is well and its generation serves ``sources`` as they are now."""
     return manifest is not None and manifest.get("status") == "ok" and stale_reason(manifest, sources) is None
 
 
-def usable_site(manifest: Manifest | None, packages_dir: str | None = None) -> str | None:
+def usable_site(
+    manifest: Manifest | None, packages_dir: str | None = None, *, allow_world_writable: bool | None = None
+) -> str | None:
     """The manifest's generation folder if this interpreter can use it (else None, with a warning why).
 
-    ``packages_dir``: the folder the manifest was read from (default: ``BOOTSTRAP_PACKAGES_DIR``).
+    ``packages_dir``: the folder the manifest was read from (default: ``BOOTSTRAP_PACKAGES_DIR``);
+    ``allow_world_writable``: the setting (default: ``BOOTSTRAP_ALLOW_WORLD_WRITABLE``).
     """
     site_dir = manifest.get("site_dir") if manifest else None
     if not manifest or not site_dir:
         return None
-    misplaced = misplaced_site(manifest, packages_dir if packages_dir is not None else env_packages_dir())
+    folder = packages_dir if packages_dir is not None else env_packages_dir()
+    misplaced = misplaced_site(manifest, folder)
     if misplaced is not None:
         _warn("not activating: %s", misplaced)
         return None
@@ -131,6 +170,11 @@ def usable_site(manifest: Manifest | None, packages_dir: str | None = None) -> s
         return None
     if not os.path.isdir(site_dir):
         _warn("not activating %s: the folder is missing", site_dir)
+        return None
+    allowed = env_allow_world_writable() if allow_world_writable is None else allow_world_writable
+    writable = None if allowed else open_to_others(site_dir, os.path.abspath(folder))
+    if writable is not None:
+        _warn("not activating %s: %s", site_dir, writable)
         return None
     return str(site_dir)
 

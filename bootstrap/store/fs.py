@@ -7,21 +7,72 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+
+# The most of a committed file bootstrap reads: a requirements file (or one it includes), and the runtime
+# overlay, and a lock (hashed ones are bigger: 50 pins with every wheel's hash are about 150 KB). A bigger
+# "requirements file" is a mistake (a log, a dump) or an attack: reading it whole would exhaust memory.
+MAX_REQUIREMENTS_BYTES = 1 << 20
+MAX_LOCK_BYTES = 8 << 20
+_CHUNK = 1 << 16
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib stay off the start-up fast path
     from pathlib import Path
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str | None:
-    """The hex sha256 of a file's bytes, or None when there is no such file."""
+def file_sha256(path: str | os.PathLike[str], limit: int = MAX_LOCK_BYTES) -> str | None:
+    """The hex sha256 of a file's bytes, or None when there is no such file.
+
+    Bounded like ``read_limited``: a FIFO, a device or a file over ``limit`` gives a reason instead
+    (``unreadable: ...``, never equal to a real hash), so the start-up fast path never hangs on one.
+    """
     try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+        return hashlib.sha256(read_limited(path, limit)).hexdigest()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except ValueError as exc:
+        return f"unreadable: {exc}"
     except OSError as exc:  # a folder where a file was, no permission: never equal to a real hash
         return f"unreadable: {exc.strerror}"
+
+
+def read_limited(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them; ``ValueError`` (a reason to follow the path) else.
+
+    The type is judged on the open file (links followed): a FIFO opens without waiting for a writer
+    (``O_NONBLOCK``) and is refused, as are devices (``/dev/zero``) and sockets; a file over ``limit`` is
+    refused without being read whole, even if it grows while being read. ``OSError`` as ``open`` gives it.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"is not a regular file but {_file_type(mode)}; commit a plain text file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(_CHUNK, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise ValueError(f"is larger than {limit // (1 << 20)} MiB, more than bootstrap reads of such a file")
+    finally:
+        os.close(fd)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return f"of type {stat.S_IFMT(mode):o}"
 
 
 def resolves_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
@@ -34,7 +85,11 @@ def resolves_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]
 
 
 def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return bytes_sha256(text.encode("utf-8"))
+
+
+def bytes_sha256(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _fsync_dir(path: str) -> None:

@@ -52,10 +52,14 @@ def _held(path: Path, timeout: float, *, on_wait: Callable[[], None], timed_out:
 
 @contextmanager
 def build_lock(layout: Layout, timeout: float) -> Iterator[bool]:
-    """The build lock; yields whether we had to wait for it. The holder is named in ``.owner``."""
+    """The build lock; yields whether we had to wait for it. The holder is named in ``.owner``.
+
+    ``timeout`` 0: take it only if it is free (``LockTimeoutError`` at once, with nothing said, if not).
+    """
 
     def on_wait() -> None:
-        log.info("waiting for another sync (%s)", _owner(layout))
+        if timeout > 0:
+            log.info("waiting for another sync (%s)", _owner(layout))
 
     def timed_out() -> str:
         return (

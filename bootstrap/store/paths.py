@@ -38,6 +38,15 @@ def packages_dir() -> str:
     return env_path("packages_dir", DEFAULT_PACKAGES_DIR)
 
 
+# The values pydantic reads as true (the slow path's Settings), for the one flag the fast path reads itself.
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+
+
+def allow_world_writable() -> bool:
+    """``BOOTSTRAP_ALLOW_WORLD_WRITABLE``, read as ``Settings`` reads it (fast path only)."""
+    return os.environ.get(ENV_PREFIX + "ALLOW_WORLD_WRITABLE", "").strip().lower() in _TRUE
+
+
 class Sources:
     """The files a generation is judged fresh by: the committed requirements file, the committed lock
     beside it, and the runtime overlay in the packages folder. Absolute paths, as strings.
@@ -46,17 +55,22 @@ class Sources:
     (a plain class: ``dataclasses`` is not on the fast path).
     """
 
-    __slots__ = ("lock_file", "packages_dir", "requirements_file")
+    __slots__ = ("allow_world_writable", "lock_file", "packages_dir", "requirements_file")
 
-    def __init__(self, requirements_file: str, lock_file: str, packages_dir: str) -> None:
+    def __init__(
+        self, requirements_file: str, lock_file: str, packages_dir: str, *, allow_world_writable: bool = False
+    ) -> None:
         self.requirements_file = requirements_file
         self.lock_file = lock_file
         self.packages_dir = packages_dir
+        # Whether folders every local user can write may still be served from (store.freshness.open_to_others).
+        self.allow_world_writable = allow_world_writable
 
     @classmethod
     def from_env(cls) -> Sources:
         requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
-        return cls(requirements_file, env_path("lock_file", default_lock_file(requirements_file)), packages_dir())
+        lock_file = env_path("lock_file", default_lock_file(requirements_file))
+        return cls(requirements_file, lock_file, packages_dir(), allow_world_writable=allow_world_writable())
 
     @property
     def runtime_file(self) -> str:

@@ -19,6 +19,7 @@ import sys
 import sysconfig
 
 from bootstrap.errors import SettingsError
+from bootstrap.store.paths import GENERATIONS_DIR
 
 # Created folders get this mode, further narrowed by the umask: group write survives a umask
 # of 002 (a deploy user and the host sharing a group), world write never exists, whatever the umask.
@@ -118,6 +119,17 @@ def check_packages_dir(path: str | os.PathLike[str], *, allow_world_writable: bo
             f"the packages folder {shown} is world-writable (mode {stat.S_IMODE(st.st_mode):o}): any local user "
             f"could put code there that workflows import; run `chmod o-w {real}`, or set BOOTSTRAP_PACKAGES_DIR "
             "to a folder only its owner (and group) can write"
+        )
+    generations = os.path.join(real, GENERATIONS_DIR)
+    try:
+        mode = os.stat(generations).st_mode
+    except OSError:
+        return  # not there yet (or not a folder: creating inside it fails with the OS's reason)
+    if os.name == "posix" and mode & stat.S_IWOTH and not allow_world_writable:  # bootstrap made it 0o775 at most
+        raise SettingsError(
+            f"{generations} is world-writable (mode {stat.S_IMODE(mode):o}): any local user could replace a "
+            f"generation that workflows import; run `chmod o-w {generations}` and check what is in it, or set "
+            "BOOTSTRAP_ALLOW_WORLD_WRITABLE=true where modes mean nothing (an SMB share)"
         )
 
 
