@@ -104,7 +104,10 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     elif report["ok"]:
-        print(f"verified: generation {report['generation']}: {report['files']} files match their RECORD hashes")
+        print(
+            f"verified: generation {report['generation']}: {report['files']} files match their RECORD hashes; "
+            "no package or file is missing, none is unlisted"
+        )
     else:
         print(f"generation {report['generation']} differs from what was installed:")
         print("\n".join(f"  {problem}" for problem in report["problems"]))

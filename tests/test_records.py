@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,9 @@ from bootstrap.store.records import (
     intact,
     missing_files,
     read_record,
+    set_differences,
+    unlisted_files,
+    unlisted_pth,
 )
 
 
@@ -281,3 +285,65 @@ def test_a_path_elsewhere_is_not_safe_to_link(path: str) -> None:
 
 def test_the_site_fixture_is_safe_to_link(site: Path) -> None:
     assert all(dist.safe_to_link for dist in installed(site))
+
+
+# -- set_differences, unlisted_pth, unlisted_files -----------------------------------------------
+
+MANIFEST_PACKAGES = [
+    {"name": "Foo_Bar", "version": "1.0", "provided_by": "generation"},
+    {"name": "baz", "version": "2.0", "provided_by": "generation"},
+    {"name": "hosted", "version": "3.0", "provided_by": "host"},  # the host's: never in the site
+]
+
+
+def test_the_set_found_matches_the_manifest(site: Path) -> None:
+    assert set_differences(installed(site), MANIFEST_PACKAGES) == []
+    assert intact(site, MANIFEST_PACKAGES)
+
+
+def test_a_deleted_planted_or_replaced_distribution_differs(site: Path) -> None:
+    import shutil
+
+    shutil.rmtree(site / "baz-2.0.dist-info")
+    make_dist(site, "stranger", "0.1", {"stranger.py": b""})
+    assert sorted(set_differences(installed(site), MANIFEST_PACKAGES)) == [
+        "missing: baz 2.0: the whole distribution (its dist-info is gone)",
+        "not in the manifest: stranger 0.1: stranger-0.1.dist-info",
+    ]
+    assert not intact(site, MANIFEST_PACKAGES)
+    assert intact(site)  # without the manifest's list, only the files of what is there are judged
+    make_dist(site, "baz", "2.1", {"baz.py": b"X = 1\n"})
+    make_dist(site, "Foo_Bar", "1.1", {})
+    assert sorted(set_differences(installed(site), MANIFEST_PACKAGES[:2])) == [
+        "another version: Foo_Bar 1.1: the manifest has 1.0",
+        "another version: baz 2.1: the manifest has 2.0",
+        "installed twice: Foo_Bar 1.0 and 1.1",
+        "not in the manifest: stranger 0.1: stranger-0.1.dist-info",
+    ]
+
+
+def test_a_pth_no_record_lists_is_named_and_the_site_is_not_intact(site: Path) -> None:
+    make_dist(site, "shipped", "1.0", {"shipped.pth": b"import os\n"})
+    assert unlisted_pth(site, installed(site)) == []  # a .pth its wheel ships is verified like any file
+    (site / "zz_planted.pth").write_text("import os\n")
+    assert unlisted_pth(site, installed(site)) == ["zz_planted.pth"]
+    assert not intact(site)
+
+
+def test_unlisted_files_are_every_file_no_record_lists(site: Path) -> None:
+    tag = sys.implementation.cache_tag
+    (site / "bin").mkdir()
+    (site / "bin" / "foo-bar").write_text("")  # pip --target moves ../../bin/foo-bar here: listed
+    (site / "__pycache__").mkdir()
+    for name in (f"baz.{tag}.pyc", f"baz.{tag}.opt-2.pyc"):  # beside a listed baz.py: compiled, listed
+        (site / "__pycache__" / name).write_bytes(b"")
+    assert unlisted_files(site, installed(site)) == []
+    for name in (f"other.{tag}.pyc", f"baz.{tag}.weird.pyc", "baz.pyc"):
+        (site / "__pycache__" / name).write_bytes(b"")
+    (site / "foo_bar" / "data.txt.bak").write_text("")
+    assert unlisted_files(site, installed(site)) == [
+        f"__pycache__/baz.{tag}.weird.pyc",
+        "__pycache__/baz.pyc",
+        f"__pycache__/other.{tag}.pyc",
+        "foo_bar/data.txt.bak",
+    ]

@@ -12,6 +12,10 @@ from bootstrap.store import freshness, manifest, records, registry
 from bootstrap.store.fs import human_size, tree_size
 from bootstrap.store.layout import Layout
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the manifest's types exist for the type checker only
+    from bootstrap.store.manifest import PackageEntry
+
 
 def check(settings: Settings) -> dict[str, Any]:
     """Healthy only when the active generation serves the file as it is now, intact, and the last sync worked."""
@@ -28,13 +32,8 @@ def check(settings: Settings) -> dict[str, Any]:
             error: dict[str, Any] = dict(current.get("error") or {})
             problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
         site_dir = current.get("site_dir") if current else None
-        if site_dir and Path(site_dir).is_dir():
-            try:
-                missing = records.missing_files(Path(site_dir), records.installed(Path(site_dir)))
-            except BootstrapError as exc:  # a dist-info lost its METADATA or RECORD
-                missing = [str(exc)]
-            if missing:
-                problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
+        if current is not None and site_dir and Path(site_dir).is_dir():
+            problems += _damage(Path(site_dir), current.get("packages", []))
     # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
     debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
     notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
@@ -54,6 +53,32 @@ def check(settings: Settings) -> dict[str, Any]:
         "last_error": current.get("error") if current else None,
         "restart_pending": restarts,
     }
+
+
+def _damage(site_dir: Path, packages: list[PackageEntry]) -> list[str]:
+    """How the active site folder differs from what was verified, from a listing of it and a stat of each
+    file its RECORDs list (no hashing: ``verify`` reads every file)."""
+    try:
+        dists = records.installed(site_dir)
+    except BootstrapError as exc:  # a dist-info lost its METADATA or RECORD
+        return [f"{exc}; the next sync rebuilds it"]
+    problems = []
+    differences = records.set_differences(dists, packages)
+    if differences:
+        more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+        problems.append(
+            f"the active generation does not hold the packages the manifest lists ({'; '.join(differences[:5])}"
+            f"{more}); the next sync rebuilds it"
+        )
+    missing = records.missing_files(site_dir, dists)
+    if missing:
+        problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
+    problems += [
+        f"{name} in the active generation's site folder is listed in no RECORD: a .pth runs in every host that "
+        "activates it, and bootstrap never verified it; the next sync builds a generation without it"
+        for name in records.unlisted_pth(site_dir, dists)
+    ]
+    return problems
 
 
 def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
@@ -77,13 +102,16 @@ def _loaded(package: dict[str, Any]) -> str:
 
 
 def verify_active(settings: Settings) -> dict[str, Any]:
-    """Every file of the active generation against the hash in its RECORD: what changed, what is gone."""
+    """Every file of the active generation against the hash in its RECORD: what changed, what is gone, and
+    what is there that no RECORD lists; its distributions against the manifest's packages."""
     current = manifest.read(settings.layout.manifest)
     site_dir = Path(str(current.get("site_dir"))) if current and current.get("site_dir") else None
     if site_dir is None or not site_dir.is_dir():
         raise VerificationError(f"there is no active generation to verify in {settings.packages_dir}; run sync")
     dists = records.installed(site_dir)
-    problems = records.changed_files(site_dir, dists)
+    problems = records.set_differences(dists, current.get("packages", []) if current else [])
+    problems += records.changed_files(site_dir, dists)
+    problems += [f"unlisted: {path}" for path in records.unlisted_files(site_dir, dists)]
     files = sum(len(dist.files) for dist in dists)
     return {
         "ok": not problems,

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the manifest's types exist for the type checker only
 @dataclass(frozen=True)
 class Active:
     """What matters of the active generation: its site folder (None when this interpreter cannot use it),
-    the hash of its pins, and whether every file its RECORDs list is there."""
+    the hash of its pins, and whether it still holds what was verified (``records.intact``)."""
 
     site: Path | None
     lock_sha256: str | None

@@ -105,9 +105,14 @@ def _validate_before_locking(settings: Settings, layout: Layout) -> None:
 
 
 def serves(current: Manifest, sources: Sources) -> bool:
-    """The active generation serves ``sources`` as they are now, and none of its files went missing."""
+    """The active generation serves ``sources`` as they are now, and still holds what was verified: the
+    distributions the manifest lists, every file of theirs, no ``.pth`` that no RECORD lists."""
     site_dir = current.get("site_dir")
-    return freshness.stale_reason(current, sources) is None and site_dir is not None and records.intact(Path(site_dir))
+    return (
+        freshness.stale_reason(current, sources) is None
+        and site_dir is not None
+        and records.intact(Path(site_dir), current.get("packages", []))
+    )
 
 
 def _sync_recording_failures(
@@ -293,7 +298,10 @@ def _active(current: Manifest | None, lock: Lock, settings: Settings) -> plan.Ac
         return None
     site = _reusable_site(current, settings)
     same_pins = current.get("lock_sha256") == lock.sha256
-    return plan.Active(site, current.get("lock_sha256"), intact=bool(site and same_pins and records.intact(site)))
+    intact = bool(site and same_pins and records.intact(site, current.get("packages", [])))
+    if site and same_pins and not intact:
+        log.warning("generation %s no longer holds what was verified: building it again", current.get("generation"))
+    return plan.Active(site, current.get("lock_sha256"), intact=intact)
 
 
 def _reusable_site(current: Manifest | None, settings: Settings) -> Path | None:

@@ -5,7 +5,8 @@ distribution, nothing missing, nothing extra); every distribution's own
 requirements are met inside the set; every file each distribution's RECORD
 lists is present; and each top-level module imports, in child processes (one
 per core, each importing whole distributions), so a broken package never
-reaches the host.
+reaches the host. After the imports, no ``.pth`` may be there that no RECORD
+lists (a module that writes one at import).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, VerificationError
-from bootstrap.store.records import Distribution, installed, missing_files
+from bootstrap.store.records import Distribution, installed, missing_files, unlisted_pth
 from bootstrap.tools import runner
 
 log = logging.getLogger("bootstrap")
@@ -298,7 +299,24 @@ def verify_generation(
     if len(to_check) < len(dists):
         log.info("%d unchanged distributions were import-checked before", len(dists) - len(to_check))
     check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists), first=first)
+    _refuse_planted_pth(site_dir, dists, to_check)
     return dists
+
+
+def _refuse_planted_pth(site_dir: Path, dists: list[Distribution], checked: list[Distribution]) -> None:
+    """A ``.pth`` no RECORD lists, at the top of the site folder once the imports ran: a module wrote it at
+    import. It would run in every host that activates the generation, unverified: refused."""
+    planted = unlisted_pth(site_dir, dists)
+    if not planted:
+        return
+    suspects = ", ".join(f"{dist.display_name} {dist.version}" for dist in checked[:5])
+    suspects += f" and {len(checked) - 5} more" if len(checked) > 5 else ""
+    who = f"a module wrote it at import ({'one of ' if len(checked) > 1 else ''}{suspects})" if checked else ""
+    raise VerificationError(
+        f"{', '.join(planted)} is in the new generation's site folder after the import check, and no RECORD "
+        f"lists it{': ' + who if who else ''}. A .pth runs in every host that activates the generation: "
+        "refused; drop the package that writes it"
+    )
 
 
 def _affected(dists: list[Distribution], carried: frozenset[str]) -> list[Distribution]:

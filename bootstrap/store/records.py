@@ -19,7 +19,7 @@ import csv
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,14 +133,104 @@ def missing_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
     return missing
 
 
-def intact(site_dir: Path) -> bool:
-    """Every file the RECORDs of ``site_dir`` list is there (a stat each: not for the start-up fast path)."""
+def intact(site_dir: Path, packages: Iterable[Mapping[str, object]] | None = None) -> bool:
+    """``site_dir`` holds what was verified, as far as a listing and a stat of each file tell (no hashing;
+    not for the start-up fast path): every file its RECORDs list, no ``.pth`` that none lists and, given
+    the manifest's ``packages``, exactly the distributions it names as the generation's."""
     if not site_dir.is_dir():
         return False
     try:
-        return not missing_files(site_dir, installed(site_dir))
+        dists = installed(site_dir)
     except VerificationError:  # a dist-info lost its METADATA or RECORD
         return False
+    if packages is not None and set_differences(dists, packages):
+        return False
+    return not missing_files(site_dir, dists) and not unlisted_pth(site_dir, dists)
+
+
+def set_differences(dists: Iterable[Distribution], packages: Iterable[Mapping[str, object]]) -> list[str]:
+    """How the distributions found differ from a manifest's ``packages`` (its entries with ``provided_by``
+    ``"host"`` are the host's, never in the site): a dist-info deleted, planted, or of another version."""
+    expected = {
+        canonical_name(str(package.get("name"))): (str(package.get("name")), str(package.get("version")))
+        for package in packages
+        if package.get("provided_by") != "host"
+    }
+    found: dict[str, Distribution] = {}
+    problems = []
+    for dist in dists:
+        if dist.name in found:
+            problems.append(f"installed twice: {dist.display_name} {found[dist.name].version} and {dist.version}")
+        found[dist.name] = dist
+        if dist.name not in expected:
+            problems.append(f"not in the manifest: {dist.display_name} {dist.version}: {dist.dist_info.name}")
+        elif dist.version != expected[dist.name][1]:
+            problems.append(
+                f"another version: {dist.display_name} {dist.version}: the manifest has {expected[dist.name][1]}"
+            )
+    problems += [
+        f"missing: {name} {version}: the whole distribution (its dist-info is gone)"
+        for key, (name, version) in expected.items()
+        if key not in found
+    ]
+    return problems
+
+
+def listed_paths(dists: Iterable[Distribution]) -> set[str]:
+    """Every path under the site folder that a RECORD lists. ``pip install --target`` moves what it installs
+    beside ``lib/python`` (scripts, data files) into the folder itself, and its RECORD keeps ``../../X``: that
+    lists ``X``."""
+    listed = set()
+    for dist in dists:
+        for entry in dist.records:
+            if entry.inside:
+                listed.add(entry.path)
+            elif entry.path.startswith("../../") and inside(entry.path[6:]):
+                listed.add(entry.path[6:])
+    return listed
+
+
+def unlisted_pth(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
+    """The ``.pth`` files at the top of ``site_dir`` that no RECORD lists (one listing): ``site.addsitedir``
+    runs their ``import`` lines in every host that activates the folder."""
+    try:
+        names = os.listdir(site_dir)
+    except OSError:
+        return []
+    listed = listed_paths(dists)
+    return sorted(name for name in names if name.endswith(".pth") and name not in listed)
+
+
+def unlisted_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
+    """Every file (and link) under ``site_dir`` that no RECORD lists, relative, sorted: one walk, nothing read.
+
+    Bytecode is not recorded, so ``__pycache__/<stem>.<tag>[.opt-N].pyc`` beside a listed ``<stem>.py``
+    counts as listed: bootstrap compiles those at build time, and a host that can write the folder may too.
+    """
+    listed = listed_paths(dists)
+    root = os.fspath(site_dir)
+    found = []
+    for folder, dirs, files in os.walk(root):
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        links = [name for name in dirs if os.path.islink(os.path.join(folder, name))]  # never walked into
+        for name in (*files, *links):
+            path = prefix + name
+            if path not in listed and not _compiled_from_listed(path, listed):
+                found.append(path)
+    return sorted(found)
+
+
+def _compiled_from_listed(path: str, listed: set[str]) -> bool:
+    """``path`` is ``[dir/]__pycache__/<stem>.<tag>[.opt-N].pyc`` and ``[dir/]<stem>.py`` is listed."""
+    folder, _, name = path.rpartition("/")
+    parent, _, cache = folder.rpartition("/")
+    parts = name.split(".")
+    if cache != "__pycache__" or parts[-1] != "pyc" or len(parts) not in (3, 4):
+        return False
+    if len(parts) == 4 and not parts[2].startswith("opt-"):
+        return False
+    return f"{parent}/{parts[0]}.py".lstrip("/") in listed
 
 
 # Given a file's stat and the size its RECORD gives: whether it may be taken as unchanged unread.
