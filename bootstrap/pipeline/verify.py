@@ -1,11 +1,12 @@
 """Verify a generation before it goes live (and report on one that is live).
 
-Four checks: the installed set is exactly the lock (one dist-info per
-distribution, nothing missing, nothing extra); every distribution's own
-requirements are met inside the set; every file each distribution's RECORD
-lists is present; and each top-level module imports, in child processes (one
-per core, each importing whole distributions), so a broken package never
-reaches the host.
+The checks: the installed set is exactly the lock (one dist-info per
+distribution, nothing missing, nothing extra, no file that two distributions
+install with different contents, nothing named ``bootstrap``); every
+distribution's own requirements are met inside the set; every file each
+distribution's RECORD lists is present; and each top-level module imports, in
+child processes (one per core, each importing whole distributions), so a
+broken package never reaches the host.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, VerificationError
-from bootstrap.store.records import Distribution, installed, missing_files
+from bootstrap.store.records import Distribution, installed, missing_files, shared_files
 from bootstrap.tools import runner
 
 log = logging.getLogger("bootstrap")
+
+# The name hosts and the import check import bootstrap itself by: a distribution must not ship it.
+OWN_TOP_LEVEL = __name__.split(".")[0]
 
 _RESULT_MARK = "BOOTSTRAP-IMPORT-RESULT:"
 _IMPORTING_MARK = "BOOTSTRAP-IMPORTING:"
@@ -74,6 +78,33 @@ def check_set(dists: list[Distribution], expected: Mapping[str, str | None]) -> 
     problems += [f"{name} {version} was not asked for" for name, version in seen.items() if name not in expected]
     if problems:
         raise VerificationError("the installed set differs from the lock: " + "; ".join(sorted(problems)))
+
+
+def check_shared_files(dists: list[Distribution]) -> None:
+    """No file may be installed by two distributions with different contents (opencv-python and
+    opencv-python-headless both ship ``cv2``): whichever was installed last would serve, pip's and uv's
+    differently. Checked from their RECORDs, so the rule is the same on every path a generation is built by.
+    """
+    conflicts = shared_files(dists)
+    if conflicts:
+        path, one, other = conflicts[0]
+        first, second = sorted((one, other), key=lambda dist: dist.name)
+        raise VerificationError(
+            f"{first.display_name} {first.version} and {second.display_name} {second.version} both install "
+            f"{path}: keep one of them in requirements.txt"
+        )
+
+
+def check_own_name(dists: list[Distribution]) -> None:
+    """No distribution may ship a top-level ``bootstrap``: the import check would import the host's own
+    instead of testing it, and a host would get one or the other depending on ``sys.path``."""
+    for dist in dists:
+        if any(module.split(".")[0] == OWN_TOP_LEVEL for module in dist.modules()):
+            raise VerificationError(
+                f"{dist.display_name} {dist.version} installs a top-level module named {OWN_TOP_LEVEL}, which "
+                f"would shadow {OWN_TOP_LEVEL} itself (the package manager) or be shadowed by it; drop it "
+                "from requirements.txt"
+            )
 
 
 def _same_version(one: str, other: str) -> bool:
@@ -289,6 +320,8 @@ def verify_generation(
     log.info("verifying the new generation")
     dists = installed(site_dir)
     check_set(dists, expected)
+    check_shared_files(dists)
+    check_own_name(dists)
     check_dependencies(dists, provided)
     missing = missing_files(site_dir, dists)
     if missing:
