@@ -7,7 +7,9 @@ new folder (copied where the filesystem cannot link). Only what was added or
 changed goes through pip, into a folder of its own, and is then moved in file
 by file, so distributions sharing a namespace folder merge instead of pip's
 ``--target`` skipping the folder (pypa/pip#10629). Generations are never
-edited in place, so a file shared by two of them never changes under either.
+edited in place, so a file shared by two of them never changes under either;
+every file of a generation is read-only (``verify.seal``), so an edit fails
+instead of reaching both.
 """
 
 from __future__ import annotations
