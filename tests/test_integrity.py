@@ -140,9 +140,8 @@ def test_a_module_that_writes_a_pth_at_import_is_refused(
     monkeypatch.setenv("PIP_FIND_LINKS", f"{wheelhouse} {links}")
 
     repo.write("bsf-alpha==1.0", "bsf-planter")
-    with pytest.raises(VerificationError, match=r"zz_planted\.pth is in the new generation's site folder") as caught:
+    with pytest.raises(VerificationError, match=r"zz_planted\.pth was created while importing bsf-planter 1\.0"):
         sync(repo.settings())
-    assert "bsf-planter 1.0" in str(caught.value) and "refused" in str(caught.value)
 
     after = repo.manifest()
     assert after["generation"] == good and after["status"] == "failed" and "zz_planted.pth" in after["error"]["message"]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bootstrap.inputs.requirements import Desired
-from bootstrap.pipeline import reuse
+from bootstrap.pipeline import reuse, verify
 from bootstrap.pipeline.bytecode import compile_tree
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.reuse import Carried
@@ -76,7 +76,8 @@ def build(
         tools.install(target, pins_file, no_deps=True, timeout=timeout, index_args=index_args)
         if compile_bytecode:
             compile_tree(target, timeout=timeout)
-        if carried.dists:
+        if carried.dists:  # the rule of every path, before two files meet (verify_generation has it too)
+            verify.check_shared_files([*carried.dists, *installed(target)])
             reuse.merge(target, site_dir)
         pins_file.unlink()
     return staging

@@ -7,11 +7,14 @@ new folder (copied where the filesystem cannot link). Only what was added or
 changed goes through pip, into a folder of its own, and is then moved in file
 by file, so distributions sharing a namespace folder merge instead of pip's
 ``--target`` skipping the folder (pypa/pip#10629). Generations are never
-edited in place, so a file shared by two of them never changes under either.
+edited in place, so a file shared by two of them never changes under either;
+every file of a generation is read-only (``verify.seal``), so an edit fails
+instead of reaching both.
 """
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -142,15 +145,20 @@ def _link(source: str, target: str, made: set[str]) -> None:
 
 
 def merge(source_site: Path, target_site: Path) -> None:
-    """Move every file of a freshly installed folder into the new generation; never overwrite."""
+    """Move every file of a freshly installed folder into the new generation; never overwrite.
+
+    The caller has refused files two distributions install with different contents (their RECORDs:
+    ``verify.check_shared_files``, the rule of every path); a file already there with the same bytes
+    (an old-style namespace ``__init__.py``), or its bytecode, stays as it is.
+    """
     for folder, _, files in os.walk(source_site):
         relative = Path(folder).relative_to(source_site)
         for name in files:
-            target = target_site / relative / name
+            source, target = Path(folder) / name, target_site / relative / name
             if target.exists():
-                raise InstallError(
-                    f"two distributions both install {relative / name}; the set cannot be installed together"
-                )
+                if relative.name == "__pycache__" or filecmp.cmp(source, target, shallow=False):
+                    continue
+                raise InstallError(f"{relative / name} is in the new generation twice, with different contents")
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(Path(folder) / name, target)
+            os.replace(source, target)
     shutil.rmtree(source_site, ignore_errors=True)

@@ -1,12 +1,16 @@
 """Verify a generation before it goes live (and report on one that is live).
 
-Four checks: the installed set is exactly the lock (one dist-info per
-distribution, nothing missing, nothing extra); every distribution's own
-requirements are met inside the set; every file each distribution's RECORD
-lists is present; and each top-level module imports, in child processes (one
-per core, each importing whole distributions), so a broken package never
-reaches the host. After the imports, no ``.pth`` may be there that no RECORD
-lists (a module that writes one at import).
+The checks: the installed set is exactly the lock (one dist-info per
+distribution, nothing missing, nothing extra, no file that two distributions
+install with different contents, nothing named ``bootstrap``); every
+distribution's own requirements are met inside the set; every file each
+distribution's RECORD lists is present; and each top-level module imports, in
+child processes (one per core, each importing whole distributions), so a
+broken package never reaches the host. Before the imports every file is made
+read-only, and after them every file's stat must be as it was: what the host
+imports is exactly what was verified, and an import that writes to a file
+hard-linked from the active generation is caught, not published (so is a
+``.pth`` an import writes: it would run in every host).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
+import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,10 +29,13 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, VerificationError
-from bootstrap.store.records import Distribution, installed, missing_files, unlisted_pth
+from bootstrap.store.records import Distribution, installed, missing_files, shared_files
 from bootstrap.tools import runner
 
 log = logging.getLogger("bootstrap")
+
+# The name hosts and the import check import bootstrap itself by: a distribution must not ship it.
+OWN_TOP_LEVEL = __name__.split(".")[0]
 
 _RESULT_MARK = "BOOTSTRAP-IMPORT-RESULT:"
 _IMPORTING_MARK = "BOOTSTRAP-IMPORTING:"
@@ -75,6 +84,33 @@ def check_set(dists: list[Distribution], expected: Mapping[str, str | None]) -> 
     problems += [f"{name} {version} was not asked for" for name, version in seen.items() if name not in expected]
     if problems:
         raise VerificationError("the installed set differs from the lock: " + "; ".join(sorted(problems)))
+
+
+def check_shared_files(dists: list[Distribution]) -> None:
+    """No file may be installed by two distributions with different contents (opencv-python and
+    opencv-python-headless both ship ``cv2``): whichever was installed last would serve, pip's and uv's
+    differently. Checked from their RECORDs, so the rule is the same on every path a generation is built by.
+    """
+    conflicts = shared_files(dists)
+    if conflicts:
+        path, one, other = conflicts[0]
+        first, second = sorted((one, other), key=lambda dist: dist.name)
+        raise VerificationError(
+            f"{first.display_name} {first.version} and {second.display_name} {second.version} both install "
+            f"{path}: keep one of them in requirements.txt"
+        )
+
+
+def check_own_name(dists: list[Distribution]) -> None:
+    """No distribution may ship a top-level ``bootstrap``: the import check would import the host's own
+    instead of testing it, and a host would get one or the other depending on ``sys.path``."""
+    for dist in dists:
+        if any(module.split(".")[0] == OWN_TOP_LEVEL for module in dist.modules()):
+            raise VerificationError(
+                f"{dist.display_name} {dist.version} installs a top-level module named {OWN_TOP_LEVEL}, which "
+                f"would shadow {OWN_TOP_LEVEL} itself (the package manager) or be shadowed by it; drop it "
+                "from requirements.txt"
+            )
 
 
 def _same_version(one: str, other: str) -> bool:
@@ -151,12 +187,8 @@ def check_imports(
     distribution of the set, ``provides``: their top-level names, nor the host) is an
     optional part (ipython's ``matplotlib_inline`` without matplotlib): a warning, not a failure.
     """
-    skipped = {canonicalize_name(name) for name in skip}  # `Foo_Bar` in the setting means foo-bar
     owner: dict[str, Distribution] = {}
-    for dist in dists:
-        if dist.name in skipped:
-            log.info("not import-checking %s (BOOTSTRAP_SKIP_IMPORT_CHECK)", dist.display_name)
-            continue
+    for dist in _to_import(dists, skip, tell=True):
         for module in dist.modules():
             owner.setdefault(module, dist)
     if not owner:
@@ -192,6 +224,15 @@ def check_imports(
         raise VerificationError(
             f"{details}. If the package needs configuration to import, set BOOTSTRAP_SKIP_IMPORT_CHECK={names}"
         )
+
+
+def _to_import(dists: list[Distribution], skip: frozenset[str], *, tell: bool = False) -> list[Distribution]:
+    """The distributions whose modules the import check imports: those with modules, but the skipped."""
+    skipped = {canonicalize_name(name) for name in skip}  # `Foo_Bar` in the setting means foo-bar
+    for dist in dists:
+        if tell and dist.name in skipped:
+            log.info("not import-checking %s (BOOTSTRAP_SKIP_IMPORT_CHECK)", dist.display_name)
+    return [dist for dist in dists if dist.name not in skipped and dist.modules()]
 
 
 def _failed_imports(
@@ -290,6 +331,8 @@ def verify_generation(
     log.info("verifying the new generation")
     dists = installed(site_dir)
     check_set(dists, expected)
+    check_shared_files(dists)
+    check_own_name(dists)
     check_dependencies(dists, provided)
     missing = missing_files(site_dir, dists)
     if missing:
@@ -298,24 +341,105 @@ def verify_generation(
     to_check = _affected(dists, carried)
     if len(to_check) < len(dists):
         log.info("%d unchanged distributions were import-checked before", len(dists) - len(to_check))
-    check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists), first=first)
-    _refuse_planted_pth(site_dir, dists, to_check)
+    before = seal(site_dir)
+    try:
+        check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists), first=first)
+    finally:  # what an import changed matters more than how it failed: it may have reached another generation
+        imported = _to_import(to_check, skip)
+        if imported:
+            _refuse_changes(site_dir, before, dists, imported, carried)
     return dists
 
 
-def _refuse_planted_pth(site_dir: Path, dists: list[Distribution], checked: list[Distribution]) -> None:
-    """A ``.pth`` no RECORD lists, at the top of the site folder once the imports ran: a module wrote it at
-    import. It would run in every host that activates the generation, unverified: refused."""
-    planted = unlisted_pth(site_dir, dists)
-    if not planted:
+# A file's stat as an import could change it: (inode: replaced, size and mtime: written, permission bits).
+Stamp = tuple[int, int, int, int]
+
+
+def seal(site_dir: Path) -> dict[str, Stamp]:
+    """Make every file under ``site_dir`` read-only; return each one's stamp, by its RECORD-style path.
+
+    As Nix's store does (0444, 0555 if executable): a generation's files are never written again, and
+    a carried file is a hard link the active generation shares (its mode changes there too: both are
+    immutable), so a write fails loudly instead of editing both. Root writes anyway: the stamps are what
+    catch that. Folders stay writable, for gc and for the bytecode a host writes for what was not compiled.
+    """
+    stamps: dict[str, Stamp] = {}
+    posix = os.name == "posix"  # elsewhere (Windows) a read-only file cannot be deleted: gc would fail
+    for path, st in _files(site_dir):
+        mode = stat.S_IMODE(st.st_mode)
+        if posix and stat.S_ISREG(st.st_mode) and mode & 0o222:
+            try:
+                os.chmod(os.path.join(site_dir, path), mode & ~0o222)
+                mode &= ~0o222
+            except OSError as exc:  # not this user's file, a share without modes: the stamps still catch a write
+                log.debug("could not make %s read-only (%s)", path, exc.strerror)
+        stamps[path] = (st.st_ino, st.st_size, st.st_mtime_ns, mode)
+    return stamps
+
+
+def _stamps(site_dir: Path) -> dict[str, Stamp]:
+    return {path: (st.st_ino, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)) for path, st in _files(site_dir)}
+
+
+def _files(site_dir: Path) -> list[tuple[str, os.stat_result]]:
+    """Every file (and link) under ``site_dir`` with its ``lstat``, by its path relative to it with ``/``."""
+    root = str(site_dir)
+    found = []
+    for folder, _, names in os.walk(root):
+        relative = os.path.relpath(folder, root).replace(os.sep, "/")
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:  # gone between the listing and the stat: absent
+                continue
+            found.append((name if relative == "." else f"{relative}/{name}", st))
+    return found
+
+
+def _refuse_changes(
+    site_dir: Path,
+    before: dict[str, Stamp],
+    dists: list[Distribution],
+    imported: list[Distribution],
+    carried: frozenset[str],
+) -> None:
+    """One line if any file under ``site_dir`` is not as it was before the import check: which file, how,
+    and whose imports ran.
+
+    A new file in a ``__pycache__`` folder is a cache, not a change: numba's (``cache=True`` functions
+    compiled at import), or the bytecode a child process of an import writes. Any other new file is not
+    in a RECORD, so it was never verified.
+    """
+    after = _stamps(site_dir)
+    changed = sorted(
+        path
+        for path in before.keys() | after.keys()
+        if before.get(path) != after.get(path) and (path in before or "__pycache__" not in path.split("/"))
+    )
+    if not changed:
         return
-    suspects = ", ".join(f"{dist.display_name} {dist.version}" for dist in checked[:5])
-    suspects += f" and {len(checked) - 5} more" if len(checked) > 5 else ""
-    who = f"a module wrote it at import ({'one of ' if len(checked) > 1 else ''}{suspects})" if checked else ""
+    path = changed[0]
+    old, new = before.get(path), after.get(path)
+    if old is None or new is None:
+        how = "was created" if old is None else "was removed"
+    elif old[0] != new[0]:
+        how = "was replaced"
+    else:
+        how = "had its permissions changed" if old[1:3] == new[1:3] else "was written to"
+    owner = next((dist for dist in dists if path in dist.files), None)
+    whose = f" of {owner.display_name} {owner.version}" if owner else ""
+    names = [f"{dist.display_name} {dist.version}" for dist in imported]
+    suspects = names[0] if len(names) == 1 else "one of " + ", ".join(names[:3])
+    suspects += f" and {len(names) - 3} more" if len(names) > 3 else ""
+    more = f" (and {len(changed) - 1} more file{'' if len(changed) == 2 else 's'})" if len(changed) > 1 else ""
+    shared = (
+        "; it is shared with the active generation: `python -m bootstrap verify` tells whether that still matches"
+        if owner is not None and owner.name in carried
+        else ""
+    )
     raise VerificationError(
-        f"{', '.join(planted)} is in the new generation's site folder after the import check, and no RECORD "
-        f"lists it{': ' + who if who else ''}. A .pth runs in every host that activates the generation: "
-        "refused; drop the package that writes it"
+        f"{path}{whose} {how} while importing {suspects}{more}: an import must not change installed files; "
+        f"fix or drop the package{shared}"
     )
 
 

@@ -133,6 +133,29 @@ def missing_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
     return missing
 
 
+def shared_files(dists: Iterable[Distribution]) -> list[tuple[str, Distribution, Distribution]]:
+    """Files two distributions both list inside the site folder with contents that differ (or that a RECORD
+    does not give): ``(path, the first lister, the second)``, in RECORD order.
+
+    Whichever was installed last wins the file, and the other's RECORD no longer holds. The same bytes
+    in both (the ``__init__.py`` every portion of an old-style namespace package ships) are no conflict;
+    namespace folders are folders, not files. Bytecode follows its source and is not compared.
+    """
+    first: dict[str, tuple[str, str]] = {}  # path -> (the distribution that listed it first, its hash)
+    by_name = {}
+    found = []
+    for dist in dists:
+        by_name[dist.name] = dist
+        for entry in dist.records:
+            path = entry.path
+            if not entry.inside or "__pycache__/" in path or path.split("/", 1)[0].endswith(".dist-info"):
+                continue
+            owner, digest = first.setdefault(path, (dist.name, entry.hash))
+            if owner != dist.name and (not digest or digest != entry.hash):
+                found.append((path, by_name[owner], dist))
+    return found
+
+
 def intact(site_dir: Path, packages: Iterable[Mapping[str, object]] | None = None) -> bool:
     """``site_dir`` holds what was verified, as far as a listing and a stat of each file tell (no hashing;
     not for the start-up fast path): every file its RECORDs list, no ``.pth`` that none lists and, given

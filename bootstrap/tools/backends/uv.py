@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 
 from bootstrap.errors import CommandError, InstallError, redact
 from bootstrap.inputs.requirements import Desired
-from bootstrap.store.records import changed_files, installed, written_since
+from bootstrap.store.records import changed_files, installed, shared_files, written_since
 from bootstrap.tools import pipout, runner
 from bootstrap.tools.backends.base import Backend
 
@@ -223,7 +223,12 @@ def _edited_in_cache(site_dir: Path, started_ns: int) -> dict[str, str]:
     since it ``started_ns``: a cold cache) come straight from their wheel and are not read again.
     """
     edited = {}
-    for dist in installed(site_dir):
+    dists = installed(site_dir)
+    # A file two distributions install differently matches one RECORD only: verification's to refuse, by name.
+    conflicting = {dist.name for _, *pair in shared_files(dists) for dist in pair}
+    for dist in dists:
+        if dist.name in conflicting:
+            continue
         changed = changed_files(site_dir, [dist], quick=written_since(started_ns))
         changed = [problem for problem in changed if problem.startswith("changed:")]
         if changed:  # (a missing file is verification's to report, not a sign of an edited cache)
