@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.errors import BootstrapError, VerificationError
-from bootstrap.pipeline.publish import read_generation
+from bootstrap.pipeline.publish import read_generation, undeletable
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, records, registry
 from bootstrap.store.fs import human_size, tree_size
@@ -35,9 +35,7 @@ def check(settings: Settings) -> dict[str, Any]:
                 missing = [str(exc)]
             if missing:
                 problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
-    # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
-    debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
-    notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
+    notes = _debris(layout)
     restarts = _restart_pending(layout)
     for item in restarts:
         who = "this process" if item["pid"] is None else f"pid {item['pid']} on {item['host']}"
@@ -54,6 +52,21 @@ def check(settings: Settings) -> dict[str, Any]:
         "last_error": current.get("error") if current else None,
         "restart_pending": restarts,
     }
+
+
+def _debris(layout: Layout) -> list[str]:
+    """Not unhealthy (the active generation is fine), but worth naming: what is left in staging, and whether the
+    next sync can remove it (a generation gc renamed into the trash but could not empty, say: then who can)."""
+    notes = []
+    for entry in sorted(layout.staging.iterdir()) if layout.staging.is_dir() else []:
+        stuck = undeletable(entry)
+        if stuck:
+            notes.append(f"staging/{entry.name} cannot be removed by bootstrap ({stuck}); delete it as its owner")
+        elif entry.name.startswith("trash-"):
+            notes.append(f"staging/{entry.name} is an old generation not yet deleted; the next sync deletes it")
+        else:
+            notes.append(f"staging/{entry.name} is left from an interrupted sync; the next sync removes it")
+    return notes
 
 
 def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
