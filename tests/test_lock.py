@@ -297,3 +297,17 @@ def test_a_lock_with_hashes_takes_them_from_the_index_and_downloads_no_other_pla
     assert f"--hash=sha256:{served_sha}" in text and f"--hash=sha256:{other_sha}" in text
     assert f"/files/{other}" not in asked, "the other platform's wheel was downloaded to hash it"
     assert asked.count(f"/files/{served.name}") <= 1, "downloaded again to hash it"  # once: its metadata
+
+
+def test_a_committed_lock_pinning_a_name_twice_is_one_line_naming_both(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-alpha")
+    assert run_cli("lock").code == 0
+    path = lock_path(repo)
+    text = path.read_text()
+    number = len(text.splitlines()) + 1
+    path.write_text(text + "BSF_Alpha==1.0\n")  # a merge that kept both sides
+    result = run_cli("sync", "-q")
+    assert result.code == 1 and len(result.err.splitlines()) == 1, result.err
+    assert f"{path}:{number}: pins bsf-alpha twice (line " in result.err
+    assert "bsf-alpha==2.0; line" in result.err and f"line {number}: bsf-alpha==1.0)" in result.err
+    assert "ResolutionImpossible" not in result.err and not repo.manifest()["site_dir"]

@@ -119,6 +119,31 @@ def test_a_pin_that_is_not_exact_is_refused(spec: str) -> None:
     assert "is not an exact pin (name==version)" in message
 
 
+def test_a_name_pinned_twice_is_refused_naming_both_lines() -> None:
+    """A merge that kept both sides: one line naming both pins, not pip's ResolutionImpossible."""
+    message = refusal("Foo==1.0\nbar==1.0\n# a comment\nfoo==2.0\n")
+    assert message == (
+        "the.lock:4: pins foo twice (line 1: foo==1.0; line 4: foo==2.0); keep the right one, "
+        "or write the lock again with `python -m bootstrap lock`"
+    )
+
+
+def test_the_same_version_with_other_hashes_is_refused_too() -> None:
+    message = refusal(f"foo==1.0 --hash={HASH_A}\nfoo==1.0 --hash={HASH_B}\n")
+    assert message.startswith("the.lock:2: pins foo twice with other hashes (lines 1 and 2: foo==1.0)")
+
+
+def test_the_same_pin_said_twice_is_one_pin() -> None:
+    """pip installs ``foo==1.0`` given twice as once: so does a lock, and its pins hash the same."""
+    text = f"foo==1.0 --hash={HASH_A}\nbar==2.0\nFOO==1.0 --hash={HASH_A}\n"
+    assert parse_lock(text, "the.lock") == (Pin("foo", "1.0", (HASH_A,)), Pin("bar", "2.0"))
+
+
+def test_one_pin_per_interpreter_behind_markers_is_no_duplicate() -> None:
+    text = 'foo==1.0 ; python_version < "3"\nfoo==2.0 ; python_version >= "3"\n'
+    assert parse_lock(text, "the.lock") == (Pin("foo", "2.0"),)
+
+
 def test_an_invalid_pin_is_refused() -> None:
     message = refusal("foo==1.0\nnot a pin!!\n")
     assert message.startswith("the.lock:2: not a valid pin")

@@ -220,3 +220,75 @@ def test_a_fresh_folder_with_no_requirements_file_is_a_healthy_empty_set(repo: R
     result = run_cli("sync", "-q")
     assert result.code == 0, result.err
     assert repo.installed() == {} and run_cli("check").code == 0
+
+
+def test_links_and_files_in_staging_are_removed_and_never_followed(repo: Repo, tmp_path: Path) -> None:
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    precious = tmp_path / "outside"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("not bootstrap's")
+    staging = repo.packages_dir / "staging"
+    staging.mkdir(exist_ok=True)
+    (staging / "link-out").symlink_to(precious, target_is_directory=True)
+    (staging / "link-nowhere").symlink_to(tmp_path / "nowhere")
+    (staging / "a-file").write_text("debris")
+    from bootstrap.ops.health import check
+
+    notes = check(repo.settings())["notes"]
+    assert sum("the next sync removes it" in note for note in notes) == 3, notes
+    repo.write("bsf-alpha==2.0")
+    sync(repo.settings())  # ... and it does
+    assert sorted(os.listdir(staging)) == [], "a link or a file in staging was left"
+    assert (precious / "keep.txt").read_text() == "not bootstrap's", "the link was followed"
+    assert not [note for note in check(repo.settings())["notes"] if "staging/" in note]
+
+
+def test_a_trash_folder_a_gc_could_not_empty_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """An unprivileged gc renames a generation a privileged sync wrote into staging/trash-*, but cannot empty
+    it: the sync says so (never a promise that the next one removes it), and so do check and status."""
+    import json
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="bsf-trash-", dir="/tmp"))  # reachable by the unprivileged user
+    try:
+        root.chmod(0o755)
+        packages = root / "packages"
+        stuck = packages / "staging" / "trash-20260101T000000-abc-1a2b3c4d" / "site" / "bsf_alpha"
+        stuck.mkdir(parents=True)
+        (stuck / "__init__.py").write_text("")
+        (root / "requirements.txt").write_text("bsf-alpha\n")
+        privileged = os.geteuid() == 0
+        if privileged:  # the unprivileged user owns the folder, but not what a root sync wrote inside
+            for path in [root, *root.rglob("*")]:
+                if stuck not in (path, *path.parents):
+                    os.chown(path, 65534, 65534)
+        else:
+            stuck.chmod(0o555)
+        code = (  # everything imported first: the interpreter's own folders may be root's alone
+            "import json, logging, os\n"
+            "from bootstrap.ops.health import check\nfrom bootstrap.pipeline import publish\n"
+            "from bootstrap.settings import load_settings\n"
+            f"if {privileged}:\n    os.setgid(65534); os.setuid(65534)\n"
+            "logging.basicConfig(level=logging.WARNING, format='%(message)s')\n"
+            "settings = load_settings()\npublish.clean_staging(settings.layout)\n"
+            "print(json.dumps(check(settings)['notes']))\n"
+        )
+        env = dict(
+            os.environ, BOOTSTRAP_PACKAGES_DIR=str(packages), BOOTSTRAP_REQUIREMENTS_FILE=str(root / "requirements.txt")
+        )
+        result = python_with_bootstrap(code, env)
+        assert result.returncode == 0, result.stderr
+        owner = "uid 0" if privileged else f"uid {os.geteuid()}"
+        assert f"cannot remove staging/trash-20260101T000000-abc-1a2b3c4d: {stuck.parent}" in result.stderr
+        assert f"{stuck} belongs to {owner}" in result.stderr and "delete it as a user that may" in result.stderr
+        (note,) = json.loads(result.stdout.splitlines()[-1])
+        assert note.startswith("staging/trash-20260101T000000-abc-1a2b3c4d cannot be removed by bootstrap (")
+        assert f"{stuck} belongs to {owner}" in note and note.endswith("delete it as its owner")
+        assert "next sync" not in note
+    finally:
+        for path in root.rglob("*"):
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(root)

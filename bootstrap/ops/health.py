@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.errors import BootstrapError, VerificationError
-from bootstrap.pipeline.publish import read_generation
+from bootstrap.pipeline.publish import read_generation, undeletable
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, records, registry
 from bootstrap.store.fs import human_size, tree_size
@@ -34,9 +34,7 @@ def check(settings: Settings) -> dict[str, Any]:
         site_dir = current.get("site_dir") if current else None
         if current is not None and site_dir and Path(site_dir).is_dir():
             problems += _damage(Path(site_dir), current.get("packages", []))
-    # Not unhealthy (the active generation is fine), but worth naming: the next sync removes it.
-    debris = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
-    notes = [f"staging/{name} is left from an interrupted sync; the next sync removes it" for name in debris]
+    notes = _debris(layout)
     restarts = _restart_pending(layout)
     for item in restarts:
         who = "this process" if item["pid"] is None else f"pid {item['pid']} on {item['host']}"
@@ -79,6 +77,21 @@ def _damage(site_dir: Path, packages: list[PackageEntry]) -> list[str]:
         for name in records.unlisted_pth(site_dir, dists)
     ]
     return problems
+
+
+def _debris(layout: Layout) -> list[str]:
+    """Not unhealthy (the active generation is fine), but worth naming: what is left in staging, and whether the
+    next sync can remove it (a generation gc renamed into the trash but could not empty, say: then who can)."""
+    notes = []
+    for entry in sorted(layout.staging.iterdir()) if layout.staging.is_dir() else []:
+        stuck = undeletable(entry)
+        if stuck:
+            notes.append(f"staging/{entry.name} cannot be removed by bootstrap ({stuck}); delete it as its owner")
+        elif entry.name.startswith("trash-"):
+            notes.append(f"staging/{entry.name} is an old generation not yet deleted; the next sync deletes it")
+        else:
+            notes.append(f"staging/{entry.name} is left from an interrupted sync; the next sync removes it")
+    return notes
 
 
 def _restart_pending(layout: Layout) -> list[dict[str, Any]]:

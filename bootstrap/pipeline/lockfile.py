@@ -78,8 +78,9 @@ def parse_lock(text: str, origin: str, urls_allowed_for: frozenset[str] = frozen
 
     ``name @ URL`` is accepted only for the names the (policy-checked) requirements file
     itself gives as direct references: a lock can never bring in a URL of its own.
+    A name pinned twice (for this interpreter) is refused, unless both lines say exactly the same.
     """
-    pins: list[Pin] = []
+    pins: dict[str, tuple[int, Pin]] = {}  # name -> (its line, its pin)
     for number, line in logical_lines(text):
         if line.startswith("-"):
             raise ResolutionError(
@@ -102,7 +103,7 @@ def parse_lock(text: str, origin: str, urls_allowed_for: frozenset[str] = frozen
                     f"{origin}:{number}: {name} is pinned to a URL that the requirements file does not name; "
                     "write the lock again with `python -m bootstrap lock`"
                 )
-            pins.append(Pin(name, None, hashes, requirement.url))
+            _add(pins, Pin(name, None, hashes, requirement.url), origin, number)
             continue
         specifiers = list(requirement.specifier)
         exact = len(specifiers) == 1 and (
@@ -113,8 +114,31 @@ def parse_lock(text: str, origin: str, urls_allowed_for: frozenset[str] = frozen
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
         arbitrary = specifiers[0].operator == "==="
-        pins.append(Pin(canonicalize_name(requirement.name), specifiers[0].version, hashes, arbitrary=arbitrary))
-    return tuple(pins)
+        pin = Pin(canonicalize_name(requirement.name), specifiers[0].version, hashes, arbitrary=arbitrary)
+        _add(pins, pin, origin, number)
+    return tuple(pin for _, pin in pins.values())
+
+
+def _add(pins: dict[str, tuple[int, Pin]], pin: Pin, origin: str, number: int) -> None:
+    """Add ``pin`` (from line ``number``); a second pin of its name must be the same pin, said again.
+
+    Two different pins of one name (a merge that kept both sides, say) leave pip to report
+    ``ResolutionImpossible`` with no line; the same pin twice installs the same, so it is one pin.
+    """
+    if pin.name not in pins:
+        pins[pin.name] = (number, pin)
+        return
+    first, earlier = pins[pin.name]
+    if earlier == pin:
+        return
+    if earlier.spec() == pin.spec():
+        what = f"twice with other hashes (lines {first} and {number}: {redact(pin.spec())})"
+    else:
+        what = f"twice (line {first}: {redact(earlier.spec())}; line {number}: {redact(pin.spec())})"
+    raise ResolutionError(
+        f"{origin}:{number}: pins {pin.name} {what}; keep the right one, or write the lock again with "
+        "`python -m bootstrap lock`"
+    )
 
 
 def lock_header(desired: Desired) -> str:

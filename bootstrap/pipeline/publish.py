@@ -8,6 +8,7 @@ removes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -49,10 +50,44 @@ def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync")
     for entry in layout.staging.iterdir():
         if not entry.name.startswith("trash-"):
             log.info("removing staging/%s (%s)", entry.name, why)
-        shutil.rmtree(entry, ignore_errors=True)  # staging is never active: a half-deleted folder is harmless
+        if entry.is_symlink() or not entry.is_dir():  # a link is removed, never followed
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        else:
+            shutil.rmtree(entry, ignore_errors=True)  # staging is never active: a half-deleted folder is harmless
+        if os.path.lexists(entry):
+            why_not = undeletable(entry) or "it is in use, or the share refused"
+            log.warning("cannot remove staging/%s: %s; delete it as a user that may", entry.name, why_not)
     for folder in (layout.root, layout.lock_cache):  # atomic writes a killed process left half-done
         for stray in folder.glob(".*.tmp") if folder.is_dir() else ():
             stray.unlink(missing_ok=True)
+
+
+def undeletable(path: Path) -> str | None:
+    """Why this user cannot delete ``path`` (a folder in it that it may not empty, and whose it is), or None.
+
+    An unprivileged gc can rename a generation a privileged sync wrote into the trash, but not empty its folders.
+    """
+    parent = path.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return _not_yours(str(parent))
+    if path.is_symlink() or not path.is_dir():
+        return None
+    unlisted: list[OSError] = []
+    for folder, dirs, files in os.walk(path, onerror=unlisted.append):  # os.walk follows no links
+        if (dirs or files) and not os.access(folder, os.W_OK | os.X_OK):
+            return _not_yours(folder)
+    if unlisted:
+        return _not_yours(str(unlisted[0].filename))
+    return None
+
+
+def _not_yours(folder: str) -> str:
+    try:
+        owner = f"uid {os.lstat(folder).st_uid}"
+    except OSError:
+        owner = "another user"
+    return f"{folder} belongs to {owner}, and this process (uid {os.geteuid()}) may not empty it"
 
 
 def collect_garbage(

@@ -39,6 +39,8 @@ OWN_TOP_LEVEL = __name__.split(".")[0]
 
 _RESULT_MARK = "BOOTSTRAP-IMPORT-RESULT:"
 _IMPORTING_MARK = "BOOTSTRAP-IMPORTING:"
+# Of what a child prints, the last part is kept (a module may print without end), and both marks, always.
+_OUTPUT_LIMIT = 256 * 1024
 # Each import is announced (flushed) before it starts, so a child that dies (a segfault in a C extension,
 # os._exit) or hangs still tells which module it was in. `out` is kept: a module may replace sys.stdout.
 # The leading newline keeps a mark at a line start after a module's own unfinished output.
@@ -204,17 +206,8 @@ def check_imports(
     # -B: importing never writes bytecode, so a .pyc a wheel ships (listed in its RECORD) stays as shipped.
     place = "first" if first else "last"  # where the host puts the generation on sys.path (host.activation)
     argvs = [[sys.executable, "-B", "-c", _IMPORT_SCRIPT, str(site_dir), place, *group] for group in groups]
-    outcomes = runner.run_all(argvs, cwd=site_dir.parent, timeout=timeout, stop_on_failure=True)
-    if outcomes.failures:
-        exc = outcomes.failures[0]  # the cause: the others were stopped because of it
-        if not isinstance(exc, CommandError):
-            raise exc  # it could not start (OSError: out of processes or memory): no check is no pass
-        if exc.timed_out:  # never exc.message below: it would quote the whole script
-            raise VerificationError(
-                _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
-            ) from exc
-        raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
-    failed = _failed_imports(outcomes.completed, owner, provides if provides is not None else _top_modules(dists))
+    completed = _run_children(argvs, site_dir, timeout, owner)
+    failed = _failed_imports(completed, owner, provides if provides is not None else _top_modules(dists))
     if failed:
         details = "; ".join(
             f"{owner[module].display_name} {owner[module].version}: import {module} failed ({error})"
@@ -233,6 +226,30 @@ def _to_import(dists: list[Distribution], skip: frozenset[str], *, tell: bool = 
         if tell and dist.name in skipped:
             log.info("not import-checking %s (BOOTSTRAP_SKIP_IMPORT_CHECK)", dist.display_name)
     return [dist for dist in dists if dist.name not in skipped and dist.modules()]
+
+
+def _run_children(
+    argvs: list[list[str]], site_dir: Path, timeout: float, owner: dict[str, Distribution]
+) -> list[runner.Completed]:
+    """Run the import-check children at once; the first that dies or hangs stops the others and is named."""
+    outcomes = runner.run_all(
+        argvs,
+        cwd=site_dir.parent,
+        timeout=timeout,
+        stop_on_failure=True,
+        limit=_OUTPUT_LIMIT,
+        keep=(_IMPORTING_MARK, _RESULT_MARK),
+    )
+    if outcomes.failures:
+        exc = outcomes.failures[0]  # the cause: the others were stopped because of it
+        if not isinstance(exc, CommandError):
+            raise exc  # it could not start (OSError: out of processes or memory): no check is no pass
+        if exc.timed_out:  # never exc.message below: it would quote the whole script
+            raise VerificationError(
+                _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
+            ) from exc
+        raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
+    return outcomes.completed
 
 
 def _failed_imports(
