@@ -74,6 +74,7 @@ def test_startup_syncs_then_activates_and_imports(repo: Repo) -> None:
     proc = python_with_bootstrap(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith(str(repo.packages_dir / "generations"))
+    assert "not a bootstrap setting" not in proc.stderr  # the sync child's environment holds only real settings
 
 
 def test_fast_path_starts_no_process_and_imports_nothing_heavy(repo: Repo) -> None:

@@ -89,7 +89,8 @@ OUTPUT_LIMIT = 1 << 20  # characters of each stream kept: the end of pip's outpu
 _KEPT_LINE_LIMIT = 4 << 20  # a line that starts with a ``keep`` prefix may be this long before it is cut
 _GRACE = 2.0  # seconds the pipes may stay open after the child ended (a grandchild we could not end holds them)
 _POLL = 0.05  # seconds between looks at the child, where the system cannot say when it ends (no pidfd)
-_TAG_VARIABLE = "BOOTSTRAP_RUN_TAGS"  # the run's tag (after its parent run's, when nested), in every descendant
+_TAG_VARIABLE = "_BOOTSTRAP_RUN_TAGS"  # the run's tag (after its parent run's, when nested), in every descendant;
+# not a setting: no BOOTSTRAP_ prefix (a child that reads its settings would warn of it)
 
 
 def run(
