@@ -90,6 +90,19 @@ def test_taking_a_host_package_out_of_an_install_never_leaves_the_site_folder(tm
     assert not dist_info.exists()
 
 
+def test_taking_a_host_package_out_removes_its_scripts_too(tmp_path: Path) -> None:
+    """pip --target moves a script from ``bin/`` beside ``lib/python`` into the folder; RECORD keeps ``../../``.
+    (watchdog's ``bin/watchmedo``, left behind, was a file no RECORD lists in every real set needing watchdog.)"""
+    staging, site_dir, dist_info = staged_host_package(tmp_path)
+    (site_dir / "bin").mkdir()
+    (site_dir / "bin" / "pkgtool").write_text("#!python\n")
+    (site_dir / "packaging").mkdir()
+    (site_dir / "packaging" / "__init__.py").write_text("")
+    (dist_info / "RECORD").write_text("packaging/__init__.py,,\n../../bin/pkgtool,,\n")
+    assert adopt(staging, Lock((), "", "resolved"), {"packaging": "20.9"})
+    assert not (site_dir / "bin").exists() and not (site_dir / "packaging").exists()
+
+
 def test_taking_a_host_package_out_never_follows_a_link_out_of_the_site_folder(tmp_path: Path) -> None:
     staging, site_dir, dist_info = staged_host_package(tmp_path)
     elsewhere = tmp_path / "elsewhere"

@@ -23,7 +23,7 @@ from bootstrap.pipeline.reuse import Carried
 from bootstrap.store import safety
 from bootstrap.store.fs import atomic_write_text, resolves_inside
 from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
-from bootstrap.store.records import RecordEntry, installed
+from bootstrap.store.records import Distribution, installed, listed_paths
 from bootstrap.tools.backends import Backend
 from bootstrap.tools.backends.base import OnStart
 
@@ -117,7 +117,7 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
     wanted = {pin.name: pin.version for pin in lock.pins if (provided or {}).get(pin.name) != pin.version}
     for dist in installed(site_dir):
         if dist.name not in wanted and (provided or {}).get(dist.name) == dist.version:
-            _remove_distribution(site_dir, dist.dist_info, dist.records)
+            _remove_distribution(site_dir, dist)
     found = {dist.name: dist.version for dist in installed(site_dir)}
     if found != wanted:
         return False
@@ -127,11 +127,12 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
     return True
 
 
-def _remove_distribution(site_dir: Path, dist_info: Path, records: tuple[RecordEntry, ...]) -> None:
+def _remove_distribution(site_dir: Path, dist: Distribution) -> None:
     folders: set[Path] = set()
-    for entry in records:
-        target = site_dir / entry.path
-        if not entry.inside or not resolves_inside(target, site_dir):  # never outside the site folder, by a link
+    # pip's scripts and data files: RECORD says `../../bin/tool`, `pip install --target` put it at `bin/tool`.
+    for path in listed_paths([dist]):
+        target = site_dir / path
+        if not resolves_inside(target, site_dir):  # never outside the site folder, by a link
             continue
         target.unlink(missing_ok=True)
         folders.update(parent for parent in target.parents if site_dir in parent.parents)
@@ -140,7 +141,7 @@ def _remove_distribution(site_dir: Path, dist_info: Path, records: tuple[RecordE
             for compiled in cache.glob(f"{target.stem}.*.pyc"):
                 compiled.unlink(missing_ok=True)
             folders.add(cache)
-    shutil.rmtree(dist_info, ignore_errors=True)
+    shutil.rmtree(dist.dist_info, ignore_errors=True)
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
