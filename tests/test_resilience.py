@@ -185,7 +185,7 @@ def test_a_requirements_path_that_is_a_folder_is_an_error_not_an_empty_set(repo:
     repo.requirements.unlink()
     repo.requirements.mkdir()
     result = run_cli("sync", "-q")
-    assert result.code == 1 and "requirements.txt: is not a readable file" in result.err
+    assert result.code == 1 and "requirements.txt: is not a regular file but a folder" in result.err
     assert repo.installed() == {"bsf-alpha": "2.0"}
 
 
