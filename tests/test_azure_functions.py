@@ -596,3 +596,26 @@ def test_execute_error_bodies_hide_index_urls_and_paths_the_log_keeps_them(
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "https://****@pypi.internal.example/simple" in logged and f"{INTERNAL_PATH}/x.whl" in logged, logged
     assert f"{INTERNAL_PATH}/missing.txt" in logged and str(workflows) in logged, logged
+
+
+@pytest.mark.parametrize(
+    ("text", "public"),
+    [
+        (
+            "requirements.txt:2: bad line; and/or 1/2, staging/trash-1",
+            "requirements.txt:2: bad line; and/or 1/2, staging/trash-1",
+        ),
+        ("could not reach (http://u:p@10.0.0.5:8080/simple); retry", "could not reach (<url>); retry"),
+        ("index https://bob:p@ss;w@rd@host/simple failed", "index <url> failed"),
+        ("find-links file:///srv/wheels/x.whl", "find-links <url>"),
+        ("cannot write /srv/a b: denied", "cannot write <path> b: denied"),
+        ("chmod o-w /pk/packages/generations/abc/site.", "chmod o-w <packages>/generations/abc/site."),
+        ("/pk/packages2 and /repo/x/requirements.txt:3: y", "<path> and <repo>/requirements.txt:3: y"),
+    ],
+)
+def test_what_is_replaced_in_a_body_and_what_is_kept(text: str, public: str) -> None:
+    from bootstrap.host.azure_functions import _Scrubber
+
+    scrub = _Scrubber({"/pk/packages": "<packages>", "/repo/x": "<repo>"})
+    assert scrub(text) == public
+    assert scrub({text: [text]}) == {public: [public]}
