@@ -1,4 +1,4 @@
-"""The documented test workflow (repo_template/workflows/test_custom_packages_runtime.py), run as a host runs it.
+"""The documented test workflow (repo_template/test_custom_packages_runtime.py), run as a host runs it.
 
 Offline, its packages are the stand-ins of ``tests/wheels.py`` (``RUNTIME_STAND_INS``); the test marked
 ``network`` runs it on the real colorama, tabulate, python-dateutil and pyyaml from the public index.
@@ -24,8 +24,70 @@ from bootstrap.host import state
 from tests.conftest import Repo, python_with_bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW = ROOT / "repo_template" / "workflows" / "test_custom_packages_runtime.py"
+WORKFLOW = ROOT / "repo_template" / "test_custom_packages_runtime.py"
 ALL_STEPS = ["verify_packages_dir", "check_existing", "install", "test_import", "test_usage"]
+
+# The platform's documented response to {"package": "colorama", "test_import": true, "test_usage": true}: the
+# fields and values it names, step by step (a result may have more fields, never other values). "<packages>" is
+# the packages folder; module_file is checked apart (it ends in colorama/__init__.py inside that folder).
+DOCUMENTED_CALL = {"package": "colorama", "test_import": True, "test_usage": True}
+DOCUMENTED_FIRST_RUN: dict[str, Any] = {
+    "steps": [
+        ("verify_packages_dir", {"status": "success", "path": "<packages>"}),
+        ("check_existing", {"status": "not_installed", "message": "colorama is not installed"}),
+        ("install", {"status": "success", "message": "Successfully installed colorama"}),
+        ("test_import", {"status": "success", "message": "Successfully imported colorama", "from_packages": True}),
+        (
+            "test_usage",
+            {
+                "status": "success",
+                "test": "Terminal color formatting",
+                "has_fore": True,
+                "has_back": True,
+                "has_style": True,
+            },
+        ),
+    ],
+    "summary": {
+        "already_installed": False,
+        "import_successful": True,
+        "usage_successful": True,
+        "all_successful": True,
+    },
+}
+DOCUMENTED_LATER_RUN: dict[str, Any] = {
+    "steps": [
+        ("verify_packages_dir", {"status": "success", "path": "<packages>"}),
+        ("check_existing", {"status": "already_installed", "message": "colorama is already installed"}),
+        ("test_import", {"status": "success", "message": "Successfully imported colorama", "from_packages": True}),
+        (
+            "test_usage",
+            {
+                "status": "success",
+                "test": "Terminal color formatting",
+                "has_fore": True,
+                "has_back": True,
+                "has_style": True,
+            },
+        ),
+    ],
+    "summary": {"already_installed": True, "import_successful": True, "usage_successful": True, "all_successful": True},
+}
+
+
+def assert_documented(result: dict[str, Any], documented: dict[str, Any], packages_dir: Path) -> None:
+    """``result`` carries every field the platform documents, with the documented value, field by field."""
+    assert [step["step"] for step in result["steps"]] == [name for name, _ in documented["steps"]], result
+    for step, (name, fields) in zip(result["steps"], documented["steps"], strict=True):
+        for field, value in fields.items():
+            expected = str(packages_dir) if value == "<packages>" else value
+            assert field in step, f"{name} has no {field}: {step}"
+            assert step[field] == expected, f"{name}.{field} is {step[field]!r}, documented {expected!r}"
+    module_file = Path(steps(result)["test_import"]["module_file"])
+    assert module_file.as_posix().endswith("colorama/__init__.py"), module_file
+    assert module_file.resolve().is_relative_to(packages_dir.resolve()), module_file
+    for field, value in documented["summary"].items():
+        assert result["summary"][field] is value, f"summary.{field} is {result['summary'][field]!r}, documented {value}"
 
 
 def load_workflow(path: Path = WORKFLOW) -> ModuleType:
@@ -101,6 +163,7 @@ def test_first_call_installs_and_second_finds_it_installed(repo: Repo, workflow:
     usage = by_step["test_usage"]
     assert usage["status"] == "success"
     assert usage["checks"] == {"has_fore": True, "has_back": True, "has_style": True}
+    assert (usage["has_fore"], usage["has_back"], usage["has_style"]) == (True, True, True)  # on the step too
     assert first["summary"] == {
         "already_installed": False,
         "import_successful": True,
@@ -134,17 +197,25 @@ def test_default_package_is_colorama(repo: Repo, workflow: ModuleType) -> None:
     result = workflow.run({})
     assert result["success"] is True, result
     assert result["package"] == "colorama"
-    assert steps(result)["test_usage"]["test"] == "colorama_colors"
+    assert steps(result)["test_usage"]["test"] == "Terminal color formatting"
+
+
+def test_the_documented_call_answers_the_documented_fields_first_and_later(repo: Repo, workflow: ModuleType) -> None:
+    """Field by field, the platform's documented response: a first run that installs, later runs that find it."""
+    assert_documented(workflow.run(DOCUMENTED_CALL), DOCUMENTED_FIRST_RUN, repo.packages_dir)
+    assert_documented(workflow.run(DOCUMENTED_CALL), DOCUMENTED_LATER_RUN, repo.packages_dir)
+    # A fresh load of the workflow (a restarted host loads it again): still a later run.
+    assert_documented(load_workflow().run(DOCUMENTED_CALL), DOCUMENTED_LATER_RUN, repo.packages_dir)
 
 
 @pytest.mark.parametrize(
     ("package", "module", "test", "checks"),
     [
-        ("tabulate", "tabulate", "tabulate_table", {"renders_table", "has_headers", "has_data"}),
-        ("python-dateutil", "dateutil", "dateutil_parse", {"parses_date", "parses_words"}),
-        ("PyYAML", "yaml", "yaml_round_trip", {"dumps", "round_trip", "loads"}),
+        ("tabulate", "tabulate", "Table formatting", {"renders_table", "has_headers", "has_data"}),
+        ("python-dateutil", "dateutil", "Date parsing", {"parses_date", "parses_words"}),
+        ("PyYAML", "yaml", "YAML round trip", {"dumps", "round_trip", "loads"}),
         # No known import name and no top_level.txt: read from the distribution's RECORD.
-        ("bsf-renamed", "bsf_other_name", "generic", {"has_attributes", "version_found"}),
+        ("bsf-renamed", "bsf_other_name", "Generic import check", {"has_attributes", "version_found"}),
     ],
 )
 def test_each_package_is_imported_under_its_module_name_and_used(
@@ -156,6 +227,7 @@ def test_each_package_is_imported_under_its_module_name_and_used(
     assert imported["module"] == module and imported["from_packages"] is True
     assert usage["test"] == test
     assert usage["checks"] == dict.fromkeys(checks, True)
+    assert all(usage[check] is True for check in checks)  # each check on the step itself too
 
 
 def test_a_failing_usage_check_is_reported_with_its_checks(repo: Repo, workflow: ModuleType) -> None:
@@ -166,6 +238,7 @@ def test_a_failing_usage_check_is_reported_with_its_checks(repo: Repo, workflow:
     usage = result["steps"][-1]
     assert (usage["step"], usage["status"]) == ("test_usage", "error")
     assert usage["checks"] == {"has_fore": False, "has_back": False, "has_style": False}
+    assert (usage["has_fore"], usage["has_back"], usage["has_style"]) == (False, False, False)
     assert "has_fore" in usage["message"] and result["error"] == usage["message"]
     assert result["summary"]["import_successful"] is True and result["summary"]["usage_successful"] is False
     assert result["summary"]["all_successful"] is False
@@ -278,10 +351,10 @@ def test_unexpected_errors_become_failed_steps(
 @pytest.mark.parametrize(
     ("package", "test"),
     [
-        ("colorama", "colorama_colors"),
-        ("tabulate", "tabulate_table"),
-        ("python-dateutil", "dateutil_parse"),
-        ("pyyaml", "yaml_round_trip"),
+        ("colorama", "Terminal color formatting"),
+        ("tabulate", "Table formatting"),
+        ("python-dateutil", "Date parsing"),
+        ("pyyaml", "YAML round trip"),
     ],
 )
 def test_real_packages_from_the_public_index(
@@ -299,6 +372,9 @@ def test_real_packages_from_the_public_index(
     second = workflow.run({"package": package})
     assert second["summary"]["already_installed"] is True and "install" not in names(second), second
     assert second["summary"]["all_successful"] is True
+    if package == "colorama":  # the platform's documented call, on the real colorama
+        assert_documented(first, DOCUMENTED_FIRST_RUN, repo.packages_dir)
+        assert_documented(second, DOCUMENTED_LATER_RUN, repo.packages_dir)
 
 
 def test_a_package_present_only_as_a_dependency_is_recorded_so_it_stays(repo: Repo, workflow: ModuleType) -> None:

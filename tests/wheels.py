@@ -111,7 +111,7 @@ def build_wheelhouse(folder: Path) -> Path:
     return folder
 
 
-# Stand-ins for the packages of the test workflow (repo_template/workflows/test_custom_packages_runtime.py).
+# Stand-ins for the packages of the test workflow (repo_template/test_custom_packages_runtime.py).
 # NOT the real projects: just enough of each API for the workflow's usage checks, under the real names and
 # import names, so the workflow runs offline. The real ones are used by the tests marked `network`.
 _COLORAMA_ANSI = """\

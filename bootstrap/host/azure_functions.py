@@ -6,20 +6,26 @@ A platform adds three lines to its ``function_app.py``::
     from bootstrap.azure_functions import register
 
     app = func.FunctionApp()
-    register(app)
+    register(app, block=False, watch=True)
 
-``register`` runs ``bootstrap.startup()`` once (sync if needed, then activate)
-and adds two HTTP functions:
+``register`` runs ``bootstrap.startup()`` once (with its ``block`` and
+``watch``) and adds two HTTP functions:
 
 - ``GET /api/health``: the health report (``python -m bootstrap check --json``,
   run as a child process: the host imports none of bootstrap's tools) as JSON,
   200 when healthy, 503 otherwise. Anonymous by default, for probes.
 - ``POST /api/workflows/{name}/execute`` with ``{"inputData": {...}}``: runs
-  ``run(input_data)`` of ``<workflows>/<name>.py`` and answers 200 with its
+  ``run(input_data)`` of ``<name>.py`` in the repo folder (the requirements
+  file's), else in its ``workflows`` subfolder, and answers 200 with its
   result as JSON. A function key is needed by default: it runs code and may
   install packages. 404 when there is no such workflow, 400 for a body that is
   not JSON or an ``inputData`` that is not an object, 500 (one line, the
-  traceback goes to the log) when the workflow fails.
+  traceback goes to the log) when the workflow fails, 503 when the first sync
+  after a non-blocking start-up has not finished within ``first_sync_timeout``.
+
+The health body and the error bodies go to callers who may be anonymous: index
+URLs and filesystem paths in them are replaced (``<url>``, ``<packages>``,
+``<repo>``, ``<path>``); the log keeps the full text, and so does ``check --json``.
 
 Only hosts that use Azure Functions import this module; ``bootstrap`` itself
 never does (``pip install 'bootstrap-packages[azure]'``).
@@ -54,6 +60,12 @@ logger = logging.getLogger("bootstrap")
 # A workflow name is a file name without ".py": letters, digits, "_" and "-", never a dot or a slash;
 # a leading "_" or "-" is not a workflow (helpers such as _common.py, __init__.py).
 WORKFLOW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+# The host's own entry point, when the repo folder is the function app's folder: never run as a workflow.
+NOT_WORKFLOWS = frozenset({"function_app"})
+# How long a workflow call waits for the first sync after register(block=False) before answering 503: under the
+# 230 s an Azure front end waits for an HTTP answer.
+FIRST_SYNC_TIMEOUT = 120.0
+RETRY_AFTER_SECONDS = 30
 
 
 def register(
@@ -61,6 +73,9 @@ def register(
     *,
     settings: Settings | None = None,
     workflows_dir: Path | None = None,
+    block: bool = True,
+    watch: bool = False,
+    first_sync_timeout: float = FIRST_SYNC_TIMEOUT,
     health_auth_level: func.AuthLevel = func.AuthLevel.ANONYMOUS,
     execute_auth_level: func.AuthLevel = func.AuthLevel.FUNCTION,
     function_name_prefix: str = "bootstrap_",
@@ -68,19 +83,29 @@ def register(
     """Start up bootstrap once and add the health and workflow routes to ``app``.
 
     ``settings`` default to the environment (``BOOTSTRAP_*``; a bad value is
-    logged, and the health route names it); ``workflows_dir`` defaults to ``workflows`` beside the
-    requirements file. The two functions are named ``<prefix>health`` and
+    logged, and the health route names it). Workflows are ``<name>.py`` in the
+    requirements file's folder (where the platform keeps them), else in its
+    ``workflows`` subfolder; ``workflows_dir`` names the one folder instead.
+    ``block`` and ``watch`` are ``startup()``'s: ``block=False`` returns at once
+    (the last good generation serves; a needed sync runs in the background) and
+    a workflow call then waits for that first sync, ``first_sync_timeout``
+    seconds at most (then 503, with ``Retry-After``); ``watch=True`` follows
+    the requirements file. The two functions are named ``<prefix>health`` and
     ``<prefix>execute_workflow`` (function names must be unique in an app, so
     register once per app). Workflows that call ``bootstrap.ensure()`` read
     ``BOOTSTRAP_*`` from the environment: ``settings`` should agree with it.
     """
     sources = settings.sources if settings is not None else Sources.from_env()
-    current = startup(settings)  # never raises: a failed sync is logged and the last good set serves
-    # Through the live machinery: this host's record keeps the generations it imports from out of gc's reach,
-    # and later switches (below, per request) keep its restart-pending list.
-    live.switch(current, sources.packages_dir)
-    folder = Path(workflows_dir) if workflows_dir is not None else Path(sources.requirements_file).parent / "workflows"
-    routes = _Routes(settings, sources, Path(os.path.abspath(folder)))
+    # Never raises: a failed sync is logged and the last good set serves.
+    current = startup(settings, block=block, watch=watch)
+    if block and not watch:
+        # Through the live machinery: this host's record keeps the generations it imports from out of gc's
+        # reach, and later switches (per request) keep its restart-pending list. (live.start did it otherwise;
+        # switching again here could move this process back from a generation a background sync just made.)
+        live.switch(current, sources.packages_dir)
+    repo = Path(os.path.abspath(sources.requirements_file)).parent
+    folders = [Path(os.path.abspath(workflows_dir))] if workflows_dir is not None else [repo, repo / "workflows"]
+    routes = _Routes(settings, sources, folders, first_sync_timeout=None if block else first_sync_timeout)
     execute_route = "workflows/{name}/execute"
     _add(app, f"{function_name_prefix}health", "health", "GET", health_auth_level, routes.health)
     _add(app, f"{function_name_prefix}execute_workflow", execute_route, "POST", execute_auth_level, routes.execute)
@@ -99,13 +124,21 @@ def _add(
 
 
 class _Routes:
-    """The two handlers, bound to the settings and the workflows folder."""
+    """The two handlers, bound to the settings and the workflow folders (searched in order)."""
 
-    def __init__(self, settings: Settings | None, sources: Sources, workflows_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings | None, sources: Sources, folders: list[Path], *, first_sync_timeout: float | None
+    ) -> None:
         self.settings = settings
         self.sources = sources
-        self.workflows_dir = workflows_dir
+        self.folders = folders
+        self.first_sync_timeout = first_sync_timeout  # None: start-up blocked, nothing to wait for
+        self.scrub = _Scrubber(
+            {sources.packages_dir: "<packages>", os.path.dirname(sources.requirements_file): "<repo>"}
+        )
         self._loaded: dict[Path, tuple[tuple[int, int, int], types.ModuleType]] = {}
+        self._shadowed: set[Path] = set()
+        self._last_problems: list[str] | None = None
         self._lock = threading.Lock()
 
     def health(self, req: func.HttpRequest) -> func.HttpResponse:
@@ -117,54 +150,85 @@ class _Routes:
         except Exception as exc:  # the probe answers even when the check itself breaks
             logger.exception("the health check failed")
             report = {"healthy": False, "problems": [f"the health check failed: {_one_line(exc)}"], "notes": []}
-        return _json(report, 200 if report["healthy"] else 503)
+        self._log_report(report)
+        return _json(self.scrub(report), 200 if report["healthy"] else 503)
+
+    def _log_report(self, report: dict[str, Any]) -> None:
+        """The full report (paths, index URLs) for the operator: problems once per change, the rest at debug."""
+        logger.debug("health report: %s", redact(json.dumps(report, default=str)))
+        problems = [str(problem) for problem in report.get("problems") or []]
+        with self._lock:
+            changed, self._last_problems = problems != self._last_problems, problems
+        if changed and problems:
+            logger.warning("health: unhealthy: %s", redact("; ".join(problems)))
 
     def execute(self, req: func.HttpRequest) -> func.HttpResponse:
         name = req.route_params.get("name", "")
         path = self.workflow_path(name)
         if path is None:
-            return _json({"error": f"there is no workflow named {name[:100]!r} in {self.workflows_dir}"}, 404)
+            logger.info("no workflow named %r in %s", name[:100], " or ".join(map(str, self.folders)))
+            return self._error(f"there is no workflow named {name[:100]!r}", 404)
         input_data, problem = _input_data(req.get_body())
         if problem:
-            return _json({"error": problem}, 400)
+            return self._error(problem, 400)
+        waited = self._wait_for_first_sync(name)
+        if waited is not None:
+            return waited
         try:
             workflow = self._load(name, path)
         except Exception as exc:
-            logger.exception("cannot load workflow %s from %s", name, path)
-            return _json({"error": f"cannot load workflow {name}: {_one_line(exc)}"}, 500)
+            logger.exception("cannot load workflow %s from %s: %s", name, path, _one_line(exc))
+            return self._error(f"cannot load workflow {name}: {_one_line(exc)}", 500)
         run = getattr(workflow, "run", None)
         if not callable(run):
-            return _json({"error": f"workflow {name} has no run(input_data) function"}, 500)
+            return self._error(f"workflow {name} has no run(input_data) function", 500)
         # Cheap (reads the manifest; nothing else unless it changed): a generation another worker built is seen.
         live.switch(read_manifest(self.sources.packages_dir), self.sources.packages_dir)
         try:
             result = run(input_data)
         except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not take the handler down
-            logger.exception("workflow %s failed", name)
-            return _json({"error": f"workflow {name} failed: {_one_line(exc)}"}, 500)
+            logger.exception("workflow %s failed: %s", name, _one_line(exc))  # the full line, for the operator
+            return self._error(f"workflow {name} failed: {_one_line(exc)}", 500)
         try:
             body = json.dumps(result, default=str)
         except (TypeError, ValueError) as exc:  # circular, say; default=str covers the rest
             logger.exception("workflow %s returned a result that is not JSON", name)
-            return _json({"error": f"workflow {name} returned a result that is not JSON: {_one_line(exc)}"}, 500)
+            return self._error(f"workflow {name} returned a result that is not JSON: {_one_line(exc)}", 500)
         return func.HttpResponse(body, status_code=200, mimetype="application/json")
 
+    def _error(self, message: str, status: int) -> func.HttpResponse:
+        """An error body for the caller: the message without URLs or paths (the log has them)."""
+        return _json({"error": self.scrub(message)}, status)
+
+    def _wait_for_first_sync(self, name: str) -> func.HttpResponse | None:
+        """After a non-blocking start-up, wait (bounded) for the first sync: a workflow that imports a package
+        the sync brings must not fail with ModuleNotFoundError for having come early. None once synced."""
+        if self.first_sync_timeout is None or live.wait_until_synced(self.first_sync_timeout):
+            return None
+        logger.warning(
+            "workflow %s: the first sync has not finished after %ss; answered 503", name, self.first_sync_timeout
+        )
+        message = "the packages are still being installed (the first sync since the host started); try again shortly"
+        response = _json({"error": message}, 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
     def workflow_path(self, name: str) -> Path | None:
-        """``<workflows>/<name>.py`` when ``name`` is a workflow name and that is a file inside the folder.
+        """The first ``<folder>/<name>.py`` of the workflow folders, when ``name`` is a workflow name and that is
+        a file inside its folder.
 
         A name with a dot, a slash or a percent sign never makes a path; a file
-        that is a symlink resolving outside the folder is not a workflow.
+        that is a symlink resolving outside its folder is not a workflow. When
+        the repo folder and its ``workflows`` subfolder both have it, the repo
+        folder's is the one (logged once).
         """
-        if not WORKFLOW_NAME.fullmatch(name):
+        if not WORKFLOW_NAME.fullmatch(name) or name in NOT_WORKFLOWS:
             return None
-        try:
-            folder = self.workflows_dir.resolve(strict=True)
-            path = (folder / f"{name}.py").resolve(strict=True)
-        except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL byte
-            return None
-        if path.parent != folder or not path.is_file():
-            return None
-        return path
+        found = [path for path in (_file_in(folder, f"{name}.py") for folder in self.folders) if path]
+        if len(found) > 1 and found[1] not in self._shadowed:
+            self._shadowed.add(found[1])
+            logger.warning("workflow %s: %s is run, %s is not (the repo folder's comes first)", name, *found[:2])
+        return found[0] if found else None
 
     def _load(self, name: str, path: Path) -> types.ModuleType:
         """The workflow's module, executed afresh when its file changed since the last call."""
@@ -188,6 +252,51 @@ class _Routes:
         with self._lock:
             self._loaded[path] = (key, module)
         return module
+
+
+def _file_in(folder: Path, file_name: str) -> Path | None:
+    """``folder/file_name`` resolved, when it is a regular file whose real place is inside ``folder``."""
+    try:
+        real_folder = folder.resolve(strict=True)
+        path = (real_folder / file_name).resolve(strict=True)
+    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL byte
+        return None
+    if path.parent != real_folder or not path.is_file():
+        return None
+    return path
+
+
+class _Scrubber:
+    """Replaces URLs and filesystem paths in what goes to a caller: known folders by their labels, any other
+    absolute path by ``<path>``, any URL by ``<url>`` (credentials were redacted before, so nothing of them
+    survives a URL that stops early)."""
+
+    _STOP = r"""\s'"`<>()\[\]{},;"""  # where a path or URL in a message ends
+    _URL = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://[^{_STOP}]+")
+    _PATH = re.compile(rf"(?<![\w./:~>-])/[^{_STOP}:]+")
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        known: dict[str, str] = {}
+        for folder, label in labels.items():
+            for form in {os.path.abspath(folder), os.path.realpath(folder)}:
+                if len(form) > 1:
+                    known[form] = label
+        roots = sorted(known, key=len, reverse=True)  # the longest first: a folder inside another
+        self._known = known
+        self._roots = re.compile(
+            rf"(?<![\w./:~>-])({'|'.join(map(re.escape, roots))})(?=[/.{self._STOP}:]|$)" if roots else r"(?!)"
+        )
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            text = self._URL.sub("<url>", redact(value))
+            text = self._roots.sub(lambda match: self._known[match.group(1)], text)
+            return self._PATH.sub("<path>", text)
+        if isinstance(value, dict):
+            return {self(key): self(item) for key, item in value.items()}  # keys too: inputs are paths
+        if isinstance(value, list):
+            return [self(item) for item in value]
+        return value
 
 
 def _input_data(body: bytes) -> tuple[dict[str, Any], str | None]:

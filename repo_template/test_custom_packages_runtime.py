@@ -1,7 +1,9 @@
 """Test workflow: install a package at run time, import it, use it.
 
 Run it from the host (``POST /api/workflows/test_custom_packages_runtime/execute``
-with ``{"inputData": {"package": "colorama"}}``) or call ``run()`` directly.
+with ``{"inputData": {"package": "colorama", "test_import": true, "test_usage": true}}``)
+or call ``run()`` directly. It lives at the repo folder's top level
+(``/home/repo/test_custom_packages_runtime.py``), where the platform keeps its workflows.
 It is also the example to copy: a workflow that needs a package calls
 ``bootstrap.ensure("name")`` and then simply imports it.
 
@@ -25,11 +27,16 @@ In ``summary``, each flag is true only when its step ran and passed, so a
 skipped step leaves its flag false; ``all_successful`` is ``success`` with
 both tests run and passed.
 
-The steps, in order (the list stops at the first step that fails):
+The steps, in order (the list stops at the first step that fails). The
+statuses and messages of a successful run are the platform's documented ones
+(``"<name> is not installed"``, ``"<name> is already installed"``,
+``"Successfully installed <name>"``, ``"Successfully imported <module>"``);
+the other fields are additions.
 
 1. ``verify_packages_dir``: ``path`` (``bootstrap.packages_dir()``), ``exists``.
    An error only when the path exists and is not a folder.
-2. ``check_existing``: ``status`` is ``"already_installed"`` or ``"not_installed"``.
+2. ``check_existing``: ``status`` is ``"already_installed"`` (with ``version``
+   and ``provided_by``) or ``"not_installed"``.
    *Already installed* means, precisely: after ``bootstrap.activate()``, the
    manifest of the packages folder lists the distribution and it is there now:
    either provided by the active generation, whose folder holds its metadata
@@ -48,9 +55,11 @@ The steps, in order (the list stops at the first step that fails):
    ``from_packages`` (true when that file lies inside the packages folder). A
    module this process had imported before stays the one loaded (its file shows
    which generation it came from); restart the host to load a newer one.
-5. ``test_usage``: ``test`` (its name) and ``checks`` (check name -> bool):
-   colorama, tabulate, python-dateutil and pyyaml are really used; any other
-   package gets a generic check (it has attributes, its version is found).
+5. ``test_usage``: ``test`` (its name: ``"Terminal color formatting"`` for
+   colorama) and ``checks`` (check name -> bool), each check also on the step
+   itself (``has_fore``, ``has_back``, ``has_style`` for colorama): colorama,
+   tabulate, python-dateutil and pyyaml are really used; any other package gets
+   a generic check (it has attributes, its version is found).
 
 Step status: ``"success"``; ``"error"`` (with ``message``; ``success`` is then
 false); ``"skipped"`` (``test_import``/``test_usage`` set to false); and for
@@ -145,7 +154,7 @@ def _run(input_data: Any, result: dict[str, Any]) -> None:
             {
                 "step": "check_existing",
                 "status": "already_installed",
-                "message": f"{found['name']} {found['version']} is installed (provided by the {found['provided_by']})",
+                "message": f"{name} is already installed",
                 "version": found["version"],
                 "provided_by": found["provided_by"],
             }
@@ -160,12 +169,15 @@ def _run(input_data: Any, result: dict[str, Any]) -> None:
             raise _fail(result, "install", exc.message) from None
         except Exception as exc:
             raise _fail(result, "install", f"{type(exc).__name__}: {exc}") from None
-        where = "installed into the packages folder" if entry["provided_by"] == "generation" else "provided by the host"
+        if entry["provided_by"] == "generation":
+            message = f"Successfully installed {name}"
+        else:
+            message = f"{name} {entry['version']} is provided by the host; nothing to install"
         steps.append(
             {
                 "step": "install",
                 "status": "success",
-                "message": f"{entry['name']} {entry['version']} {where}",
+                "message": message,
                 "version": entry["version"],
                 "provided_by": entry["provided_by"],
                 "source": entry.get("source"),
@@ -186,7 +198,7 @@ def _run(input_data: Any, result: dict[str, Any]) -> None:
             {
                 "step": "test_import",
                 "status": "success",
-                "message": f"import {import_name} works",
+                "message": f"Successfully imported {import_name}",
                 "module": import_name,
                 "module_file": module_file,
                 "from_packages": _inside(module_file, path),
@@ -202,14 +214,17 @@ def _run(input_data: Any, result: dict[str, Any]) -> None:
         module = importlib.import_module(import_name)
         test, checks = _usage_test(name, module)
     except Exception as exc:
-        test = USAGE_TEST_NAMES.get(name, "generic")
+        test = USAGE_TEST_NAMES.get(name, GENERIC_TEST)
         message = f"using {import_name} failed: {type(exc).__name__}: {exc}"
         raise _fail(result, "test_usage", message, test=test, checks={}) from None
     failed = [check for check, ok in checks.items() if not ok]
     if failed:
-        raise _fail(result, "test_usage", f"{test}: failed {', '.join(failed)}", test=test, checks=checks)
+        message = f"{test}: failed {', '.join(failed)}"
+        raise _fail(result, "test_usage", message, test=test, **checks, checks=checks)
     message = f"{test}: all checks passed"
-    steps.append({"step": "test_usage", "status": "success", "message": message, "test": test, "checks": checks})
+    steps.append(
+        {"step": "test_usage", "status": "success", "message": message, "test": test, **checks, "checks": checks}
+    )
     summary["usage_successful"] = True
 
 
@@ -309,12 +324,12 @@ def _inside(file: str | None, folder: str) -> bool:
 def _usage_test(name: str, module: ModuleType) -> tuple[str, dict[str, bool]]:
     test = USAGE_TESTS.get(name)
     if test is None:
-        return "generic", _generic_checks(name, module)
+        return GENERIC_TEST, _generic_checks(name, module)
     return test(module)
 
 
 def _colorama(colorama: ModuleType) -> tuple[str, dict[str, bool]]:
-    return "colorama_colors", {
+    return USAGE_TEST_NAMES["colorama"], {
         "has_fore": str(getattr(colorama.Fore, "RED", "")).startswith("\x1b["),
         "has_back": str(getattr(colorama.Back, "RED", "")).startswith("\x1b["),
         "has_style": getattr(colorama.Style, "RESET_ALL", None) == "\x1b[0m",
@@ -324,7 +339,7 @@ def _colorama(colorama: ModuleType) -> tuple[str, dict[str, bool]]:
 def _tabulate(tabulate: ModuleType) -> tuple[str, dict[str, bool]]:
     table = tabulate.tabulate([["alice", 30], ["bob", 25]], headers=["name", "age"])
     lines = table.splitlines()
-    return "tabulate_table", {
+    return USAGE_TEST_NAMES["tabulate"], {
         "renders_table": isinstance(table, str) and len(lines) >= 4,
         "has_headers": "name" in lines[0] and "age" in lines[0],
         "has_data": "alice" in table and "30" in table and "bob" in table and "25" in table,
@@ -334,7 +349,7 @@ def _tabulate(tabulate: ModuleType) -> tuple[str, dict[str, bool]]:
 def _dateutil(dateutil: ModuleType) -> tuple[str, dict[str, bool]]:
     parser = importlib.import_module("dateutil.parser")
     parsed = parser.parse("2024-03-15 13:45:30")
-    return "dateutil_parse", {
+    return USAGE_TEST_NAMES["python-dateutil"], {
         "parses_date": parsed == datetime.datetime(2024, 3, 15, 13, 45, 30),
         "parses_words": parser.parse("March 15, 2024").date() == datetime.date(2024, 3, 15),
     }
@@ -343,7 +358,7 @@ def _dateutil(dateutil: ModuleType) -> tuple[str, dict[str, bool]]:
 def _yaml(yaml: ModuleType) -> tuple[str, dict[str, bool]]:
     data = {"name": "bootstrap", "packages": ["colorama", "tabulate"], "count": 2, "nested": {"ok": True}}
     text = yaml.safe_dump(data)
-    return "yaml_round_trip", {
+    return USAGE_TEST_NAMES["pyyaml"], {
         "dumps": isinstance(text, str) and "bootstrap" in text,
         "round_trip": yaml.safe_load(text) == data,
         "loads": yaml.safe_load("a: 1\nb: [x, y]\n") == {"a": 1, "b": ["x", "y"]},
@@ -362,9 +377,11 @@ def _generic_checks(name: str, module: ModuleType) -> dict[str, bool]:
 
 
 USAGE_TESTS = {"colorama": _colorama, "tabulate": _tabulate, "python-dateutil": _dateutil, "pyyaml": _yaml}
+# The names the result gives each usage test ("Terminal color formatting" is the platform's documented one).
 USAGE_TEST_NAMES = {
-    "colorama": "colorama_colors",
-    "tabulate": "tabulate_table",
-    "python-dateutil": "dateutil_parse",
-    "pyyaml": "yaml_round_trip",
+    "colorama": "Terminal color formatting",
+    "tabulate": "Table formatting",
+    "python-dateutil": "Date parsing",
+    "pyyaml": "YAML round trip",
 }
+GENERIC_TEST = "Generic import check"
