@@ -123,6 +123,11 @@ def test_the_committed_file_decides_a_legacy_package_it_names(repo: Repo, run_cl
 
     assert result.code == 0, result.err
     assert sources(repo) == {"bsf-alpha": ("2.0", "repo")}
+    record = json.loads((repo.state_dir / "adopted.json").read_text())["distributions"]
+    assert record["bsf-alpha==1.0"]["outcome"] == "committed"
+    repo.write("bsf-gamma")  # dropped from the committed file on purpose: the old 1.0 does not come back
+    assert run_cli("sync").code == 0
+    assert sources(repo) == {"bsf-gamma": ("1.0", "repo")}
 
 
 def test_a_workflow_still_running_pip_target_is_adopted_by_the_next_sync(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
