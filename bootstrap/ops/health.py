@@ -220,7 +220,7 @@ def format_status(report: dict[str, Any]) -> str:
         lines.extend(f"  {p['name']:<{width}}  {p['version']:<12} {_why_there(p, adopted)}" for p in packages)
     unavailable = sorted(name for name, outcome in report.get("adopted", {}).items() if outcome == legacy.UNAVAILABLE)
     if unavailable:
-        lines.append("legacy packages not adopted (the index does not have them; they are not served)")
+        lines.append("legacy packages not adopted (not to be had from the index as pinned, or in conflict; not served)")
         lines.extend(f"  {name}" for name in unavailable)
     if report["generations"]:
         lines.append("generations")

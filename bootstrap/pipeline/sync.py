@@ -116,8 +116,8 @@ def _adopt(settings: Settings, found: list[legacy.LegacyDist]) -> SyncResult | N
                 return None
             for dist in named:
                 log.warning(
-                    "%s %s (%s in %s) cannot be adopted: %s; it stays there, unused (add it to the requirements "
-                    "file from an index that has it)",
+                    "%s %s (%s in %s) cannot be adopted: %s; its files stay there, unused (publish it to the "
+                    "index, or fix the conflict, to have it served)",
                     dist.name,
                     dist.version,
                     dist.folder,
