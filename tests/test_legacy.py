@@ -183,3 +183,22 @@ def test_check_names_the_packages_root_while_the_host_has_it_on_sys_path(
     monkeypatch.setenv(HOST_PATH_VARIABLE, os.pathsep.join(entry for entry in sys.path if entry != root))
     report = json.loads(run_cli("check", "--json").out)
     assert not any("function_app.py" in note for note in report["notes"]), report
+
+
+def test_a_failure_not_of_the_legacy_packages_is_recorded_and_adoption_waits_for_the_next_sync(
+    repo: Repo, run_cli
+) -> None:  # type: ignore[no-untyped-def]
+    repo.write("bsf-nowhere-at-all")  # the committed file's own problem
+    pip_install_target(repo.packages_dir, "bsf-alpha==1.0")
+
+    failed = run_cli("sync")
+
+    assert failed.code == 1 and "bsf-nowhere-at-all" in failed.err
+    assert repo.manifest()["status"] == "failed"  # recorded as any failed sync is
+    assert (
+        not (repo.state_dir / "adopted.json").exists()
+        or "bsf-alpha==1.0" not in (json.loads((repo.state_dir / "adopted.json").read_text())["distributions"])
+    )
+    repo.write("bsf-gamma")
+    assert run_cli("sync").code == 0
+    assert sources(repo) == {"bsf-alpha": ("1.0", "runtime"), "bsf-gamma": ("1.0", "repo")}

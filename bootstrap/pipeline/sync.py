@@ -113,6 +113,7 @@ def _adopt(settings: Settings, found: list[legacy.LegacyDist]) -> SyncResult | N
             named = adoption.named_in(str(exc))
             if not named:  # not theirs to answer for (the index is down, say): try them again next time
                 log.warning("could not adopt the legacy packages this time: %s", redact(str(exc)))
+                legacy.record(settings.layout, adoption, adopted=False)
                 return None
             for dist in named:
                 log.warning(
