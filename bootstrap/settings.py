@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bootstrap.errors import SettingsError
@@ -26,6 +26,7 @@ from bootstrap.store.paths import (
     ENV_PREFIX,
     Sources,
     default_lock_file,
+    default_state_dir,
 )
 
 
@@ -40,6 +41,13 @@ class Settings(BaseSettings):
     )
     packages_dir: Path = Field(
         Path(DEFAULT_PACKAGES_DIR), description="The shared packages folder: generations, manifest, lock, cache."
+    )
+    state_dir: Path | None = Field(
+        None,
+        description=(
+            "What must outlive the packages folder (the packages added at run time, the legacy packages adopted); "
+            "default: .bootstrap beside the packages folder (/home/.bootstrap). Never inside the repo folder."
+        ),
     )
     lock_file: Path | None = Field(
         None, description="The committed lock; default: requirements.lock beside the requirements file."
@@ -101,7 +109,7 @@ class Settings(BaseSettings):
         None, ge=0, description="Retries of each request to the index (pip's --retries); unset: pip's."
     )
 
-    @field_validator("requirements_file", "packages_dir", "lock_file", mode="after")
+    @field_validator("requirements_file", "packages_dir", "lock_file", "state_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return Path(os.path.abspath(value)) if value is not None else None
@@ -112,6 +120,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _state_dir_outside_the_repo(self) -> Settings:
+        # A checkout is replaced by a deployment and cleaned by git: what was added at run time would go with it.
+        repo = self.requirements_file.parent
+        if self.state_dir is not None and (self.state_dir == repo or repo in self.state_dir.parents):
+            raise ValueError(
+                f"BOOTSTRAP_STATE_DIR: {self.state_dir} is inside the repo folder {repo}, which a deployment replaces; "
+                "set it outside (default: .bootstrap beside the packages folder)"
+            )
+        return self
 
     def pip_environment(self) -> dict[str, str]:
         """What bootstrap's own settings add to pip's environment (nothing unless set)."""
@@ -146,10 +165,17 @@ class Settings(BaseSettings):
         """The committed lock: ``requirements.lock`` beside the requirements file unless set."""
         return self.lock_file if self.lock_file is not None else Path(default_lock_file(str(self.requirements_file)))
 
+    @property
+    def state_folder(self) -> Path:
+        """``state_dir``, or its default: ``.bootstrap`` beside the packages folder (never in the repo folder)."""
+        if self.state_dir is not None:
+            return self.state_dir
+        return Path(default_state_dir(str(self.packages_dir), str(self.requirements_file)))
+
     @cached_property
     def layout(self) -> Layout:
-        """The packages folder's parts (built once, with the settings)."""
-        return Layout(self.packages_dir)
+        """The packages folder's parts and the state folder's (built once, with the settings)."""
+        return Layout(self.packages_dir, self.state_folder)
 
     @property
     def sources(self) -> Sources:
@@ -159,6 +185,7 @@ class Settings(BaseSettings):
             str(self.committed_lock_file),
             str(self.packages_dir),
             allow_world_writable=self.allow_world_writable,
+            state_dir=str(self.state_folder),
         )
 
 
@@ -173,7 +200,10 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"{ENV_PREFIX}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
+            for err in exc.errors()
         )
         raise SettingsError(f"invalid setting: {problems}") from None
 

@@ -133,6 +133,11 @@ class Repo:
     def requirements(self) -> Path:
         return self.root / "requirements.txt"
 
+    @property
+    def state_dir(self) -> Path:
+        """The default state folder: ``.bootstrap`` beside the packages folder (the runtime overlay lives there)."""
+        return self.packages_dir.parent / ".bootstrap"
+
     def write(self, *lines: str) -> None:
         self.requirements.write_text("".join(line + "\n" for line in lines))
 

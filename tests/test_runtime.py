@@ -1,4 +1,4 @@
-"""Runtime installs: ``bootstrap.ensure`` / ``add`` / ``remove`` and the overlay in the packages folder."""
+"""Runtime installs: ``bootstrap.ensure`` / ``add`` / ``remove`` and the overlay in the state folder."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def sources(repo: Repo) -> dict[str, tuple[str, str | None]]:
 
 
 def overlay_lines(repo: Repo) -> list[str]:
-    path = repo.packages_dir / OVERLAY
+    path = repo.state_dir / OVERLAY
     if not path.exists():
         return []
     return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
@@ -47,7 +47,7 @@ def test_add_records_installs_and_names_the_source(repo: Repo, run_cli) -> None:
         "bsf-gamma": ("1.0", "runtime"),
     }
     inputs = repo.manifest()["inputs"]
-    assert str(repo.packages_dir / OVERLAY) in inputs
+    assert str(repo.state_dir / OVERLAY) in inputs
     status = run_cli("status").out
     assert re.search(r"bsf-gamma\s+1\.0\s+added at run time", status), status
     assert re.search(r"bsf-alpha\s+2\.0\s+dependency", status), status
@@ -110,7 +110,7 @@ def test_a_conflict_with_the_committed_file_names_both_lines(repo: Repo, run_cli
     assert result.code == 1
     assert result.err.count("\n") == 1, "refused before anything changed: only the error line"
     message = result.err.strip()
-    assert f"{repo.packages_dir / OVERLAY}:" in message
+    assert f"{repo.state_dir / OVERLAY}:" in message
     assert f"{repo.requirements}:2: bsf-alpha==1.0" in message
     assert "bsf-alpha==2.0 (added at run time) conflicts with" in message
     assert overlay_lines(repo) == [], "a failed addition is taken back out"
@@ -130,7 +130,7 @@ def test_a_later_committed_conflict_fails_naming_both(repo: Repo, run_cli) -> No
         sync(repo.settings())
 
     assert f"{repo.requirements}:2: bsf-alpha<2" in str(caught.value)
-    assert f"{repo.packages_dir / OVERLAY}:" in str(caught.value)
+    assert f"{repo.state_dir / OVERLAY}:" in str(caught.value)
     manifest = repo.manifest()
     assert manifest["status"] == "failed" and manifest["generation"] == serving
     assert "remove bsf-alpha" in manifest["error"]["message"]
@@ -149,7 +149,7 @@ def test_a_compatible_repeat_narrows_the_committed_requirement(repo: Repo, run_c
 def test_an_addition_that_cannot_be_had_is_undone(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
     repo.write("bsf-gamma")
     assert run_cli("add", "bsf-alpha").code == 0
-    before = (repo.packages_dir / OVERLAY).read_text()
+    before = (repo.state_dir / OVERLAY).read_text()
 
     result = run_cli("add", "bsf-nowhere-to-be-found")
 
@@ -157,12 +157,12 @@ def test_an_addition_that_cannot_be_had_is_undone(repo: Repo, run_cli) -> None: 
     [error] = [line for line in result.err.splitlines() if line.startswith("bootstrap: error:")]
     assert error.startswith("bootstrap: error: cannot add 'bsf-nowhere-to-be-found' (nothing changed): ")
     assert "# Packages added" not in result.err
-    assert (repo.packages_dir / OVERLAY).read_text() == before
+    assert (repo.state_dir / OVERLAY).read_text() == before
     assert repo.manifest()["status"] == "ok"
     assert run_cli("check").code == 0
     with pytest.raises(ResolutionError):
         runtime.add(repo.settings(), "bsf-alpha==9.9")
-    assert (repo.packages_dir / OVERLAY).read_text() == before
+    assert (repo.state_dir / OVERLAY).read_text() == before
 
 
 def test_remove_takes_out_only_what_was_added_at_run_time(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
@@ -205,7 +205,7 @@ def test_bad_requests_are_refused_and_change_nothing(repo: Repo, request_text: s
 
     assert why in str(caught.value)
     assert str(caught.value).startswith(f"cannot add {request_text!r}")
-    assert not (repo.packages_dir / OVERLAY).exists()
+    assert not (repo.state_dir / OVERLAY).exists()
     assert repo.manifest() == before
 
 
@@ -240,7 +240,7 @@ def test_the_committed_lock_stays_in_force_beside_runtime_additions(
 def test_an_overlay_edited_by_hand_is_read_like_the_committed_file(repo: Repo, run_cli) -> None:  # type: ignore[no-untyped-def]
     repo.write("bsf-gamma")
     assert run_cli("sync").code == 0
-    overlay = repo.packages_dir / OVERLAY
+    overlay = repo.state_dir / OVERLAY
     overlay.write_text("bsf-alpha\n--extra-index-url http://evil.example/simple\n")
 
     result = run_cli("sync")

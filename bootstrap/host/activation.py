@@ -59,6 +59,28 @@ def activate_manifest(
     return site_dir
 
 
+def take_packages_root_off_path(packages_dir: str) -> bool:
+    """Take the packages folder's own root off ``sys.path``, where a host's old ``function_app.py`` line
+    (``sys.path.insert(0, "/home/.packages")``) puts it: the legacy ``pip install --target`` files there would
+    shadow the active generation. One log line says which line to delete; True if it was there.
+
+    On the fast path: two membership tests of ``sys.path``, nothing imported unless the line is there.
+    """
+    variants = (packages_dir, packages_dir + os.sep)
+    if variants[0] not in sys.path and variants[1] not in sys.path:
+        return False
+    sys.path[:] = [entry for entry in sys.path if entry not in variants]
+    import logging  # slow path: only for a host that still has the old line
+
+    logging.getLogger("bootstrap").warning(
+        "%s was on sys.path, where its old pip install --target files would shadow the active generation: "
+        "taken off; delete the line `sys.path.insert(0, %r)` (or its like) from function_app.py",
+        packages_dir,
+        packages_dir,
+    )
+    return True
+
+
 def put_on_path(site_dir: str, *, first: bool = False) -> None:
     """After the host's site-packages, unless the generation overrides host packages (an operator's choice).
 

@@ -117,5 +117,9 @@ def _environment(settings: Settings | None) -> dict[str, str]:
     if home not in found and home not in site.getsitepackages():
         found += outside_the_packages([home])
     env["PYTHONPATH"] = os.pathsep.join(found)
-    env[paths.HOST_PATH_VARIABLE] = os.pathsep.join(outside_the_packages(sys.path))
+    # The packages folder's own root stays (a host's old `sys.path.insert`): `check` names it; `inputs.host`
+    # reads nothing from it.
+    root = os.path.abspath(packages_dir)
+    kept = [entry for entry in sys.path if entry and os.path.abspath(entry) == root]
+    env[paths.HOST_PATH_VARIABLE] = os.pathsep.join([*outside_the_packages(sys.path), *kept])
     return env

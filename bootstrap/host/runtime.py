@@ -4,7 +4,8 @@ Workflows on these platforms install packages as they run (``pip install
 --target /home/.packages X``); such a package vanished at the next sync or
 broke the shared folder. Here a runtime install is declarative:
 ``ensure("tabulate")`` (or ``python -m bootstrap add tabulate``) writes the
-requirement into ``runtime-requirements.txt`` in the packages folder and
+requirement into ``runtime-requirements.txt`` in the state folder
+(``BOOTSTRAP_STATE_DIR``, beside the packages folder, which may be emptied) and
 syncs. Every sync reads that overlay beside the committed file
 (``inputs.overlay``), so the package survives restarts and later syncs, and
 the manifest names its source ("repo" or "runtime"). A runtime line that
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import BootstrapError, RequirementsError
-from bootstrap.inputs import overlay, requirements
+from bootstrap.inputs import legacy, overlay, requirements
 from bootstrap.inputs.desired import policy_for
 from bootstrap.inputs.requirements import Policy, RequirementLine
 from bootstrap.pipeline.sync import RuntimeChange, SyncResult, sync
@@ -49,7 +50,9 @@ def add(settings: Settings, text: str) -> SyncResult:
         )
     layout = settings.layout
     safety.prepare_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
+    legacy.prepare_state_dir(settings)
     with locks.overlay_lock(layout, settings.lock_timeout):
+        legacy.migrate(layout)  # an older bootstrap's overlay first: its lines are kept
         kept = [line for line in _current_lines(layout) if line.name != wanted.name]
         text_after = overlay.render([*kept, wanted])
         _check_against_committed(settings, layout, text_after)  # a conflict is refused before any work
@@ -69,7 +72,9 @@ def remove(settings: Settings, name: str) -> SyncResult:
     layout = settings.layout
     canonical = canonicalize_name(name)
     safety.prepare_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
+    legacy.prepare_state_dir(settings)
     with locks.overlay_lock(layout, settings.lock_timeout):
+        legacy.migrate(layout)  # an older bootstrap's overlay first: its lines are kept
         lines = _current_lines(layout)
         kept = [line for line in lines if line.name != canonical]
         if len(kept) == len(lines):

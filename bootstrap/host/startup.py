@@ -7,7 +7,9 @@ The plain call blocks (``host.boot``: the fast path when nothing changed);
 
 from __future__ import annotations
 
+from bootstrap.host.activation import take_packages_root_off_path
 from bootstrap.host.boot import boot
+from bootstrap.store.paths import packages_dir as env_packages_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib stay off the fast path
@@ -25,6 +27,9 @@ def startup(
     in the manifest, and the last good generation is activated anyway, so the
     host keeps serving; pass ``raise_errors=True`` to get the error instead.
 
+    A packages folder whose own root is on ``sys.path`` (a host's old ``sys.path.insert(0,
+    "/home/.packages")``) is taken off it first, with one log line saying to delete that line.
+
     ``watch=True`` keeps a watcher thread that syncs whenever the requirements
     file changes and moves this process to every new generation.
     ``block=False`` activates the last good generation and returns at once; a
@@ -33,6 +38,8 @@ def startup(
     nothing changed (unless ``raise_errors``: then the settings are read, and
     the watcher started, in the calling thread, so that their errors can be raised).
     """
+    # Before anything is imported from the generation: an old `sys.path.insert(0, packages_dir)` would shadow it.
+    take_packages_root_off_path(str(settings.packages_dir) if settings is not None else env_packages_dir())
     if watch or not block:
         from bootstrap.host import live  # slow path: threads (stdlib only in this thread)
 

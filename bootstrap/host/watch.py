@@ -35,12 +35,20 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from watchdog.events import EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_OPENED, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_MOVED,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from bootstrap.errors import BootstrapError, StorageError, redact
+from bootstrap.inputs import legacy
 from bootstrap.pipeline.sync import SyncResult, sync
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, safety
@@ -77,6 +85,22 @@ class _Handler(FileSystemEventHandler):
             self._dirty.set()
 
 
+class _LegacyHandler(FileSystemEventHandler):
+    """Raise the dirty flag when a ``*.dist-info`` folder appears at the packages folder's top level
+    (``pip install --target`` moves each one there from its temporary folder, or creates it)."""
+
+    def __init__(self, root: Path, dirty: threading.Event) -> None:
+        self._root = _key(root)
+        self._dirty = dirty
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if not event.is_directory or event.event_type not in (EVENT_TYPE_CREATED, EVENT_TYPE_MOVED):
+            return
+        path = _key(event.dest_path or event.src_path)
+        if path.endswith(".dist-info") and os.path.dirname(path) == self._root:
+            self._dirty.set()
+
+
 class _ManifestHandler(FileSystemEventHandler):
     """Hand the manifest to ``follow`` whenever it is replaced (atomic writes: a rename onto it)."""
 
@@ -98,7 +122,7 @@ class _ManifestHandler(FileSystemEventHandler):
 
 class Watcher:
     """Sync once, then after every burst of changes to the requirements file (or its committed lock, or
-    the runtime overlay in the packages folder).
+    the runtime overlay in the state folder, or a new distribution at the packages folder's top level).
 
     ``start()`` returns at once; ``stop()`` lets a sync in progress finish, starts
     no new one and joins every thread. Also a context manager. No signal handlers.
@@ -143,14 +167,18 @@ class Watcher:
         self._worker.start()
 
     def _watch_packages_folder(self, observer: BaseObserver) -> None:
-        """The runtime overlay (a sync when another process edits it) and, with ``follow``, the manifest."""
+        """The runtime overlay in the state folder (a sync when another process edits it), a distribution a
+        workflow's ``pip install --target`` leaves at the packages folder's top level (a sync adopts it)
+        and, with ``follow``, the manifest."""
         try:
             safety.prepare_packages_dir(self._layout.root, allow_world_writable=self.settings.allow_world_writable)
+            legacy.prepare_state_dir(self.settings)
         except BootstrapError as exc:  # the initial sync will say the same, in full
             log.warning("not watching the packages folder: %s", exc)
             return
         overlay = frozenset({_key(self._layout.runtime_requirements)})
-        observer.schedule(_Handler(overlay, self._dirty), str(self._layout.root), recursive=False)
+        observer.schedule(_Handler(overlay, self._dirty), str(self._layout.state), recursive=False)
+        observer.schedule(_LegacyHandler(self._layout.root, self._dirty), str(self._layout.root), recursive=False)
         if self.follow is not None:
             observer.schedule(_ManifestHandler(self._layout.manifest, self.follow), str(self._layout.root))
 

@@ -1,6 +1,6 @@
 """The runtime overlay: packages added at run time, read and merged beside the committed file.
 
-``runtime-requirements.txt`` in the packages folder holds what workflows added
+``runtime-requirements.txt`` in the state folder holds what workflows added
 (``bootstrap.ensure``, ``python -m bootstrap add``). It is read under the same
 policy as the committed file; a line that conflicts with the committed file is
 an error naming both lines. A runtime *request* is stricter still: one

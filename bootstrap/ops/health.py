@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from bootstrap.errors import BootstrapError, VerificationError
+from bootstrap.inputs import legacy
 from bootstrap.pipeline.publish import read_generation, undeletable
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, records, registry
 from bootstrap.store.fs import human_size, tree_size
 from bootstrap.store.layout import Layout
+from bootstrap.store.paths import HOST_PATH_VARIABLE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the manifest's types exist for the type checker only
@@ -34,7 +40,7 @@ def check(settings: Settings) -> dict[str, Any]:
         site_dir = current.get("site_dir") if current else None
         if current is not None and site_dir and Path(site_dir).is_dir():
             problems += _damage(Path(site_dir), current.get("packages", []))
-    notes = _debris(layout)
+    notes = _debris(layout) + _packages_root_on_path(layout)
     restarts = _restart_pending(layout)
     for item in restarts:
         who = "this process" if item["pid"] is None else f"pid {item['pid']} on {item['host']}"
@@ -92,6 +98,19 @@ def _debris(layout: Layout) -> list[str]:
         else:
             notes.append(f"staging/{entry.name} is left from an interrupted sync; the next sync removes it")
     return notes
+
+
+def _packages_root_on_path(layout: Layout) -> list[str]:
+    """The host's ``sys.path`` (given to a child run for it) holding the packages folder's own root: legacy
+    files there shadow the generation until the host drops its old line (``startup()`` takes it off)."""
+    given = os.environ.get(HOST_PATH_VARIABLE)
+    entries = given.split(os.pathsep) if given else sys.path
+    if not any(entry and os.path.abspath(entry) == str(layout.root) for entry in entries):
+        return []
+    return [
+        f"{layout.root} is on the host's sys.path: its old pip install --target files shadow the active "
+        f"generation; delete `sys.path.insert(0, {str(layout.root)!r})` from function_app.py"
+    ]
 
 
 def _restart_pending(layout: Layout) -> list[dict[str, Any]]:
@@ -161,6 +180,8 @@ def status(settings: Settings) -> dict[str, Any]:
     staging = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
     return {
         "packages_dir": str(layout.root),
+        "state_dir": str(layout.state),
+        "adopted": legacy.adopted_names(layout),
         "manifest": current,
         "check": check(settings),
         "generations": generations,
@@ -175,6 +196,7 @@ def format_status(report: dict[str, Any]) -> str:
     health = report["check"]
     lines = [f"packages folder  {report['packages_dir']} ({human_size(report['bytes'])} in all)"]
     lines.append(f"requirements     {health['requirements_file']}")
+    lines.append(f"state folder     {report['state_dir']} (the packages added at run time, kept across restarts)")
     if current.get("generation"):
         python = current.get("python") or {}
         lines.append(
@@ -194,7 +216,12 @@ def format_status(report: dict[str, Any]) -> str:
     if packages:
         lines.append("packages")
         width = max(len(p["name"]) for p in packages)
-        lines.extend(f"  {p['name']:<{width}}  {p['version']:<12} {_why_there(p)}" for p in packages)
+        adopted = report.get("adopted", {})
+        lines.extend(f"  {p['name']:<{width}}  {p['version']:<12} {_why_there(p, adopted)}" for p in packages)
+    unavailable = sorted(name for name, outcome in report.get("adopted", {}).items() if outcome == legacy.UNAVAILABLE)
+    if unavailable:
+        lines.append("legacy packages not adopted (not to be had from the index as pinned, or in conflict; not served)")
+        lines.extend(f"  {name}" for name in unavailable)
     if report["generations"]:
         lines.append("generations")
         for gen in report["generations"]:
@@ -211,9 +238,15 @@ def format_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _why_there(package: dict[str, Any]) -> str:
-    """How a package came to be in the set, for a person: the file asked, a workflow added it, or pulled in."""
-    if package.get("source") == "runtime":
+def _why_there(package: dict[str, Any], adopted: dict[str, str]) -> str:
+    """How a package came to be in the set, for a person: the file asked, a workflow added it (or its old
+    ``pip install --target`` left it, and it was adopted), or pulled in."""
+    if (
+        package.get("source") == "runtime"
+        and adopted.get(canonicalize_name(str(package.get("name")))) == legacy.ADOPTED
+    ):
+        why = "added at run time (adopted from the packages folder's legacy files)"
+    elif package.get("source") == "runtime":
         why = "added at run time"
     else:
         why = "requested" if package.get("requested") else "dependency"

@@ -27,7 +27,7 @@ from bootstrap.errors import (
     StorageError,
     redact,
 )
-from bootstrap.inputs import host, requirements
+from bootstrap.inputs import host, legacy, requirements
 from bootstrap.inputs.desired import policy_for, read_desired
 from bootstrap.inputs.requirements import Desired
 from bootstrap.pipeline import build, plan, publish, reuse, speculate, verify
@@ -70,7 +70,80 @@ class RuntimeChange:
 
 
 def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
-    """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails."""
+    """Converge the packages folder on the requirements file; raise ``BootstrapError`` if that fails.
+
+    First, once: legacy ``pip install --target`` content at the folder's top level is adopted, and an
+    overlay an older bootstrap kept in the packages folder moves to the state folder (``inputs.legacy``).
+    """
+    if change is None and (legacy.needs_migration(settings.layout) or legacy.pending(settings.layout)):
+        return _sync_adopting(settings)
+    return _converge(settings, change)
+
+
+def _sync_adopting(settings: Settings) -> SyncResult:
+    """With the overlay lock (as ``add`` takes it): move the old overlay, adopt the legacy distributions
+    as runtime additions (a sync with them in the overlay), then a plain sync if that changed nothing."""
+    layout = settings.layout
+    try:
+        safety.prepare_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
+        legacy.prepare_state_dir(settings)
+        with locks.overlay_lock(layout, settings.lock_timeout):
+            legacy.migrate(layout)
+            result = _adopt(settings, legacy.pending(layout))
+    except OSError as exc:
+        raise StorageError.from_os_error(exc) from exc
+    return result if result is not None else _converge(settings, None)
+
+
+def _adopt(settings: Settings, found: list[legacy.LegacyDist]) -> SyncResult | None:
+    """Sync with ``found`` pinned in the overlay; a pin the failure names (a local build the index lacks) is
+    dropped with a warning and the rest tried again, a bounded number of times. None: nothing was adopted."""
+    try:
+        adoption = legacy.plan_adoption(settings, found)
+    except RequirementsError:
+        return None  # a damaged overlay: the plain sync records it
+    result = None
+    for _attempt in range(_MAX_ADOPTION_ATTEMPTS):
+        if not adoption.pins:
+            break
+        try:
+            result = _converge(settings, RuntimeChange(adoption.overlay_text()))
+            break
+        except BootstrapError as exc:
+            named = adoption.named_in(str(exc))
+            if not named:  # not theirs to answer for (the index is down, say): try them again next time
+                log.warning("could not adopt the legacy packages this time: %s", redact(str(exc)))
+                legacy.record(settings.layout, adoption, adopted=False)
+                return None
+            for dist in named:
+                log.warning(
+                    "%s %s (%s in %s) cannot be adopted: %s; its files stay there, unused (publish it to the "
+                    "index, or fix the conflict, to have it served)",
+                    dist.name,
+                    dist.version,
+                    dist.folder,
+                    settings.layout.root,
+                    redact(" ".join(str(exc).split()))[:500],
+                )
+            adoption.drop(named, legacy.UNAVAILABLE)
+    legacy.record(settings.layout, adoption, adopted=result is not None)
+    if result is not None:
+        log.info(
+            "adopted %d legacy package%s of %s as runtime additions: %s",
+            len(adoption.pins),
+            "" if len(adoption.pins) == 1 else "s",
+            settings.layout.root,
+            ", ".join(dist.key for dist in adoption.pins),
+        )
+    return result
+
+
+# Each failed attempt drops at least one pin; past this many, the rest waits for the next sync.
+_MAX_ADOPTION_ATTEMPTS = 6
+
+
+def _converge(settings: Settings, change: RuntimeChange | None) -> SyncResult:
+    """The sync itself: the overlay on disk (or ``change``'s) and the committed file, built if not served."""
     layout = settings.layout
     current = manifest.read(layout.manifest)
     if change is None and current is not None and current.get("status") == "ok" and serves(current, settings.sources):
@@ -79,6 +152,7 @@ def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
     waiting_since = manifest.now_iso()
     try:
         safety.prepare_packages_dir(layout.root, allow_world_writable=settings.allow_world_writable)
+        legacy.prepare_state_dir(settings)  # there to be seen (and edited): `status` names it
         if change is None:
             _validate_before_locking(settings, layout)
         with locks.build_lock(layout, settings.lock_timeout) as waited:

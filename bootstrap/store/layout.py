@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bootstrap.store.paths import GENERATIONS_DIR, MANIFEST_NAME, RUNTIME_REQUIREMENTS_NAME, SITE_DIR
+from bootstrap.store.paths import (
+    ADOPTED_NAME,
+    GENERATIONS_DIR,
+    MANIFEST_NAME,
+    RUNTIME_REQUIREMENTS_NAME,
+    SITE_DIR,
+    default_state_dir,
+)
 
 __all__ = ["GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
 
@@ -25,9 +32,16 @@ class Layout:
         ``generation.json``  what the generation holds and how it was built
     ``staging/<id>/``        generations being built (debris if a sync died)
     ``cache/locks/``         resolutions cached by the hash of their inputs
-    ``runtime-requirements.txt``  packages added at run time (``bootstrap.ensure``, ``add``): the overlay
-    ``.runtime.lock``        serialises edits of the overlay
     ``processes/``           ``<host>-<pid>.json`` of running hosts that need a restart
+    ``runtime-requirements.txt``, ``.runtime.lock``  where bootstrap before #14 kept the overlay: copied
+                             into the state folder by the first sync, and left (``legacy_runtime_requirements``)
+
+    Anything else at the top (``*.dist-info``, modules) is legacy ``pip install --target`` content, adopted
+    by ``inputs.legacy``. The state folder (``BOOTSTRAP_STATE_DIR``, beside the packages folder) outlives it:
+
+    ``runtime-requirements.txt``  packages added at run time (``bootstrap.ensure``, ``add``): the overlay
+    ``.runtime.lock``        serialises edits of the overlay (and adoption)
+    ``adopted.json``         the legacy distributions already adopted (each once)
     """
 
     MANAGED_NAMES = frozenset(
@@ -44,8 +58,9 @@ class Layout:
         }
     )
 
-    def __init__(self, packages_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, packages_dir: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(os.path.abspath(packages_dir))
+        self.state = Path(os.path.abspath(state_dir) if state_dir is not None else default_state_dir(str(self.root)))
 
     @property
     def manifest(self) -> Path:
@@ -73,11 +88,20 @@ class Layout:
 
     @property
     def runtime_requirements(self) -> Path:
-        return self.root / RUNTIME_REQUIREMENTS_NAME
+        return self.state / RUNTIME_REQUIREMENTS_NAME
 
     @property
     def runtime_lock(self) -> Path:
-        return self.root / ".runtime.lock"
+        return self.state / ".runtime.lock"
+
+    @property
+    def adopted(self) -> Path:
+        return self.state / ADOPTED_NAME
+
+    @property
+    def legacy_runtime_requirements(self) -> Path:
+        """Where bootstrap kept the overlay before the state folder: in the packages folder."""
+        return self.root / RUNTIME_REQUIREMENTS_NAME
 
     @property
     def processes(self) -> Path:

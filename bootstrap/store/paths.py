@@ -20,6 +20,8 @@ DEFAULT_REQUIREMENTS_FILE = "/home/repo/requirements.txt"
 DEFAULT_PACKAGES_DIR = "/home/.packages"
 MANIFEST_NAME = "manifest.json"
 RUNTIME_REQUIREMENTS_NAME = "runtime-requirements.txt"
+STATE_DIR_NAME = ".bootstrap"  # the state folder's default name, beside the packages folder
+ADOPTED_NAME = "adopted.json"  # in the state folder: the legacy distributions already adopted
 
 
 def default_lock_file(requirements_file: str) -> str:
@@ -38,6 +40,18 @@ def packages_dir() -> str:
     return env_path("packages_dir", DEFAULT_PACKAGES_DIR)
 
 
+def default_state_dir(packages_dir: str, requirements_file: str | None = None) -> str:
+    """Where what must outlive the packages folder lives (the runtime additions): ``.bootstrap`` beside it
+    (``/home/.bootstrap`` for ``/home/.packages``), which is ephemeral in some deployments. Never in the
+    repo's checkout: if that would lie in the requirements file's folder, beside that folder instead."""
+    candidate = os.path.join(os.path.dirname(os.path.abspath(packages_dir)), STATE_DIR_NAME)
+    if requirements_file is not None:
+        repo = os.path.dirname(os.path.abspath(requirements_file))
+        if candidate == repo or candidate.startswith(repo + os.sep):
+            candidate = os.path.join(os.path.dirname(repo), STATE_DIR_NAME)
+    return candidate
+
+
 # The values pydantic reads as true (the slow path's Settings), for the one flag the fast path reads itself.
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 
@@ -49,20 +63,27 @@ def allow_world_writable() -> bool:
 
 class Sources:
     """The files a generation is judged fresh by: the committed requirements file, the committed lock
-    beside it, and the runtime overlay in the packages folder. Absolute paths, as strings.
+    beside it, and the runtime overlay in the state folder. Absolute paths, as strings.
 
     Built once, from ``Settings.sources`` on the slow path or ``Sources.from_env()`` on the fast path
     (a plain class: ``dataclasses`` is not on the fast path).
     """
 
-    __slots__ = ("allow_world_writable", "lock_file", "packages_dir", "requirements_file")
+    __slots__ = ("allow_world_writable", "lock_file", "packages_dir", "requirements_file", "state_dir")
 
     def __init__(
-        self, requirements_file: str, lock_file: str, packages_dir: str, *, allow_world_writable: bool = False
+        self,
+        requirements_file: str,
+        lock_file: str,
+        packages_dir: str,
+        *,
+        allow_world_writable: bool = False,
+        state_dir: str | None = None,
     ) -> None:
         self.requirements_file = requirements_file
         self.lock_file = lock_file
         self.packages_dir = packages_dir
+        self.state_dir = state_dir if state_dir is not None else default_state_dir(packages_dir, requirements_file)
         # Whether folders every local user can write may still be served from (store.freshness.open_to_others).
         self.allow_world_writable = allow_world_writable
 
@@ -70,11 +91,15 @@ class Sources:
     def from_env(cls) -> Sources:
         requirements_file = env_path("requirements_file", DEFAULT_REQUIREMENTS_FILE)
         lock_file = env_path("lock_file", default_lock_file(requirements_file))
-        return cls(requirements_file, lock_file, packages_dir(), allow_world_writable=allow_world_writable())
+        folder = packages_dir()
+        state_dir = env_path("state_dir", default_state_dir(folder, requirements_file))
+        return cls(
+            requirements_file, lock_file, folder, allow_world_writable=allow_world_writable(), state_dir=state_dir
+        )
 
     @property
     def runtime_file(self) -> str:
-        return os.path.join(self.packages_dir, RUNTIME_REQUIREMENTS_NAME)
+        return os.path.join(self.state_dir, RUNTIME_REQUIREMENTS_NAME)
 
     @property
     def manifest_file(self) -> str:
