@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from bootstrap.errors import BootstrapError, StorageError, redact
@@ -232,9 +233,22 @@ class _RelayFormatter(logging.Formatter):
         return relay_line({"level": record.levelno, "message": message})
 
 
-def _configure_logging(verbose: bool, quiet: bool, relay: bool = False) -> logging.Handler:
+# The commands that print their result on stdout: the log record saying the same is not shown on stderr too.
+_PRINTS_OUTCOME = frozenset({"sync", "add", "remove", "rollback"})
+
+
+def _configure_logging(verbose: bool, quiet: bool, relay: bool = False, command: str | None = None) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RelayFormatter() if relay else logging.Formatter("bootstrap: %(message)s"))
+    if relay:
+        handler.setFormatter(_RelayFormatter())
+    elif command == "watch":  # a long-running log: each line says when (UTC)
+        stamped = logging.Formatter("%(asctime)s bootstrap: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        stamped.converter = time.gmtime
+        handler.setFormatter(stamped)
+    else:
+        handler.setFormatter(logging.Formatter("bootstrap: %(message)s"))
+    if not relay and command in _PRINTS_OUTCOME:
+        handler.addFilter(lambda record: not getattr(record, "outcome", False))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
@@ -258,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     saved = (log.level, log.propagate)  # main() may be called in-process: leave the logger as found
     global _relay_handler
-    handler = _configure_logging(args.verbose, args.quiet, args.relay)
+    handler = _configure_logging(args.verbose, args.quiet, args.relay, args.command)
     _relay_handler = handler if args.relay else None
     try:
         return int(args.func(load_settings(), args))

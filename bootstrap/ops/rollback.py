@@ -70,7 +70,10 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
         )
         manifest.write(layout.manifest, rolled_back)
         log.info(
-            "rolled back from %s to %s; hosts serve it until the requirements file changes or `sync` runs", active, to
+            "rolled back from %s to %s; hosts serve it until the requirements file changes or `sync` runs",
+            active,
+            to,
+            extra={"outcome": True},  # pipeline.sync.OUTCOME: the command line prints it once
         )
         return rolled_back
 

@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # the manifest's types exist for the type checker only
     from bootstrap.store.manifest import Manifest, Provenance
 
 log = logging.getLogger("bootstrap")
+# A log record that says what a command prints as its result: the command line shows it once, on stdout.
+OUTCOME = {"outcome": True}
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
     layout = settings.layout
     current = manifest.read(layout.manifest)
     if change is None and current is not None and current.get("status") == "ok" and _up_to_date(current, settings):
-        log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
+        log.info(
+            "up to date: generation %s serves %s", current.get("generation"), settings.requirements_file, extra=OUTCOME
+        )
         return SyncResult(changed=False, manifest=current)
     waiting_since = manifest.now_iso()
     try:
@@ -185,7 +189,11 @@ def _sync_locked(
     _collect_garbage(settings, layout, new["generation"])
     elapsed = time.monotonic() - started
     log.info(
-        "published generation %s: %s in %.1fs", new["generation"], counted(len(new["packages"]), "package"), elapsed
+        "published generation %s: %s in %.1fs",
+        new["generation"],
+        counted(len(new["packages"]), "package"),
+        elapsed,
+        extra=OUTCOME,
     )
     return SyncResult(changed=True, manifest=new)
 
@@ -224,9 +232,9 @@ def _done_meanwhile(
         if current.get("status") != "ok":  # the file is back to what the active generation serves
             current = manifest.ok_again(current)
             manifest.write(layout.manifest, current)
-            log.info("up to date again: generation %s serves the file as it is now", current.get("generation"))
+            log.info("up to date again: generation %s serves the file", current.get("generation"), extra=OUTCOME)
         else:
-            log.info("up to date: generation %s (synced by another process)", current.get("generation"))
+            log.info("up to date: generation %s (synced by another process)", current.get("generation"), extra=OUTCOME)
         return SyncResult(changed=False, manifest=current)
     recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since and not change else None
     if recorded is not None:

@@ -54,7 +54,14 @@ def backend_for(settings: Settings) -> Backend:
         env["UV_HTTP_TIMEOUT"] = str(int(settings.index_timeout) or 1)
     if settings.index_retries is not None and "UV_HTTP_RETRIES" not in os.environ:
         env["UV_HTTP_RETRIES"] = str(settings.index_retries)
-    return UvBackend(find_uv_bin(), env=env, options=tuple(options))
+    try:
+        program = find_uv_bin()
+    except FileNotFoundError:  # the uv package without its program (a broken install): not the packages folder's fault
+        raise SettingsError(
+            "BOOTSTRAP_BACKEND=uv needs the uv program, and the installed uv package has none: reinstall it with "
+            "`pip install --force-reinstall 'bootstrap-packages[uv]'`, or unset BOOTSTRAP_BACKEND to use pip"
+        ) from None
+    return UvBackend(program, env=env, options=tuple(options))
 
 
 def _hand_on(env: dict[str, str], pip_name: str, uv_name: str) -> None:
