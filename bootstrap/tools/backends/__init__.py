@@ -34,7 +34,7 @@ def backend_for(settings: Settings) -> Backend:
         from uv import find_uv_bin  # an optional extra: only for this setting
     except ImportError:
         raise SettingsError(
-            "BOOTSTRAP_BACKEND=uv needs uv: install it with `pip install 'bootstrap-packages[uv]'`, "
+            "BOOTSTRAP_BACKEND=uv needs uv: install it with `pip install uv` (the `[uv]` extra), "
             "or unset BOOTSTRAP_BACKEND to use pip"
         ) from None
     env: dict[str, str] = {}
@@ -59,7 +59,7 @@ def backend_for(settings: Settings) -> Backend:
     except FileNotFoundError:  # the uv package without its program (a broken install): not the packages folder's fault
         raise SettingsError(
             "BOOTSTRAP_BACKEND=uv needs the uv program, and the installed uv package has none: reinstall it with "
-            "`pip install --force-reinstall 'bootstrap-packages[uv]'`, or unset BOOTSTRAP_BACKEND to use pip"
+            "`pip install --force-reinstall uv`, or unset BOOTSTRAP_BACKEND to use pip"
         ) from None
     return UvBackend(program, env=env, options=tuple(options))
 
