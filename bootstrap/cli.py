@@ -247,7 +247,7 @@ def _configure_logging(verbose: bool, quiet: bool, relay: bool = False, command:
         handler.setFormatter(stamped)
     else:
         handler.setFormatter(logging.Formatter("bootstrap: %(message)s"))
-    if not relay and command in _PRINTS_OUTCOME:
+    if not relay and not verbose and command in _PRINTS_OUTCOME:  # -v shows every record
         handler.addFilter(lambda record: not getattr(record, "outcome", False))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
