@@ -123,9 +123,10 @@ def run(
         if exc.filename != argv[0]:  # a folder (cwd): the caller's to report
             raise
         # The program, not the packages folder (an OSError would be reported as the folder's).
+        uv = os.path.basename(argv[0]).startswith("uv")
+        hint = " (`pip install --force-reinstall uv`), or unset BOOTSTRAP_BACKEND to use pip" if uv else ""
         raise SettingsError(
-            f"the program {argv[0]} is not there (removed since bootstrap found it?): reinstall it, "
-            "or unset BOOTSTRAP_BACKEND to use pip"
+            f"the program {argv[0]} is not there (removed since bootstrap found it?): reinstall it{hint}"
         ) from None
     if on_start is not None:
         on_start(proc)
