@@ -11,17 +11,25 @@ export BOOTSTRAP_REQUIREMENTS_FILE ?= $(CURDIR)/repo_template/requirements.txt
 export BOOTSTRAP_PACKAGES_DIR ?= $(CURDIR)/.packages
 endif
 
-.PHONY: venv sync-packages test lock check status bench lint clean
+.PHONY: venv runtime sync-packages test lock check status verify watch rollback add remove env bench lint clean
 
-$(VENV)/.installed: pyproject.toml
+# Two environments in one .venv: what the main job needs (bootstrap and its dependencies: the
+# "host" whose packages constrain users' sets), and, for `make test` and `make lint`, the dev toolchain.
+$(VENV)/.installed-runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-venv: $(VENV)/.installed
+runtime: $(VENV)/.installed-runtime
 
-sync-packages: venv
+venv: $(VENV)/.installed-dev
+
+sync-packages: runtime
 	$(PY) -m bootstrap sync
 
 # The tests that concern the resolver and installer, run again with the uv backend.
@@ -34,14 +42,21 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 	BOOTSTRAP_TEST_BACKEND=uv $(PY) -m pytest -m "not network" $(PYTEST_ARGS) $(UV_TESTS)
 
-lock: venv
-	$(PY) -m bootstrap lock
+# The commands of `python -m bootstrap`, with the settings above (a fresh clone's default included).
+lock check status verify watch: runtime
+	$(PY) -m bootstrap $@
 
-check: venv
-	$(PY) -m bootstrap check
+rollback: runtime
+	$(PY) -m bootstrap rollback $(if $(TO),--to '$(TO)')
 
-status: venv
-	$(PY) -m bootstrap status
+add remove: runtime
+	@test -n "$(PKG)" || { echo "usage: make $@ PKG=name (e.g. make add PKG='tabulate>=0.9')" >&2; exit 2; }
+	$(PY) -m bootstrap $@ '$(PKG)'
+
+# `eval "$$(make -s env)"` makes plain `python -m bootstrap ...` use the same folders as these targets.
+env:
+	$(if $(BOOTSTRAP_REQUIREMENTS_FILE),@echo "export BOOTSTRAP_REQUIREMENTS_FILE='$(BOOTSTRAP_REQUIREMENTS_FILE)'")
+	$(if $(BOOTSTRAP_PACKAGES_DIR),@echo "export BOOTSTRAP_PACKAGES_DIR='$(BOOTSTRAP_PACKAGES_DIR)'")
 
 bench: venv
 	$(PY) bench/bench.py

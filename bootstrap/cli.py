@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from bootstrap.errors import BootstrapError, StorageError, redact
 from bootstrap.host.child import relay_line
 from bootstrap.settings import Settings, load_settings
+from bootstrap.store.fs import counted
 
 # Each command imports what it runs (marked `# slow path`): `check`, a health probe run every few
 # seconds on some platforms, should not pay for watchdog, pip-tools' parsing and the pipeline.
@@ -25,7 +27,7 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
 
     result = sync(settings)
     manifest = result.manifest
-    summary = f"generation {manifest.get('generation')} ({len(manifest.get('packages', []))} packages)"
+    summary = f"generation {manifest.get('generation')} ({counted(len(manifest.get('packages', [])), 'package')})"
     print(f"synced: {summary} at {manifest['site_dir']}" if result.changed else f"up to date: {summary}")
     return 0
 
@@ -47,13 +49,15 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.json:
         print(json.dumps(report, indent=2))
-    elif report["healthy"]:
+    elif report["state"] == "healthy":
         print(f"healthy: generation {report['generation']} serves {report['requirements_file']}")
+    elif report["state"] == "degraded":  # a health probe passes: the active generation is intact and serves
+        print("degraded: " + "; ".join(report["pending"]))
     else:
         print("unhealthy: " + "; ".join(report["problems"]))
     if not args.json and report["notes"]:
         print("note: " + "; ".join(report["notes"]))
-    return 0 if report["healthy"] else 1
+    return 1 if report["state"] == "unhealthy" else 0
 
 
 def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
@@ -63,7 +67,10 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
 
     desired, _ = read_desired(settings, runtime=False)  # the lock is for committing: the repo file's alone
     lock = resolve.write_committed_lock(settings, desired, lazy_backend(settings), hashes=args.hashes)
-    print(f"wrote {lock.committed_file} ({len(lock.pins)} pins); commit it beside {settings.requirements_file.name}")
+    print(
+        f"wrote {lock.committed_file} ({counted(len(lock.pins), 'pin')}); "
+        f"commit it beside {settings.requirements_file.name}"
+    )
     return 0
 
 
@@ -105,7 +112,8 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     elif report["ok"]:
         print(
-            f"verified: generation {report['generation']}: {report['files']} files match their RECORD hashes; "
+            f"verified: generation {report['generation']}: {counted(report['files'], 'file')} "
+            "match their RECORD hashes; "
             "no package or file is missing, none is unlisted"
         )
     else:
@@ -154,7 +162,9 @@ def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.ops import rollback  # slow path
 
     manifest = rollback.rollback(settings, to=args.to)
-    print(f"rolled back: generation {manifest['generation']} ({len(manifest['packages'])} packages) is active")
+    print(
+        f"rolled back: generation {manifest['generation']} ({counted(len(manifest['packages']), 'package')}) is active"
+    )
     return 0
 
 
@@ -178,7 +188,11 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="what is active, what is in the folder, what failed")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_cmd_status)
-    check = commands.add_parser("check", parents=[common], help="health probe: exit 0 only when all is current")
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="health probe: exit 1 when unhealthy, 0 when healthy or degraded (a sync pending, a rollback)",
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=_cmd_check)
     lock = commands.add_parser("lock", parents=[common], help="resolve and write the lock beside the requirements file")
@@ -219,9 +233,22 @@ class _RelayFormatter(logging.Formatter):
         return relay_line({"level": record.levelno, "message": message})
 
 
-def _configure_logging(verbose: bool, quiet: bool, relay: bool = False) -> logging.Handler:
+# The commands that print their result on stdout: the log record saying the same is not shown on stderr too.
+_PRINTS_OUTCOME = frozenset({"sync", "add", "remove", "rollback"})
+
+
+def _configure_logging(verbose: bool, quiet: bool, relay: bool = False, command: str | None = None) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RelayFormatter() if relay else logging.Formatter("bootstrap: %(message)s"))
+    if relay:
+        handler.setFormatter(_RelayFormatter())
+    elif command == "watch":  # a long-running log: each line says when (UTC)
+        stamped = logging.Formatter("%(asctime)s bootstrap: %(message)s", "%Y-%m-%dT%H:%M:%SZ")
+        stamped.converter = time.gmtime
+        handler.setFormatter(stamped)
+    else:
+        handler.setFormatter(logging.Formatter("bootstrap: %(message)s"))
+    if not relay and not verbose and command in _PRINTS_OUTCOME:  # -v shows every record
+        handler.addFilter(lambda record: not getattr(record, "outcome", False))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
@@ -245,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     saved = (log.level, log.propagate)  # main() may be called in-process: leave the logger as found
     global _relay_handler
-    handler = _configure_logging(args.verbose, args.quiet, args.relay)
+    handler = _configure_logging(args.verbose, args.quiet, args.relay, args.command)
     _relay_handler = handler if args.relay else None
     try:
         return int(args.func(load_settings(), args))

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     )
     backend: Literal["pip", "uv"] = Field(
         "pip",
-        description="What resolves and installs: pip-tools and pip, or uv (`pip install 'bootstrap-packages[uv]'`).",
+        description="What resolves and installs: pip-tools and pip, or uv (`pip install uv`, the `[uv]` extra).",
     )
     compile_bytecode: bool = Field(
         True,

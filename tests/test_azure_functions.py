@@ -128,16 +128,16 @@ def test_auth_levels_and_names_are_options(repo: Repo) -> None:
     assert functions["pkgs_execute_workflow"].get_trigger().auth_level == func.AuthLevel.ADMIN
 
 
-def test_health_is_200_when_synced_and_503_when_the_file_changed(repo: Repo) -> None:
+def test_health_is_200_when_synced_and_while_a_sync_is_pending(repo: Repo) -> None:
     repo.write("bsf-alpha==1.0")
     handlers = make_app(repo)
     status, report = get_health(handlers)
     assert status == 200 and report["healthy"] is True, report
     assert report["generation"] == repo.manifest()["generation"]
-    repo.write("bsf-alpha==2.0")  # not synced yet
+    repo.write("bsf-alpha==2.0")  # not synced yet: degraded, and the probe passes
     status, report = get_health(handlers)
-    assert status == 503 and report["healthy"] is False
-    assert any("changed since the last sync" in problem for problem in report["problems"]), report
+    assert status == 200 and report["healthy"] is True and report["state"] == "degraded"
+    assert any("changed since the last sync" in reason for reason in report["pending"]), report
 
 
 def test_health_is_503_when_the_requirements_file_has_a_bad_line(repo: Repo) -> None:

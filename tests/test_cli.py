@@ -74,8 +74,8 @@ def test_check_tracks_the_file_and_the_generation(repo: Repo, run_cli: Any) -> N
     assert healthy.out.startswith("healthy:") and repo.manifest()["generation"] in healthy.out
 
     repo.write("bsf-alpha==2.0")
-    edited = run_cli("check")
-    assert edited.code == 1
+    edited = run_cli("check")  # not synced yet: degraded, and a health probe passes
+    assert edited.code == 0 and edited.out.startswith("degraded: sync pending:")
     assert "changed since" in edited.out and "requirements.txt" in edited.out
 
     repo.write("bsf-alpha==1.0")  # back as it was: healthy again, with no sync
@@ -208,7 +208,7 @@ def test_python_dash_m_bootstrap_end_to_end(repo: Repo) -> None:
     assert "Traceback" not in proc.stderr
     assert proc.stdout.startswith("synced:")
     assert "bootstrap: resolving" in proc.stderr
-    assert any(line.startswith("bootstrap: published generation") for line in proc.stderr.splitlines())
+    assert "published generation" not in proc.stderr  # the result is on stdout, once
     m = repo.manifest()
     assert m["status"] == "ok" and repo.installed() == {"bsf-gamma": "1.0"}
     assert python_in(m["site_dir"], "import bsf_gamma; print(bsf_gamma.__version__)").stdout.strip() == "1.0"

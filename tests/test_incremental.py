@@ -103,7 +103,7 @@ def test_only_what_changed_and_what_depends_on_it_is_import_checked_again(
     caplog.clear()
     with caplog.at_level("INFO", logger="bootstrap"):
         sync(repo.settings())
-    assert "1 unchanged distributions were import-checked before" in caplog.text  # bsf-gamma only
+    assert "1 unchanged distribution import-checked before" in caplog.text  # bsf-gamma only
     assert "import-checking 2 modules" in caplog.text  # bsf_alpha (changed), bsf_beta (depends on it)
 
 

@@ -34,6 +34,7 @@ PINNED_MANIFEST_KEYS = {
     "python",
     "updated_at",
     "error",
+    "rolled_back_from",
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bootstrap.errors import VerificationError
+from bootstrap.errors import SettingsError, VerificationError
 from bootstrap.pipeline import verify
 from bootstrap.store.records import Distribution
 from tests.wheels import Dist, build_wheel, module
@@ -233,7 +233,8 @@ def test_an_import_check_that_cannot_start_is_no_pass(
 ) -> None:
     site = site_with(tmp_path, wheelhouse, "bsf-gamma")
     monkeypatch.setattr(verify.sys, "executable", str(tmp_path / "no-such-python"))
-    with pytest.raises(FileNotFoundError):  # a sync reports it as a storage error; it never passes
+    # One line naming the program (not "cannot use the packages folder"); it never passes.
+    with pytest.raises(SettingsError, match="no-such-python is not there"):
         verify.check_imports(site, verify.installed(site), skip=frozenset(), timeout=60)
 
 

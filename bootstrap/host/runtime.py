@@ -55,14 +55,17 @@ def add(settings: Settings, text: str) -> SyncResult:
         legacy.migrate(layout)  # an older bootstrap's overlay first: its lines are kept
         kept = [line for line in _current_lines(layout) if line.name != wanted.name]
         text_after = overlay.render([*kept, wanted])
-        _check_against_committed(settings, layout, text_after)  # a conflict is refused before any work
-        # Not in the active generation although asked for (a rollback, say): build even if the inputs look served.
-        missing = package_entry(manifest.read(layout.manifest), wanted.name) is None
-        log.info("adding %s to the runtime requirements", wanted.requirement)
         try:
+            _check_against_committed(settings, layout, text_after, wanted)  # a conflict is refused before any work
+            # Not in the active generation although asked for (a rollback, say): build even if the inputs look served.
+            missing = package_entry(manifest.read(layout.manifest), wanted.name) is None
+            log.info("adding %s to the runtime requirements", wanted.requirement)
             return sync(settings, RuntimeChange(text_after, rebuild=missing))
-        except BootstrapError as exc:  # say which request failed, not only which overlay line
-            exc.message = f"cannot add {text!r} (nothing changed): {exc.message}"
+        except BootstrapError as exc:  # say which request failed
+            # A line of the overlay as it would have been is on no disk: name the request, not that line.
+            about_overlay = isinstance(exc, RequirementsError) and exc.path == layout.runtime_requirements
+            why = exc.why if isinstance(exc, RequirementsError) and about_overlay else exc.message
+            exc.message = f"cannot add {text!r} (nothing changed): {why}"
             exc.args = (exc.message,)
             raise
 
@@ -78,14 +81,23 @@ def remove(settings: Settings, name: str) -> SyncResult:
         lines = _current_lines(layout)
         kept = [line for line in lines if line.name != canonical]
         if len(kept) == len(lines):
-            raise RequirementsError(
-                f"cannot remove {name!r}",
-                None,
-                "it was not added at run time (`python -m bootstrap status` lists where each package comes from); "
-                f"a package of the committed file is removed there, from {settings.requirements_file}",
-            )
+            raise RequirementsError(f"cannot remove {name!r}", None, _not_removable(settings, canonical))
         log.info("removing %s from the runtime requirements", name)
         return sync(settings, RuntimeChange(overlay.render(kept)))
+
+
+def _not_removable(settings: Settings, name: str) -> str:
+    """Why ``remove`` has nothing to take out: where the package comes from, as the active set says."""
+    entry = package_entry(manifest.read(settings.layout.manifest), name)
+    if entry is None:
+        return "it was not added at run time, and the active generation does not hold it: nothing to remove"
+    if entry.get("source") == "repo":
+        where = settings.requirements_file
+        return f"it was not added at run time: the committed file asks for it; remove it there ({where})"
+    return (
+        "it was not added at run time: it is a dependency of another package (`python -m bootstrap status` lists "
+        "where each package comes from)"
+    )
 
 
 def served(settings: Settings, text: str) -> PackageEntry | None:
@@ -123,11 +135,20 @@ def _current_lines(layout: Layout) -> list[RequirementLine]:
         ) from None
 
 
-def _check_against_committed(settings: Settings, layout: Layout, text: str) -> None:
-    """The overlay as it would be, merged with the committed file: raises on a conflict, naming both lines."""
+def _check_against_committed(settings: Settings, layout: Layout, text: str, wanted: RequirementLine) -> None:
+    """The request, then the overlay as it would be, merged with the committed file: raises on a conflict,
+    naming the committed line."""
     policy = policy_for(settings)
     try:
         desired = requirements.read(settings.requirements_file, policy)
     except RequirementsError:
         return  # the committed file's own problem: the sync reports it, in full
+    for line in desired.requirements:
+        if line.name == wanted.name and requirements.conflicting(line, wanted):
+            raise RequirementsError(
+                layout.runtime_requirements,  # `add` names the request instead
+                None,
+                f"{wanted.requirement} conflicts with {line.path}:{line.line}: {line.requirement} (the committed "
+                f"file); ask for a version it allows, or change {line.path.name}",
+            )
     overlay.merged(desired, overlay.parse_overlay(layout.runtime_requirements, text, policy), {})

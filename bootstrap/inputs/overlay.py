@@ -96,7 +96,16 @@ def parse_request(text: str) -> RequirementLine:
     if text.strip().startswith("-"):
         raise RequirementsError(label, None, "only a requirement (NAME or NAME[SPEC]) can be added, not an option")
     # Never a URL or a path, whatever the committed file may give: a runtime request can come from a
-    # workflow's input (an HTTP body), and BOOTSTRAP_ALLOW_DIRECT_REFERENCES is about the reviewed file.
+    # workflow's input (an HTTP body), and BOOTSTRAP_ALLOW_DIRECT_REFERENCES is about the reviewed file
+    # (so the message never suggests it).
+    if requirements.is_direct_reference(text.strip()):
+        raise RequirementsError(
+            label,
+            None,
+            "direct references (a URL, an archive, a path) are never added at run time, whatever the committed "
+            "file may use: add the package by name, e.g. `tabulate` or `tabulate==0.9.0`, from the operator's "
+            "index, or commit `name @ URL` in the requirements file",
+        )
     try:
         parsed = requirements.parse_requirement(Path("<request>"), 0, text.strip(), Policy())
     except RequirementsError as exc:

@@ -546,10 +546,21 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
 _ALLOW_DIRECT = "an operator can allow `name @ URL` with BOOTSTRAP_ALLOW_DIRECT_REFERENCES=true"
 
 
+def is_direct_reference(spec: str) -> bool:
+    """``name @ URL``, a URL, an archive or a path: not a name for the index to resolve."""
+    return _NAMED_REFERENCE.match(spec) is not None or _bare_reference(spec)
+
+
+def _bare_reference(spec: str) -> bool:
+    return bool(
+        _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip())
+    )
+
+
 def parse_requirement(path: Path, line_no: int, line: str, policy: Policy) -> RequirementLine:
     spec, hashes = _split_line_options(path, line_no, line)
     named = _NAMED_REFERENCE.match(spec) is not None  # `name @ URL`: judged below, once parsed
-    bare = _URL_SCHEME.match(spec) or spec.startswith((".", "/", "~")) or _ARCHIVE.search(spec.split(";")[0].strip())
+    bare = _bare_reference(spec)
     if bare and not named:
         if policy.allow_direct_references:
             raise RequirementsError(path, line_no, f"write a direct reference as `name @ URL`, not {redact(spec)}")

@@ -14,26 +14,38 @@ from bootstrap.inputs import legacy
 from bootstrap.pipeline.publish import read_generation, undeletable
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, records, registry
-from bootstrap.store.fs import human_size, tree_size
+from bootstrap.store.fs import counted, human_size, tree_size
 from bootstrap.store.layout import Layout
 from bootstrap.store.paths import HOST_PATH_VARIABLE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the manifest's types exist for the type checker only
-    from bootstrap.store.manifest import PackageEntry
+    from bootstrap.store.manifest import Manifest, PackageEntry, RolledBackFrom
 
 
 def check(settings: Settings) -> dict[str, Any]:
-    """Healthy only when the active generation serves the file as it is now, intact, and the last sync worked."""
+    """The health of the packages folder, in one of three states (``state``):
+
+    - ``healthy``: the active generation serves the files as they are now, intact, and the last sync worked;
+    - ``degraded``: the active generation is intact and serves, but not what the files ask for now: a sync is
+      pending (an edited requirements file, a newly committed lock), or it was rolled back (``pending``
+      says which); ``healthy`` is still true, so a health probe does not fail;
+    - ``unhealthy``: something needs an operator (``problems``): never synced, the last sync failed, the
+      requirements file is missing, a folder others can write, a damaged generation.
+    """
     layout = settings.layout
     current, damage = manifest.load(layout.manifest)
     problems: list[str] = []
+    pending: list[str] = []
     if damage:
         problems.append(f"{damage}; the next sync rewrites it")
     else:
-        reason = freshness.stale_reason(current, settings.sources)
+        problems += _missing_requirements_file(current, settings)
+        reason = freshness.stale_reason(current, settings.sources, inputs_too=False)
         if reason:
             problems.append(reason)
+        elif current is not None:
+            pending += _pending(current, settings)
         if current is not None and current.get("status") == "failed":
             error: dict[str, Any] = dict(current.get("error") or {})
             problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
@@ -48,7 +60,10 @@ def check(settings: Settings) -> dict[str, Any]:
         notes.append(f"restart pending: {who} has {loaded} loaded; restart it to use the active generation")
     return {
         "healthy": not problems,
+        "state": "unhealthy" if problems else "degraded" if pending else "healthy",
         "problems": problems,
+        "pending": pending,
+        "rolled_back_from": current.get("rolled_back_from") if current and not problems else None,
         "notes": notes,
         "generation": current.get("generation") if current else None,
         "site_dir": current.get("site_dir") if current else None,
@@ -57,6 +72,46 @@ def check(settings: Settings) -> dict[str, Any]:
         "last_error": current.get("error") if current else None,
         "restart_pending": restarts,
     }
+
+
+def _missing_requirements_file(current: Manifest | None, settings: Settings) -> list[str]:
+    """A requirements file that is not there, when there was one (or nothing was ever synced): a sync then
+    refuses to empty what serves, so it needs an operator. A host that never had one is fine without it."""
+    path = settings.requirements_file
+    if path.exists() or (current is not None and current.get("requirements_sha256") is None):
+        return []
+    return [
+        f"the requirements file {path} does not exist: check BOOTSTRAP_REQUIREMENTS_FILE (or that the repo is "
+        "checked out); the active generation keeps serving"
+    ]
+
+
+def _pending(current: Manifest, settings: Settings) -> list[str]:
+    """Why an intact, serving generation is not what the files ask for now: changed inputs, or a rollback."""
+    generation = current.get("generation")
+    requirements_file = str(settings.requirements_file)
+    pending = [
+        f"sync pending: {path} changed since the last sync; generation {generation} serves until a sync"
+        for path in freshness.changed_inputs(current)
+        if path != requirements_file or Path(path).exists()  # a missing file is a problem of its own
+    ]
+    away_from = current.get("rolled_back_from")
+    if away_from is not None and not pending:  # else the files ask for something else again: a sync is pending
+        pending.append(
+            f"rolled back to {generation}; the file asks for {_asked_for(away_from, current)}: hosts serve "
+            f"{generation} until the file changes, `python -m bootstrap sync` builds what it asks for"
+        )
+    return pending
+
+
+def _asked_for(away_from: RolledBackFrom, current: Manifest) -> str:
+    """What the files ask for, against what the rolled-back generation serves: only the pins that differ."""
+    serving = {f"{package['name']}=={package['version']}" for package in current.get("packages", [])}
+    asked = set(away_from.get("pins") or [])
+    differ = [f"{pin} (not served)" for pin in sorted(asked - serving)]
+    differ += [f"no {pin}" for pin in sorted(serving - asked)]
+    what = f"generation {away_from.get('generation')}"
+    return f"{what} ({', '.join(differ)})" if differ else what
 
 
 def _damage(site_dir: Path, packages: list[PackageEntry]) -> list[str]:
@@ -200,14 +255,16 @@ def format_status(report: dict[str, Any]) -> str:
     if current.get("generation"):
         python = current.get("python") or {}
         lines.append(
-            f"active           {current['generation']} ({len(current.get('packages', []))} packages, "
+            f"active           {current['generation']} ({counted(len(current.get('packages', [])), 'package')}, "
             f"Python {python.get('version')} {python.get('platform')}, lock from {current.get('lock_source')})"
         )
         lines.append(f"site dir         {current.get('site_dir')}")
     else:
         lines.append("active           none (never synced successfully)")
-    lines.append(f"health           {'healthy' if health['healthy'] else 'NOT healthy'}")
+    state = {"healthy": "healthy", "degraded": "degraded (healthy for a probe)"}.get(health.get("state"), "NOT healthy")
+    lines.append(f"health           {state}")
     lines.extend(f"  - {problem}" for problem in health["problems"])
+    lines.extend(f"  - {reason}" for reason in health.get("pending", []))
     lines.extend(f"  note: {note}" for note in health.get("notes", []))
     error = current.get("error")
     if error:
@@ -217,7 +274,10 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("packages")
         width = max(len(p["name"]) for p in packages)
         adopted = report.get("adopted", {})
-        lines.extend(f"  {p['name']:<{width}}  {p['version']:<12} {_why_there(p, adopted)}" for p in packages)
+        version_width = max(len(p["version"]) for p in packages)  # a long version never pushes its row out
+        lines.extend(
+            f"  {p['name']:<{width}}  {p['version']:<{version_width}}  {_why_there(p, adopted)}" for p in packages
+        )
     unavailable = sorted(name for name, outcome in report.get("adopted", {}).items() if outcome == legacy.UNAVAILABLE)
     if unavailable:
         lines.append("legacy packages not adopted (not to be had from the index as pinned, or in conflict; not served)")
@@ -226,9 +286,8 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("generations")
         for gen in report["generations"]:
             flag = "active" if gen["active"] else ("" if gen["complete"] else "incomplete")
-            lines.append(
-                f"  {gen['generation']}  {human_size(gen['bytes']):>10}  {gen['packages']:>3} packages  {flag}".rstrip()
-            )
+            size, count = human_size(gen["bytes"]), counted(gen["packages"], "package")
+            lines.append(f"  {gen['generation']}  {size:>10}  {count:>12}  {flag}".rstrip())
     if report["staging"]:
         lines.append("staging (debris of an interrupted sync; the next sync removes it)")
         lines.extend(f"  {name}" for name in report["staging"])

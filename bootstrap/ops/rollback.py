@@ -2,9 +2,11 @@
 
 A generation is never modified, so rolling back is only a new manifest that
 points at an older folder. It holds until the requirements file (or its
-lock, an included file, the runtime overlay) changes: the rolled-back manifest
-records those inputs as they are now, so start-up keeps serving it instead of
-rebuilding what was just rolled back.
+lock, an included file, the runtime overlay) changes, or an explicit ``sync``
+builds what the file asks for again: the rolled-back manifest records those
+inputs as they are now, so start-up keeps serving it instead of rebuilding
+what was just rolled back, and ``rolled_back_from`` what it moved away from
+(``check`` says so: degraded, not unhealthy).
 """
 
 from __future__ import annotations
@@ -63,9 +65,16 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
             raise RollbackError(f"generation {to} is damaged ({missing[0]} is missing); pick another")
         record = read_generation(layout.generation(to))
         assert record is not None  # a candidate
-        rolled_back = manifest.rolled_back(to, record, site_dir, str(settings.requirements_file), _inputs_now(settings))
+        rolled_back = manifest.rolled_back(
+            to, record, site_dir, str(settings.requirements_file), _inputs_now(settings), current
+        )
         manifest.write(layout.manifest, rolled_back)
-        log.info("rolled back from %s to %s; it serves until the requirements file changes", active, to)
+        log.info(
+            "rolled back from %s to %s; hosts serve it until the requirements file changes or `sync` runs",
+            active,
+            to,
+            extra={"outcome": True},  # pipeline.sync.OUTCOME: the command line prints it once
+        )
         return rolled_back
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bootstrap.errors import CommandError
+from bootstrap.store.fs import counted
 from bootstrap.tools import runner
 
 log = logging.getLogger("bootstrap")
@@ -93,7 +94,7 @@ def compile_tree(
     if not modules:
         return
     workers = max(1, min(runner.cores(), len(modules) // _CHUNK + 1))
-    log.info("compiling bytecode of %d modules (on %d cores)", len(modules), workers)
+    log.info("compiling bytecode of %s (on %s)", counted(len(modules), "module"), counted(workers, "core"))
     scratch = Path(tempfile.mkdtemp(prefix=".compile-", dir=folder.parent))
     try:
         listing = scratch / "modules"

@@ -35,7 +35,7 @@ from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.plan import Plan
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, locks, manifest, records, registry, safety
-from bootstrap.store.fs import atomic_write_text
+from bootstrap.store.fs import atomic_write_text, counted
 from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
 from bootstrap.store.paths import Sources
 from bootstrap.tools.backends import Tools, lazy_backend
@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # the manifest's types exist for the type checker only
     from bootstrap.store.manifest import Manifest, Provenance
 
 log = logging.getLogger("bootstrap")
+# A log record that says what a command prints as its result: the command line shows it once, on stdout.
+OUTCOME = {"outcome": True}
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,10 @@ def _converge(settings: Settings, change: RuntimeChange | None) -> SyncResult:
     """The sync itself: the overlay on disk (or ``change``'s) and the committed file, built if not served."""
     layout = settings.layout
     current = manifest.read(layout.manifest)
-    if change is None and current is not None and current.get("status") == "ok" and serves(current, settings.sources):
-        log.info("up to date: generation %s serves %s", current.get("generation"), settings.requirements_file)
+    if change is None and current is not None and current.get("status") == "ok" and _up_to_date(current, settings):
+        log.info(
+            "up to date: generation %s serves %s", current.get("generation"), settings.requirements_file, extra=OUTCOME
+        )
         return SyncResult(changed=False, manifest=current)
     waiting_since = manifest.now_iso()
     try:
@@ -176,6 +180,12 @@ def _validate_before_locking(settings: Settings, layout: Layout) -> None:
         except LockTimeoutError:
             log.debug("another sync holds the build lock: it records the failure")
         raise
+
+
+def _up_to_date(current: Manifest, settings: Settings) -> bool:
+    """Nothing for a plain sync to do: the active generation serves the files, and is not a rollback
+    (hosts keep serving a rolled-back generation at start-up; ``sync`` builds what the file asks for)."""
+    return current.get("rolled_back_from") is None and serves(current, settings.sources)
 
 
 def serves(current: Manifest, sources: Sources) -> bool:
@@ -236,8 +246,8 @@ def _sync_locked(
     if the_plan.keep_active:
         assert current is not None
         log.info(
-            "the pins are unchanged (%d packages): generation %s stays active",
-            len(lock.pins),
+            "the pins are unchanged (%s): generation %s stays active",
+            counted(len(lock.pins), "package"),
             current.get("generation"),
         )
         updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current.get("packages", []), desired))
@@ -251,10 +261,13 @@ def _sync_locked(
     _commit(layout, new, change)
     # Published: from here on nothing may fail the sync (or roll the manifest back).
     _collect_garbage(settings, layout, new["generation"])
-    count = len(new["packages"])
     elapsed = time.monotonic() - started
     log.info(
-        "published generation %s: %d package%s in %.1fs", new["generation"], count, "" if count == 1 else "s", elapsed
+        "published generation %s: %s in %.1fs",
+        new["generation"],
+        counted(len(new["packages"]), "package"),
+        elapsed,
+        extra=OUTCOME,
     )
     return SyncResult(changed=True, manifest=new)
 
@@ -269,9 +282,9 @@ def _refuse_a_vanished_file(desired: Desired, current: Manifest | None) -> None:
         raise RequirementsError(
             desired.requirements_file,
             None,
-            f"does not exist, so the {len(current['packages'])} packages of generation {current.get('generation')} "
-            "keep serving; check BOOTSTRAP_REQUIREMENTS_FILE (or that the repo is checked out), or commit an empty "
-            "file to serve nothing",
+            f"does not exist, so generation {current.get('generation')} keeps serving its "
+            f"{counted(len(current['packages']), 'package')}; check BOOTSTRAP_REQUIREMENTS_FILE (or that the repo "
+            "is checked out), or commit an empty file to serve nothing",
         )
 
 
@@ -283,16 +296,19 @@ def _done_meanwhile(
     change: RuntimeChange | None,
 ) -> SyncResult | None:
     """With the lock: the work another process did while we waited (or the failure it had), if any."""
-    overlay_unchanged = change is None or (
-        not change.rebuild and change.overlay == _read_text(layout.runtime_requirements)
-    )
-    if current is not None and overlay_unchanged and serves(current, settings.sources):
+    if change is None:
+        done = current is not None and _up_to_date(current, settings)
+    else:
+        unchanged = not change.rebuild and change.overlay == _read_text(layout.runtime_requirements)
+        done = current is not None and unchanged and serves(current, settings.sources)
+    if done:
+        assert current is not None
         if current.get("status") != "ok":  # the file is back to what the active generation serves
             current = manifest.ok_again(current)
             manifest.write(layout.manifest, current)
-            log.info("up to date again: generation %s serves the file as it is now", current.get("generation"))
+            log.info("up to date again: generation %s serves the file", current.get("generation"), extra=OUTCOME)
         else:
-            log.info("up to date: generation %s (synced by another process)", current.get("generation"))
+            log.info("up to date: generation %s (synced by another process)", current.get("generation"), extra=OUTCOME)
         return SyncResult(changed=False, manifest=current)
     recorded = _failed_while_waiting(current, settings, waiting_since) if waiting_since and not change else None
     if recorded is not None:

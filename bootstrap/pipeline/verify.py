@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, VerificationError
+from bootstrap.store.fs import counted
 from bootstrap.store.records import Distribution, installed, missing_files, shared_files
 from bootstrap.tools import runner
 
@@ -357,7 +358,8 @@ def verify_generation(
         raise VerificationError("files listed in RECORD are missing: " + "; ".join(missing[:5]) + more)
     to_check = _affected(dists, carried)
     if len(to_check) < len(dists):
-        log.info("%d unchanged distributions were import-checked before", len(dists) - len(to_check))
+        unchanged = counted(len(dists) - len(to_check), "unchanged distribution")
+        log.info("%s import-checked before: not checked again", unchanged)
     before = seal(site_dir)
     try:
         check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists), first=first)

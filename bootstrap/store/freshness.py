@@ -53,13 +53,14 @@ def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] 
     return inputs
 
 
-def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
+def stale_reason(manifest: Manifest | None, sources: Sources, *, inputs_too: bool = True) -> str | None:
     """Why the active generation does not serve ``sources`` as they are now; None when it does.
 
     Every file the manifest records (the requirements file, its included files, the lock,
     the runtime overlay) must still have the recorded hash, and the three key files must be
     among them; the generation must be built for this interpreter and be there, one of the packages
     folder's own (``misplaced_site``), where only its owner (and group) can write (``open_to_others``).
+    ``inputs_too=False``: all that but the recorded files' hashes (``changed_inputs`` says which changed).
     """
     if manifest is None or not manifest.get("site_dir"):
         return "never synced"
@@ -76,9 +77,9 @@ def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
         return f"the lock file is now {sources.lock_file}"
     if sources.runtime_file not in inputs:
         return "the manifest does not record the packages added at run time"
-    for path, sha256 in inputs.items():
-        if file_sha256(path) != sha256:
-            return f"{path} changed since the last sync"
+    changed = changed_inputs(manifest) if inputs_too else []
+    if changed:
+        return f"{changed[0]} changed since the last sync"
     if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
         python = manifest.get("python") or {}
         return (
@@ -86,6 +87,14 @@ def stale_reason(manifest: Manifest | None, sources: Sources) -> str | None:
             f"{python.get('platform')}), not this interpreter"
         )
     return None
+
+
+def changed_inputs(manifest: Manifest) -> list[str]:
+    """The files the manifest records whose bytes are not what they were (first: the first one found)."""
+    inputs = manifest.get("inputs")
+    if not isinstance(inputs, dict):
+        return []
+    return [path for path, sha256 in inputs.items() if file_sha256(path) != sha256]
 
 
 def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:

@@ -146,6 +146,11 @@ def tree_size(path: Path) -> int:
     return total
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 package``, ``2 packages``: the nouns bootstrap counts all take an ``s``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):

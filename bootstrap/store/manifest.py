@@ -69,6 +69,13 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         updated_at: str
         error: ErrorRecord | None
         overrides: list[str]
+        rolled_back_from: RolledBackFrom | None
+
+    class RolledBackFrom(TypedDict):
+        """What the active generation was rolled back from: what the files asked for then (and still do)."""
+
+        generation: str | None
+        pins: list[str]  # "name==version", sorted
 
     class GenerationRecord(TypedDict):
         generation: str
@@ -99,6 +106,7 @@ MANIFEST_KEYS = (
     "updated_at",  # ISO 8601, UTC
     "error",  # null, or ERROR_KEYS: the last failure
     "overrides",  # host packages the generation overrides (then it goes first on sys.path)
+    "rolled_back_from",  # null, or what `rollback` moved away from: {"generation", "pins"}
 )
 PACKAGE_KEYS = ("name", "version", "requested", "provided_by", "source")
 ERROR_KEYS = ("message", "stage", "at", "inputs")
@@ -183,7 +191,7 @@ def write(path: str | os.PathLike[str], manifest: Manifest) -> None:
 
 
 # Keys added after schema 1 was first written: a manifest from before gets these values.
-_ADDED_KEYS: dict[str, object] = {"overrides": []}
+_ADDED_KEYS: dict[str, object] = {"overrides": [], "rolled_back_from": None}
 
 
 # Constructors: the only places a manifest is made.
@@ -207,6 +215,7 @@ def blank(requirements_file: str | os.PathLike[str]) -> Manifest:
         "updated_at": now_iso(),
         "error": None,
         "overrides": [],
+        "rolled_back_from": None,
     }
 
 
@@ -224,12 +233,21 @@ def published(provenance: Provenance, record: GenerationRecord, site_dir: str | 
         "error": None,
         # Host packages this generation overrides: it must then come before the host's site-packages.
         "overrides": record["overrides"],
+        "rolled_back_from": None,
     }
 
 
 def refreshed(current: Manifest, provenance: Provenance, packages: list[PackageEntry]) -> Manifest:
-    """The same generation, now serving other inputs that resolve to the very same pins."""
-    return {**current, **provenance, "packages": packages, "status": "ok", "error": None, "updated_at": now_iso()}
+    """The same generation, now serving other inputs that resolve to the very same pins (a rollback is over)."""
+    return {
+        **current,
+        **provenance,
+        "packages": packages,
+        "status": "ok",
+        "error": None,
+        "updated_at": now_iso(),
+        "rolled_back_from": None,
+    }
 
 
 def ok_again(current: Manifest) -> Manifest:
@@ -238,9 +256,21 @@ def ok_again(current: Manifest) -> Manifest:
 
 
 def rolled_back(
-    generation: str, record: GenerationRecord, site_dir: str | os.PathLike[str], requirements_file: str, inputs: Inputs
+    generation: str,
+    record: GenerationRecord,
+    site_dir: str | os.PathLike[str],
+    requirements_file: str,
+    inputs: Inputs,
+    previous: Manifest | None,
 ) -> Manifest:
-    """An earlier generation made active again; it serves while ``inputs`` (as they are now) stay the same."""
+    """An earlier generation made active again; it serves while ``inputs`` (as they are now) stay the same.
+
+    ``previous``: the manifest it replaces; what that served is what the files ask for (unless it was a
+    rollback itself: then what that one was rolled back from)."""
+    away_from = previous.get("rolled_back_from") if previous else None
+    if away_from is None and previous is not None:
+        pins = sorted(f"{package['name']}=={package['version']}" for package in previous.get("packages", []))
+        away_from = {"generation": previous.get("generation"), "pins": pins}
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
@@ -257,6 +287,7 @@ def rolled_back(
         "updated_at": now_iso(),
         "error": None,
         "overrides": record.get("overrides", []),
+        "rolled_back_from": away_from,
     }
 
 

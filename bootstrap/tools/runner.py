@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from bootstrap.errors import CommandError, redact
+from bootstrap.errors import CommandError, SettingsError, redact
 from bootstrap.store.safety import child_umask
 
 log = logging.getLogger("bootstrap")
@@ -118,7 +118,30 @@ def run(
     tag = os.urandom(16).hex()
     environment = child_env(env)
     environment[_TAG_VARIABLE] = " ".join(filter(None, (os.environ.get(_TAG_VARIABLE), tag)))
-    proc = subprocess.Popen(
+    try:
+        proc = _start(argv, environment, cwd)
+    except FileNotFoundError as exc:
+        if exc.filename != argv[0]:  # a folder (cwd): the caller's to report
+            raise
+        # The program, not the packages folder (an OSError would be reported as the folder's).
+        uv = os.path.basename(argv[0]).startswith("uv")
+        hint = " (`pip install --force-reinstall uv`), or unset BOOTSTRAP_BACKEND to use pip" if uv else ""
+        raise SettingsError(
+            f"the program {argv[0]} is not there (removed since bootstrap found it?): reinstall it{hint}"
+        ) from None
+    if on_start is not None:
+        on_start(proc)
+    streams = (_Tail(limit, keep, on_line), _Tail(limit, keep, on_line))
+    returncode, timed_out = _collect(proc, timeout, streams, tag.encode())
+    stdout, stderr = streams[0].text(), streams[1].text()
+    if timed_out or returncode != 0:
+        log.debug("%s failed (%s); stderr:\n%s", redact(" ".join(argv[:4])), returncode, redact(stderr))
+        raise CommandError(argv, returncode, stdout, stderr, timed_out=timed_out)
+    return Completed(argv, stdout, stderr)
+
+
+def _start(argv: list[str], environment: dict[str, str], cwd: str | os.PathLike[str] | None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -131,15 +154,6 @@ def run(
         process_group=0,
         umask=child_umask(),  # whatever the host's umask, pip writes nothing world-writable
     )
-    if on_start is not None:
-        on_start(proc)
-    streams = (_Tail(limit, keep, on_line), _Tail(limit, keep, on_line))
-    returncode, timed_out = _collect(proc, timeout, streams, tag.encode())
-    stdout, stderr = streams[0].text(), streams[1].text()
-    if timed_out or returncode != 0:
-        log.debug("%s failed (%s); stderr:\n%s", redact(" ".join(argv[:4])), returncode, redact(stderr))
-        raise CommandError(argv, returncode, stdout, stderr, timed_out=timed_out)
-    return Completed(argv, stdout, stderr)
 
 
 def _collect(

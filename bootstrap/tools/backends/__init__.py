@@ -34,7 +34,7 @@ def backend_for(settings: Settings) -> Backend:
         from uv import find_uv_bin  # an optional extra: only for this setting
     except ImportError:
         raise SettingsError(
-            "BOOTSTRAP_BACKEND=uv needs uv: install it with `pip install 'bootstrap-packages[uv]'`, "
+            "BOOTSTRAP_BACKEND=uv needs uv: install it with `pip install uv` (the `[uv]` extra), "
             "or unset BOOTSTRAP_BACKEND to use pip"
         ) from None
     env: dict[str, str] = {}
@@ -54,7 +54,14 @@ def backend_for(settings: Settings) -> Backend:
         env["UV_HTTP_TIMEOUT"] = str(int(settings.index_timeout) or 1)
     if settings.index_retries is not None and "UV_HTTP_RETRIES" not in os.environ:
         env["UV_HTTP_RETRIES"] = str(settings.index_retries)
-    return UvBackend(find_uv_bin(), env=env, options=tuple(options))
+    try:
+        program = find_uv_bin()
+    except FileNotFoundError:  # the uv package without its program (a broken install): not the packages folder's fault
+        raise SettingsError(
+            "BOOTSTRAP_BACKEND=uv needs the uv program, and the installed uv package has none: reinstall it with "
+            "`pip install --force-reinstall uv`, or unset BOOTSTRAP_BACKEND to use pip"
+        ) from None
+    return UvBackend(program, env=env, options=tuple(options))
 
 
 def _hand_on(env: dict[str, str], pip_name: str, uv_name: str) -> None:
