@@ -316,8 +316,22 @@ def test_a_workflow_that_raises_is_500_with_one_line_and_the_traceback_in_the_lo
         status, answer = execute(handlers, "boom", {"inputData": {}})
     assert status == 500
     assert answer == {"error": "workflow boom failed: ValueError: the workflow broke"}
-    logged = [record for record in caplog.records if "workflow boom failed" in record.getMessage()]
-    assert logged and logged[0].exc_info is not None  # the traceback went to the log
+    logged = [record.getMessage() for record in caplog.records if "workflow boom failed" in record.getMessage()]
+    assert logged and "Traceback (most recent call last)" in logged[0]  # the traceback went to the log
+
+
+def test_a_workflow_traceback_in_the_log_has_no_password(
+    repo: Repo, workflows: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (workflows / "leaky.py").write_text(
+        "def run(input_data):\n    raise RuntimeError('pip failed:\\n  https://bob:s3cret@index.example/simple')\n"
+    )
+    handlers = make_app(repo)
+    with caplog.at_level(logging.ERROR, logger="bootstrap"):
+        status, _ = execute(handlers, "leaky", {"inputData": {}})
+    assert status == 500
+    assert "leaky.py" in caplog.text and "****@index.example" in caplog.text  # the traceback, redacted
+    assert "s3cret" not in caplog.text  # before: logger.exception printed the exception as raised
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +149,7 @@ class _Routes:
                 raise RuntimeError("python -m bootstrap check gave no report")
             report = reports[-1]
         except Exception as exc:  # the probe answers even when the check itself breaks
-            logger.exception("the health check failed")
+            _log_failure("the health check failed")
             report = {"healthy": False, "problems": [f"the health check failed: {_one_line(exc)}"], "notes": []}
         self._log_report(report)
         return _json(self.scrub(report), 200 if report["healthy"] else 503)
@@ -177,7 +178,7 @@ class _Routes:
         try:
             workflow = self._load(name, path)
         except Exception as exc:
-            logger.exception("cannot load workflow %s from %s: %s", name, path, _one_line(exc))
+            _log_failure("cannot load workflow %s from %s: %s", name, path, _one_line(exc))
             return self._error(f"cannot load workflow {name}: {_one_line(exc)}", 500)
         run = getattr(workflow, "run", None)
         if not callable(run):
@@ -187,12 +188,12 @@ class _Routes:
         try:
             result = run(input_data)
         except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not take the handler down
-            logger.exception("workflow %s failed: %s", name, _one_line(exc))  # the full line, for the operator
+            _log_failure("workflow %s failed: %s", name, _one_line(exc))  # the full line, for the operator
             return self._error(f"workflow {name} failed: {_one_line(exc)}", 500)
         try:
             body = json.dumps(result, default=str)
         except (TypeError, ValueError) as exc:  # circular, say; default=str covers the rest
-            logger.exception("workflow %s returned a result that is not JSON", name)
+            _log_failure("workflow %s returned a result that is not JSON", name)
             return self._error(f"workflow {name} returned a result that is not JSON: {_one_line(exc)}", 500)
         return func.HttpResponse(body, status_code=200, mimetype="application/json")
 
@@ -321,6 +322,12 @@ def _kind(value: object) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
         type(value), type(value).__name__
     )
+
+
+def _log_failure(message: str, *args: object) -> None:
+    """``logger.exception``, with the traceback redacted: a workflow's exception may quote an index URL with
+    its password (a failed ``pip install``), and the log is read by more people than the operator."""
+    logger.error(message + "\n%s", *args, redact(traceback.format_exc().rstrip()))
 
 
 def _one_line(exc: BaseException) -> str:
