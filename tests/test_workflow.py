@@ -31,47 +31,30 @@ ALL_STEPS = ["verify_packages_dir", "check_existing", "install", "test_import", 
 # fields and values it names, step by step (a result may have more fields, never other values). "<packages>" is
 # the packages folder; module_file is checked apart (it ends in colorama/__init__.py inside that folder).
 DOCUMENTED_CALL = {"package": "colorama", "test_import": True, "test_usage": True}
+_IMPORTED = ("test_import", {"status": "success", "message": "Successfully imported colorama", "from_packages": True})
+_USED = (
+    "test_usage",
+    {"status": "success", "test": "Terminal color formatting", "has_fore": True, "has_back": True, "has_style": True},
+)
+_ALL_SUCCESSFUL = {"import_successful": True, "usage_successful": True, "all_successful": True}
 DOCUMENTED_FIRST_RUN: dict[str, Any] = {
     "steps": [
         ("verify_packages_dir", {"status": "success", "path": "<packages>"}),
         ("check_existing", {"status": "not_installed", "message": "colorama is not installed"}),
         ("install", {"status": "success", "message": "Successfully installed colorama"}),
-        ("test_import", {"status": "success", "message": "Successfully imported colorama", "from_packages": True}),
-        (
-            "test_usage",
-            {
-                "status": "success",
-                "test": "Terminal color formatting",
-                "has_fore": True,
-                "has_back": True,
-                "has_style": True,
-            },
-        ),
+        _IMPORTED,
+        _USED,
     ],
-    "summary": {
-        "already_installed": False,
-        "import_successful": True,
-        "usage_successful": True,
-        "all_successful": True,
-    },
+    "summary": {"already_installed": False, **_ALL_SUCCESSFUL},
 }
 DOCUMENTED_LATER_RUN: dict[str, Any] = {
     "steps": [
         ("verify_packages_dir", {"status": "success", "path": "<packages>"}),
         ("check_existing", {"status": "already_installed", "message": "colorama is already installed"}),
-        ("test_import", {"status": "success", "message": "Successfully imported colorama", "from_packages": True}),
-        (
-            "test_usage",
-            {
-                "status": "success",
-                "test": "Terminal color formatting",
-                "has_fore": True,
-                "has_back": True,
-                "has_style": True,
-            },
-        ),
+        _IMPORTED,
+        _USED,
     ],
-    "summary": {"already_installed": True, "import_successful": True, "usage_successful": True, "all_successful": True},
+    "summary": {"already_installed": True, **_ALL_SUCCESSFUL},
 }
 
 

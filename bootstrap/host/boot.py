@@ -9,7 +9,7 @@ process never loads pydantic, packaging or the sync machinery.
 
 from __future__ import annotations
 
-from bootstrap.host.activation import activate_manifest
+from bootstrap.host.activation import activate_manifest, put_on_path
 from bootstrap.store import freshness
 from bootstrap.store import manifest as manifest_mod
 from bootstrap.store.paths import Sources
@@ -29,9 +29,10 @@ def boot(settings: Settings | None, *, raise_errors: bool) -> Manifest | None:
     """Activate the active generation if it serves the files as they are now; else sync first."""
     sources = sources_of(settings)
     manifest = manifest_mod.read(sources.manifest_file)
-    if freshness.is_fresh(manifest, sources):
-        # The manifest just read: the fast path reads it once.
-        activate_manifest(manifest, sources.packages_dir, allow_world_writable=sources.allow_world_writable)
+    if manifest is not None and freshness.is_fresh(manifest, sources):
+        # The manifest just read, its generation already judged usable (placed, built for this interpreter,
+        # not writable by others) by the freshness check: the fast path reads and checks it once.
+        put_on_path(str(manifest["site_dir"]), first=bool(manifest.get("overrides")))
         return manifest
     return _sync_then_activate(settings, sources, raise_errors=raise_errors)
 
