@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bootstrap.errors import SettingsError
-from bootstrap.store.layout import Layout
+from bootstrap.store.layout import DEFAULT_LEASE_SECONDS, Layout
 from bootstrap.store.paths import (
     DEFAULT_PACKAGES_DIR,
     DEFAULT_REQUIREMENTS_FILE,
@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         None, description="The committed lock; default: requirements.lock beside the requirements file."
     )
     lock_timeout: float = Field(900.0, gt=0, description="Seconds to wait for another process's sync before giving up.")
+    lease_seconds: float = Field(
+        DEFAULT_LEASE_SECONDS,
+        ge=1,
+        description=(
+            "Seconds a sync's claim on the packages folder lasts unless renewed (every quarter of it): another "
+            "instance on the share takes over that long after a builder died."
+        ),
+    )
     generations_kept: int = Field(
         3, ge=1, description="Published generations kept on disk (the active one included), for rollback."
     )
@@ -175,7 +183,7 @@ class Settings(BaseSettings):
     @cached_property
     def layout(self) -> Layout:
         """The packages folder's parts and the state folder's (built once, with the settings)."""
-        return Layout(self.packages_dir, self.state_folder)
+        return Layout(self.packages_dir, self.state_folder, lease_seconds=self.lease_seconds)
 
     @property
     def sources(self) -> Sources:

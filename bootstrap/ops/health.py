@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 
 from bootstrap.errors import BootstrapError, VerificationError
 from bootstrap.inputs import legacy
-from bootstrap.pipeline.publish import read_generation, undeletable
+from bootstrap.pipeline.publish import newest_first, undeletable
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, records, registry
 from bootstrap.store.fs import counted, human_size, tree_size
@@ -214,19 +214,18 @@ def status(settings: Settings) -> dict[str, Any]:
     current = manifest.read(layout.manifest)
     active = current.get("generation") if current else None
     generations = []
-    if layout.generations.is_dir():
-        for path in sorted(layout.generations.iterdir(), reverse=True):
-            record: dict[str, Any] = dict(read_generation(path) or {})
-            generations.append(
-                {
-                    "generation": path.name,
-                    "active": path.name == active,
-                    "complete": bool(record),
-                    "created_at": record.get("created_at"),
-                    "packages": len(record.get("packages", [])),
-                    "bytes": tree_size(path),
-                }
-            )
+    for name, found in newest_first(layout):
+        record: dict[str, Any] = dict(found or {})
+        generations.append(
+            {
+                "generation": name,
+                "active": name == active,
+                "complete": bool(record),
+                "created_at": record.get("created_at"),
+                "packages": len(record.get("packages", [])),
+                "bytes": tree_size(layout.generation(name)),
+            }
+        )
     unmanaged = (
         sorted(entry.name for entry in layout.root.iterdir() if not layout.is_managed(entry.name))
         if layout.root.is_dir()

@@ -16,7 +16,7 @@ import logging
 from bootstrap.errors import BootstrapError, RollbackError
 from bootstrap.inputs import requirements
 from bootstrap.inputs.desired import policy_for
-from bootstrap.pipeline.publish import read_generation
+from bootstrap.pipeline.publish import newest_first, read_generation
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, locks, manifest, records
 from bootstrap.store.layout import Layout
@@ -30,15 +30,12 @@ log = logging.getLogger("bootstrap")
 
 def candidates(layout: Layout, active: str | None) -> list[str]:
     """Complete generations other than the active one, usable by this interpreter, newest first."""
-    if not layout.generations.is_dir():
-        return []
     found = []
-    for path in sorted(layout.generations.iterdir(), reverse=True):
-        record = read_generation(path)
-        if path.name == active or record is None:
+    for generation, record in newest_first(layout):
+        if generation == active or record is None:
             continue
         if manifest.built_for_this_interpreter(record.get("python")):
-            found.append(path.name)
+            found.append(generation)
     return found
 
 
@@ -50,7 +47,7 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
         active = current.get("generation") if current else None
         usable = candidates(layout, active)
         if to is None:
-            older = [generation for generation in usable if active is None or generation < active]
+            older = _built_before(layout, usable, active)
             if not older:
                 raise RollbackError(
                     f"no earlier generation to roll back to in {layout.generations} "
@@ -76,6 +73,14 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
             extra={"outcome": True},  # pipeline.sync.OUTCOME: the command line prints it once
         )
         return rolled_back
+
+
+def _built_before(layout: Layout, usable: list[str], active: str | None) -> list[str]:
+    """Of ``usable`` (newest first), those built before the active generation (all of them without one)."""
+    stamps = {name: str(record.get("created_stamp") or name) for name, record in newest_first(layout) if record}
+    if active is None or active not in stamps:
+        return usable
+    return [generation for generation in usable if stamps.get(generation, generation) < stamps[active]]
 
 
 def _inputs_now(settings: Settings) -> Inputs:

@@ -20,7 +20,7 @@ from bootstrap.pipeline import reuse, verify
 from bootstrap.pipeline.bytecode import compile_tree
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.reuse import Carried
-from bootstrap.store import safety
+from bootstrap.store import leases, safety
 from bootstrap.store.fs import atomic_write_text, resolves_inside
 from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
 from bootstrap.store.records import Distribution, installed, listed_paths
@@ -31,12 +31,20 @@ log = logging.getLogger("bootstrap")
 
 
 def new_generation_id() -> str:
-    """Sortable by creation time (to the microsecond: gc and rollback rely on it), unique across hosts."""
+    """A staging folder's name, and the generation's ``created_stamp``: sortable by creation time (to the
+    microsecond: gc and rollback rely on it), unique across hosts. (The generation's id is its content's.)"""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + os.urandom(3).hex()
 
 
 def new_staging(layout: Layout) -> Path:
+    """A new staging folder of this builder's own: its lease (``<name>.lease``, renewed while this process
+    builds) is made first, so a sync on another instance never takes the folder for debris."""
     staging = layout.staging / new_generation_id()
+    safety.make_private_dir(layout.staging)
+    lease = leases.try_claim(layout.staging_lease(staging), layout.lease_seconds, purpose="staging")
+    if lease is None:  # a random name taken: never happens twice
+        raise FileExistsError(f"{layout.staging_lease(staging)} exists")
+    leases.keep_renewed(lease)
     safety.make_private_dir(staging / SITE_DIR, exist_ok=False)
     return staging
 
@@ -60,8 +68,9 @@ def build(
     staging = new_staging(layout)
     site_dir = staging / SITE_DIR
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
+    made: set[str] = set()
     for dist in carried.dists:
-        reuse.link_distribution(carried.site, site_dir, dist)
+        reuse.link_distribution(carried.site, site_dir, dist, made)
     if carried.dists:
         log.info("reusing %d unchanged distribution%s", len(carried.dists), "" if len(carried.dists) == 1 else "s")
     rest = [pin for pin in lock.pins if pin.name not in carried.names]

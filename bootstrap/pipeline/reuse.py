@@ -18,6 +18,7 @@ import filecmp
 import logging
 import os
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,16 +87,17 @@ def _unchanged(site: Path, dist: Distribution, published_ns: int | None) -> bool
     return not changed
 
 
-def link_distribution(source_site: Path, target_site: Path, dist: Distribution) -> None:
+def link_distribution(source_site: Path, target_site: Path, dist: Distribution, made: set[str] | None = None) -> None:
     """Hard-link (or copy) every file of ``dist``, and the bytecode of its modules, into another site folder.
 
     The ``.pyc`` files are compiled once, when the distribution is first installed;
     RECORD does not list them, so they are found beside each ``.py`` it lists. A
     link keeps the source's mtime, which timestamp-checked bytecode relies on.
     Strings and one listing per ``__pycache__``: an add to a set like M links ~12,000 files.
+    ``made``: shared by the calls for one target, so that once links fail there, the rest is copied.
     """
     source_root, target_root = str(source_site), str(target_site)
-    made: set[str] = set()  # folders known to exist in the target
+    made = set() if made is None else made  # folders known to exist in the target (and whether to copy)
     bytecode: dict[str, dict[str, list[str]]] = {}  # folder -> module stem -> its .pyc names
     for entry in dist.records:
         path = entry.path
@@ -130,18 +132,41 @@ def _bytecode_in(cache: str) -> dict[str, list[str]]:
 
 
 def _link(source: str, target: str, made: set[str]) -> None:
+    """Hard-link ``source`` to ``target``; copy it where links fail (then the rest of the distribution
+    is copied without trying: ``made`` remembers, as ``_COPY``). The copy keeps the mode and the times
+    (timestamp-checked bytecode needs the mtime) but no extended attributes: ``shutil.copy2`` copies
+    those, and an SMB share answers EIO to listing them."""
     folder = os.path.dirname(target)
     if folder not in made:
         os.makedirs(folder, exist_ok=True)
         made.add(folder)
+    if _COPY not in made:
+        try:
+            os.link(source, target)
+            return
+        except (FileExistsError, FileNotFoundError):  # there already; or listed but gone (the caller checked)
+            return
+        except OSError:  # another filesystem, or one without hard links (SMB shares: EPERM)
+            made.add(_COPY)
     try:
-        os.link(source, target)
-    except FileExistsError:
+        copy_file(source, target)
+    except (FileExistsError, FileNotFoundError):
         return
-    except FileNotFoundError:  # listed but gone from the source (the caller checked what matters)
-        return
-    except OSError:  # another filesystem, or one without hard links (some SMB shares)
-        shutil.copy2(source, target)
+
+
+# In ``_link``'s set of folders made: hard links failed here, copy.
+_COPY = "\0copy"
+
+
+def copy_file(source: str, target: str) -> None:
+    """Copy the bytes, the mode bits and the times of ``source`` to a new file ``target`` (never xattrs).
+
+    ``FileExistsError`` if ``target`` exists. Big writes: on a share each one is a round trip."""
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, length=1 << 20)
+        st = os.fstat(src.fileno())
+    os.chmod(target, stat.S_IMODE(st.st_mode))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def merge(source_site: Path, target_site: Path) -> None:

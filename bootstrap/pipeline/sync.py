@@ -254,11 +254,15 @@ def _sync_locked(
         _commit(layout, updated, change)
         return SyncResult(changed=False, manifest=updated)
     try:
-        new = _build_and_publish(settings, layout, the_plan, provenance, staging, current, desired, host_dists, tools)
+        new, built = _build_and_publish(
+            settings, layout, the_plan, provenance, staging, current, desired, host_dists, tools
+        )
+        _commit(layout, new, change)
     except BaseException:
         publish.clean_staging(layout, why="this sync failed")
         raise
-    _commit(layout, new, change)
+    if built is not None:
+        publish.done(layout, built)
     # Published: from here on nothing may fail the sync (or roll the manifest back).
     _collect_garbage(settings, layout, new["generation"])
     elapsed = time.monotonic() - started
@@ -326,9 +330,21 @@ def _build_and_publish(
     desired: Desired,
     host_dists: dict[str, str],
     tools: Tools,
-) -> Manifest:
-    """Build (unless the speculative install already did) and verify a generation, then publish it."""
+) -> tuple[Manifest, Path | None]:
+    """Build (unless the speculative install already did) and verify a generation, then publish it.
+
+    Returns the manifest and the staging folder it was built in; None in its place when the generation
+    of these very contents was already published (by another instance, or before a rollback): it is used.
+    """
     to_install = the_plan.to_install
+    generation = publish.generation_id(
+        the_plan.lock, to_install, compile_bytecode=settings.compile_bytecode, overrides=the_plan.overrides
+    )
+    existing = _published(settings, layout, generation, provenance, desired)
+    if existing is not None:
+        return existing, None
+    if layout.generation(generation).exists():  # damaged, or not ours to trust: a new folder beside it
+        generation = f"{generation}-{build.new_generation_id()[-6:]}"
     carried = reuse.NOTHING
     if staging is None:
         carried = reuse.reusable(_reusable_site(current, settings), to_install.pins)
@@ -351,9 +367,25 @@ def _build_and_publish(
         first=bool(the_plan.overrides),
     )
     packages = plan.package_entries(dists, the_plan.provided, desired)
-    record = manifest.generation_record(staging.name, provenance, packages, the_plan.overrides)
+    record = manifest.generation_record(generation, provenance, packages, the_plan.overrides, stamp=staging.name)
     site_dir = publish.publish(layout, staging, record)
-    return manifest.published(provenance, record, site_dir)
+    return manifest.published(provenance, record, site_dir), staging
+
+
+def _published(
+    settings: Settings, layout: Layout, generation: str, provenance: Provenance, desired: Desired
+) -> Manifest | None:
+    """The manifest for ``generation`` if it is already published, intact, and usable here; else None."""
+    site = publish.published_intact(layout, generation)
+    record = publish.read_generation(layout.generation(generation)) if site is not None else None
+    if site is None or record is None:
+        return None
+    if not settings.allow_world_writable and freshness.open_to_others(str(site), str(layout.root)) is not None:
+        return None
+    log.info("generation %s, of these very pins, is already published: using it", generation)
+    publish.clean_staging(layout, why="the generation was already published")  # a speculative install of ours
+    record = {**record, "packages": plan.refreshed_entries(record.get("packages", []), desired)}
+    return manifest.published(provenance, record, site)
 
 
 def _commit(layout: Layout, new: Manifest, change: RuntimeChange | None) -> None:

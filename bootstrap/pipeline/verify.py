@@ -381,15 +381,25 @@ def seal(site_dir: Path) -> dict[str, Stamp]:
     a carried file is a hard link the active generation shares (its mode changes there too: both are
     immutable), so a write fails loudly instead of editing both. Root writes anyway: the stamps are what
     catch that. Folders stay writable, for gc and for the bytecode a host writes for what was not compiled.
+    A filesystem that keeps no modes (an SMB share through smbnetfs: chmod "succeeds", nothing changes) is
+    found at the first file, and not asked again for every other: each chmod there is a round trip.
     """
     stamps: dict[str, Stamp] = {}
-    posix = os.name == "posix"  # elsewhere (Windows) a read-only file cannot be deleted: gc would fail
+    sealing = os.name == "posix"  # elsewhere (Windows) a read-only file cannot be deleted: gc would fail
+    checked = False
     for path, st in _files(site_dir):
         mode = stat.S_IMODE(st.st_mode)
-        if posix and stat.S_ISREG(st.st_mode) and mode & 0o222:
+        if sealing and stat.S_ISREG(st.st_mode) and mode & 0o222:
+            full = os.path.join(site_dir, path)
             try:
-                os.chmod(os.path.join(site_dir, path), mode & ~0o222)
-                mode &= ~0o222
+                os.chmod(full, mode & ~0o222)
+                if not checked:
+                    checked = True
+                    sealing = stat.S_IMODE(os.lstat(full).st_mode) == mode & ~0o222
+                if sealing:
+                    mode &= ~0o222
+                else:
+                    log.debug("%s keeps no file modes: the stamps alone catch a write", site_dir)
             except OSError as exc:  # not this user's file, a share without modes: the stamps still catch a write
                 log.debug("could not make %s read-only (%s)", path, exc.strerror)
         stamps[path] = (st.st_ino, st.st_size, st.st_mtime_ns, mode)

@@ -5,9 +5,11 @@ Light on imports: ``file_sha256`` runs on the start-up fast path.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
+import time
 
 # The most of a committed file bootstrap reads: a requirements file (or one it includes), and the runtime
 # overlay, and a lock (hashed ones are bigger: 50 pins with every wheel's hash are about 150 KB). A bigger
@@ -18,7 +20,34 @@ _CHUNK = 1 << 16
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib stay off the start-up fast path
+    from collections.abc import Callable
     from pathlib import Path
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+# What a network share answers for a moment while another client has a file open or is replacing it
+# (measured on SMB: os.replace over a file another client has open fails with EEXIST; EBUSY, EIO, ETXTBSY
+# come and go likewise). Never a reason to fail at once; a local disk never gives them for these calls.
+TRANSIENT_ERRNOS = frozenset({errno.EEXIST, errno.EBUSY, errno.EIO, errno.ETXTBSY, errno.EAGAIN})
+_RETRY_SECONDS = 10.0
+
+
+def retrying(action: Callable[[], T], *, what: str, seconds: float = _RETRY_SECONDS) -> T:
+    """Run ``action``, again with backoff (5 ms doubling to 0.5 s) while it fails with a transient errno,
+    for at most ``seconds``; then the last error is raised. ``what`` names it in that error."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            return action()
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS or time.monotonic() + delay > deadline:
+                if exc.errno in TRANSIENT_ERRNOS:
+                    exc.strerror = f"{exc.strerror}, {what}, for {seconds:.0f}s (the share kept refusing)"
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def file_sha256(path: str | os.PathLike[str], limit: int = MAX_LOCK_BYTES) -> str | None:
@@ -110,7 +139,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644
 
     A temp file in the same folder (same filesystem), flushed to disk, then
     ``os.replace``: a crash at any instruction leaves at worst a stray
-    ``.<name>.<pid>.<rand>.tmp`` that the next sync removes.
+    ``.<name>.<pid>.<rand>.tmp`` that the next sync removes. The replace is retried while a
+    network share refuses it because another client is reading the file (``retrying``).
     """
     folder, name = os.path.split(os.fspath(path))
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
@@ -120,7 +150,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        retrying(lambda: os.replace(tmp, path), what=f"replacing {name}")
     except BaseException:
         if os.path.lexists(tmp):
             os.unlink(tmp)

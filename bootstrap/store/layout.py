@@ -14,7 +14,11 @@ from bootstrap.store.paths import (
     default_state_dir,
 )
 
-__all__ = ["GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
+
+# How long a claim lasts unless renewed (BOOTSTRAP_LEASE_SECONDS): a waiter on another instance takes over
+# that long after the holder stopped renewing (died, or lost the share). Renewed every quarter of it.
+DEFAULT_LEASE_SECONDS = 30.0
 
 # Inside each generation (staged or published), besides SITE_DIR (the sys.path entry):
 LOCK_FILE = "lock.txt"  # the exact pins installed
@@ -25,12 +29,13 @@ class Layout:
     """The packages folder, as bootstrap arranges it.
 
     ``manifest.json``        the pointer: which generation is active
-    ``.bootstrap.lock``      the inter-process build lock (and ``.owner`` beside it)
+    ``.bootstrap.lock``      the inter-process build lock (fcntl: cheap among one machine's processes)
+    ``.bootstrap.lease``     the build claim that holds across a share's clients (``store.leases``)
     ``generations/<id>/``    published generations, never modified
         ``site/``            the ``sys.path`` entry
         ``lock.txt``         the exact pins installed
         ``generation.json``  what the generation holds and how it was built
-    ``staging/<id>/``        generations being built (debris if a sync died)
+    ``staging/<name>/``      generations being built, each with its builder's lease ``<name>.lease``
     ``cache/locks/``         resolutions cached by the hash of their inputs
     ``processes/``           ``<host>-<pid>.json`` of running hosts that need a restart
     ``runtime-requirements.txt``, ``.runtime.lock``  where bootstrap before #14 kept the overlay: copied
@@ -48,7 +53,9 @@ class Layout:
         {
             MANIFEST_NAME,
             ".bootstrap.lock",
-            ".bootstrap.lock.owner",
+            ".bootstrap.lock.owner",  # written by bootstrap before the build claim named the holder
+            ".bootstrap.lease",
+            ".bootstrap.lease.takeover",
             "generations",
             "staging",
             "cache",
@@ -58,9 +65,17 @@ class Layout:
         }
     )
 
-    def __init__(self, packages_dir: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        packages_dir: str | os.PathLike[str],
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
         self.root = Path(os.path.abspath(packages_dir))
         self.state = Path(os.path.abspath(state_dir) if state_dir is not None else default_state_dir(str(self.root)))
+        # How long a claim in this folder (the build claim, a builder's staging) lasts unless renewed.
+        self.lease_seconds = lease_seconds
 
     @property
     def manifest(self) -> Path:
@@ -71,8 +86,8 @@ class Layout:
         return self.root / ".bootstrap.lock"
 
     @property
-    def lock_owner(self) -> Path:
-        return self.root / ".bootstrap.lock.owner"
+    def build_lease(self) -> Path:
+        return self.root / ".bootstrap.lease"
 
     @property
     def generations(self) -> Path:
@@ -110,6 +125,10 @@ class Layout:
     def generation(self, generation_id: str) -> Path:
         return self.generations / generation_id
 
+    def staging_lease(self, staging: Path) -> Path:
+        """The lease of a builder's staging folder, beside it: ``staging/<name>.lease``."""
+        return staging.with_name(staging.name + ".lease")
+
     def site(self, generation_id: str) -> Path:
         """A published generation's ``sys.path`` entry."""
         return self.generations / generation_id / SITE_DIR
@@ -118,5 +137,10 @@ class Layout:
         """True for names bootstrap itself creates at the top of the folder."""
         if name in self.MANAGED_NAMES:
             return True
+        if name.startswith(".filelock-probe-"):  # filelock 4's probe, left where a share refused its unlink
+            return True
         # ".<managed name>.<pid>.<random>.tmp": an atomic write under way, or left by a killed process
-        return name.endswith(".tmp") and any(name.startswith(f".{managed}.") for managed in self.MANAGED_NAMES)
+        # (or ".bootstrap.lease.clock.<pid>.<random>.tmp": a lease's probe of the share's clock, for a moment)
+        return name.endswith(".tmp") and any(
+            name.startswith(f".{managed}.") or name.startswith(f"{managed}.") for managed in self.MANAGED_NAMES
+        )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 from bootstrap.store.fs import atomic_write_text
 
@@ -86,6 +87,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         requirements_sha256: str | None
         lock_sha256: str | None
         overrides: list[str]
+        created_stamp: str
 
 
 SCHEMA_VERSION = 1
@@ -151,17 +153,18 @@ def now_iso() -> str:
 def load(path: str | os.PathLike[str]) -> tuple[Manifest | None, str | None]:
     """Read a manifest: ``(manifest, None)``, ``(None, None)`` if absent, ``(None, why)`` if damaged."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError:
+    data, why = _read_json(path)
+    for attempt, delay in enumerate(_READ_RETRIES):  # a share mid-replace (see _READ_RETRIES): read again
+        if why is None or (why == _ABSENT and not os.path.isdir(os.path.join(os.path.dirname(path), "generations"))):
+            break
+        if why.endswith(_DAMAGED) and attempt >= 2:  # not a moment's glitch: damaged
+            break
+        time.sleep(delay)
+        data, why = _read_json(path)
+    if why == _ABSENT:
         return None, None
-    except OSError as exc:
-        return None, f"{path} cannot be read ({exc.strerror})"
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None, f"{path} is not valid JSON (truncated or damaged)"
+    if why is not None:
+        return None, why
     if not isinstance(data, dict) or not isinstance(data.get("schema_version"), int):
         return None, f"{path} is not a bootstrap manifest"
     if data["schema_version"] > SCHEMA_VERSION:
@@ -170,6 +173,28 @@ def load(path: str | os.PathLike[str]) -> tuple[Manifest | None, str | None]:
         data.setdefault(key, value)
     manifest: Manifest = data  # type: ignore[assignment]  # checked as far as the fast path affords
     return manifest, None
+
+
+# A reader on a network share may see the manifest missing (ENOENT), unreadable (EIO) or short for a
+# moment while another client replaces it. A folder that was never synced has no generations/, so its
+# missing manifest is reported at once; otherwise the read is tried again for about a second.
+_READ_RETRIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
+_ABSENT = "absent"
+_DAMAGED = "is not valid JSON (truncated or damaged)"
+
+
+def _read_json(path: str) -> tuple[object, str | None]:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return None, _ABSENT
+    except OSError as exc:
+        return None, f"{path} cannot be read ({exc.strerror})"
+    try:
+        return json.loads(raw), None
+    except ValueError:
+        return None, f"{path} {_DAMAGED}"
 
 
 def read(path: str | os.PathLike[str]) -> Manifest | None:
@@ -312,9 +337,12 @@ def package_entry(
 
 
 def generation_record(
-    generation: str, provenance: Provenance, packages: list[PackageEntry], overrides: list[str]
+    generation: str, provenance: Provenance, packages: list[PackageEntry], overrides: list[str], *, stamp: str
 ) -> GenerationRecord:
-    """What ``generation.json`` says of a generation about to be published."""
+    """What ``generation.json`` says of a generation about to be published.
+
+    ``stamp``: when it was built, to the microsecond, sortable (``build.new_generation_id``): generation ids
+    are their contents' hashes, so the newest are told by this."""
     return {
         "generation": generation,
         "created_at": now_iso(),
@@ -324,6 +352,7 @@ def generation_record(
         "requirements_sha256": provenance["requirements_sha256"],
         "lock_sha256": provenance["lock_sha256"],
         "overrides": overrides,
+        "created_stamp": stamp,
     }
 
 
