@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -32,6 +33,46 @@ pytestmark = [pytest.mark.smb, pytest.mark.pip_only]
 LEASE_SECONDS = 4
 SYNC_TIMEOUT = 180
 DEBRIS = (".filelock-probe-*", "*.tmp")
+# A host reading the pointer while others switch it: it holds manifest.json open a moment (as a slow
+# reader would: on SMB an open file makes a replace over it fail), then asks bootstrap.activate() for
+# the active generation, which must never be missing; a raw read must never be torn (ENOENT around a
+# replace is the share's, tolerated). Then a pause: the file is open about a quarter of the time per
+# reader, not always (a reader that never lets go would rule out a writer that retries). It stops
+# once told the final generation and has seen it.
+READER = """
+import json, os, sys, time
+import bootstrap
+manifest, stop = sys.argv[1], sys.argv[2]
+reads, failures, seen, deadline = 0, [], [], None
+while True:
+    try:
+        with open(manifest, encoding="utf-8") as held:
+            text = held.read()
+            time.sleep(0.05)
+        json.loads(text)
+    except FileNotFoundError:
+        pass
+    except ValueError as exc:
+        failures.append(f"torn manifest: {exc}")
+    try:
+        site = bootstrap.activate(os.path.dirname(manifest))
+    except Exception as exc:
+        site, failures = None, failures + [f"activate raised {exc!r}"]
+    if site is None:
+        failures.append("activate() found no generation")
+    else:
+        generation = os.path.basename(os.path.dirname(site))
+        if not seen or seen[-1] != generation:
+            seen.append(generation)
+    reads += 1
+    time.sleep(0.15)
+    if os.path.exists(stop):
+        final = open(stop, encoding="utf-8").read()
+        deadline = deadline or time.monotonic() + 20
+        if seen[-1:] == [final] or time.monotonic() > deadline:
+            break
+print(json.dumps({"reads": reads, "failures": failures[:5], "failed": len(failures), "seen": seen}))
+"""
 
 
 def environment(share: Share, instance: str, **extra: str) -> dict[str, str]:
@@ -65,6 +106,10 @@ def start_sync(share: Share, instance: str, **extra: str) -> subprocess.Popen[st
     return share.popen(instance, [sys.executable, "-m", "bootstrap", "sync"], env=environment(share, instance, **extra))
 
 
+def start_reader(share: Share, instance: str, manifest: Path, stop: Path) -> subprocess.Popen[str]:
+    return share.popen(instance, [sys.executable, "-c", READER, manifest, stop], env=environment(share, instance))
+
+
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     try:
         out, err = proc.communicate(timeout=SYNC_TIMEOUT)
@@ -81,7 +126,9 @@ def generations(share: Share) -> set[str]:
 
 
 def served_manifest(share: Share) -> dict:  # type: ignore[type-arg]
-    return json.loads((share.served / "packages" / "manifest.json").read_text())
+    """The manifest as the server holds it ({} when there is none)."""
+    path = share.served / "packages" / "manifest.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def assert_healthy_from_both(share: Share, generation: str) -> None:
@@ -124,23 +171,37 @@ def write_foreign_lease(share: Share, instance: str) -> None:
 
 @pytest.mark.slow
 def test_rounds_of_four_syncs_from_two_instances_publish_one_generation_each(share: Share) -> None:
+    """On an empty folder, after an upgrade, after a downgrade; from the second round on, a host on each
+    instance reads the pointer throughout (it must see the old generation, then the new, never none)."""
     rounds = {
         "empty folder": ("bsf-beta==1.0", "jaraco.functools==1.0"),
         "upgrade": ("bsf-beta==2.0", "jaraco.functools==2.0"),
         "downgrade": ("bsf-beta==2.0", "jaraco.functools==1.0"),
     }
-    for label, lines in rounds.items():
+    manifest_path = share.path / "packages" / "manifest.json"
+    for number, (label, lines) in enumerate(rounds.items()):
         write_requirements(share, *lines)
         before = generations(share)
+        previous = served_manifest(share)["generation"] if before else None
+        stop = share.checkout("A").parent / f"stop-{number}"  # local: seen by the test and both instances
+        reading = INSTANCES if before else ()  # from the second round on: hosts reading while the pointer moves
+        readers = [start_reader(share, instance, manifest_path, stop) for instance in reading]
         procs = [start_sync(share, instance) for instance in ("A", "B", "A", "B")]
         results = [finish(proc) for proc in procs]
         failed = [(i, out[-2000:]) for i, (code, out) in enumerate(results) if code != 0]
-        assert not failed, f"{label}: failed syncs (index, output): {failed}"
         new = generations(share) - before
+        final = str(served_manifest(share).get("generation") or "")
+        stop.write_text(final)
+        read = [finish(reader) for reader in readers]
+        assert not failed, f"{label}: failed syncs (index, output): {failed}"
         assert len(new) == 1, f"{label}: {len(new)} generations published: {sorted(new)}"
-        manifest = served_manifest(share)
-        assert manifest["generation"] == new.pop(), label
-        assert_healthy_from_both(share, manifest["generation"])
+        assert final == new.pop(), label
+        for instance, (code, out) in zip(reading, read, strict=True):
+            assert code == 0, f"{label}: the reader on {instance} died: {out[-2000:]}"
+            report = json.loads(out.strip().splitlines()[-1])
+            assert report["failed"] == 0 and report["reads"] > 0, f"{label}, reader on {instance}: {report}"
+            assert report["seen"][0] == previous and report["seen"][-1] == final, f"{label}, {instance}: {report}"
+        assert_healthy_from_both(share, final)
         assert_no_debris(share)
 
 
