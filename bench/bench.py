@@ -26,6 +26,12 @@ hashes       a lock with hashes of a 50-pin set (sigstore's install requirements
 import       ``import pandas`` from the generation (on PYTHONPATH, and through
              ``bootstrap.activate()``) against a virtual environment holding the
              same pandas from the same wheelhouse, with and without .pyc (set M).
+share        a real SMB share (samba on 127.0.0.1, two smbnetfs mounts in two mount
+             namespaces: tests/smbshare.py), when this machine can set it up: a cold
+             sync of set S into a packages folder on the share (instance A) against
+             the same into a local folder; importing the set through the OTHER mount
+             (instance B, ``bootstrap.activate()``), and a no-op ``startup()`` from B,
+             each against the same on the local folder (goal: startup within 1.5x).
 
 Sources: ``wheelhouse`` (the sets downloaded once into bench/.cache/wheelhouse,
 then ``--no-index --find-links``) and ``public`` (the public index, given
@@ -91,7 +97,10 @@ BASELINES = (
     "uv pip compile + install",
     "uv pip compile + install --compile-bytecode",
 )
-ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import")
+ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share")
+# The share row's set S, by import name: what a host imports after startup().
+S_IMPORTS = "colorama, tabulate, dateutil, yaml"
+SHARE_GOAL = 1.5  # #15: a no-op startup() on the share within 1.5x the same on a local folder
 # The hashes row: about 50 pins, most with wheels for many platforms (cryptography, pydantic-core, cffi).
 HASH_SET = (
     *("annotated-types", "certifi", "cffi", "charset-normalizer", "cryptography", "dnspython", "email-validator"),
@@ -678,6 +687,70 @@ def bench_import(work: Path, wheelhouse: Path, runs: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def bench_share(work: Path, wheelhouse: Path, runs: int) -> None:
+    """Set S on a real SMB share seen by two instances, against a local folder (#15). Long because it
+    sets the share up, syncs on both kinds of folder, then times three pairs of commands."""
+    print("\n== share: set S on a real SMB share (instances A and B) vs a local folder, wheelhouse ==")
+    sys.path.insert(0, str(ROOT))
+    from tests import smbshare  # slow path: only this row needs the share's set-up
+
+    why = smbshare.unavailable() or (
+        f"missing {', '.join(smbshare.missing_programs())}: {smbshare.INSTALL_HINT}"
+        if smbshare.missing_programs()
+        else None
+    )
+    if why:
+        note(f"(share row skipped: {why})")
+        na_row("share", "S", "wheelhouse", "sync / import / startup on an SMB share", f"n/a ({why[:60]})")
+        return
+    source = Source("wheelhouse", wheelhouse)
+    requirements = write_requirements(work / "share-repo", SETS["S"])
+    counter = iter(range(10**6))
+    with smbshare.serve(work / "smb") as server:
+
+        def timed(instance: str, argv: Sequence[str], env: dict[str, str]) -> float:
+            return run(server.command(instance, argv), env, work)
+
+        def cold(home: Path) -> float:
+            folder = work / f"run-{next(counter)}"  # the caches: each instance's own disk, cold
+            env = source.env(folder, BOOTSTRAP_REQUIREMENTS_FILE=str(requirements))
+            env["BOOTSTRAP_PACKAGES_DIR"] = str(home / folder.name / "packages")
+            return timed("A", [PY, "-m", "bootstrap", "sync"], env)
+
+        local_home = work / "share-local"
+        local_home.mkdir()
+        commands: dict[str, Callable[[], float]] = {
+            "cold sync on the share (A)": lambda: cold(server.home),
+            "cold sync on a local folder": lambda: cold(local_home),
+        }
+        times = interleave(commands, runs)
+        # One synced folder of each kind, for the import and the no-op startup (both from instance B).
+        synced = {}
+        for label, home in (("share", server.home), ("local", local_home)):
+            env = source.env(work / f"share-{label}-caches", BOOTSTRAP_REQUIREMENTS_FILE=str(requirements))
+            env["BOOTSTRAP_PACKAGES_DIR"] = str(home / f"synced-{label}" / "packages")
+            timed("A", [PY, "-m", "bootstrap", "sync"], env)
+            synced[label] = env
+        importing = [PY, "-c", f"import bootstrap; bootstrap.activate(); import {S_IMPORTS}"]
+        startup = [PY, "-c", "import bootstrap; bootstrap.startup()"]
+        probes: dict[str, Callable[[], float]] = {
+            "import set S via activate(), share (B)": lambda: timed("B", importing, synced["share"]),
+            "import set S via activate(), local": lambda: timed("B", importing, synced["local"]),
+            "no-op startup(), share (B)": lambda: timed("B", startup, synced["share"]),
+            "no-op startup(), local": lambda: timed("B", startup, synced["local"]),
+        }
+        interleave(probes, 2)  # warm-up: page cache, the mount's own caches
+        times.update(interleave(probes, max(10, 3 * runs)))
+    report("share", "S", "wheelhouse", times, ["cold sync on the share (A)"], ["cold sync on a local folder"])
+    for mine, base in (
+        ("import set S via activate(), share (B)", "import set S via activate(), local"),
+        ("no-op startup(), share (B)", "no-op startup(), local"),
+    ):
+        report("share", "S", "wheelhouse", {mine: times[mine], base: times[base]}, [mine], [base], show=False)
+    ratio = statistics.median(times["no-op startup(), share (B)"]) / statistics.median(times["no-op startup(), local"])
+    print(f"  no-op startup() on the share: {ratio:.2f}x the local folder (goal: within {SHARE_GOAL}x)")
+
+
 # --------------------------------------------------------------------------- wheelhouse, table, main
 
 
@@ -820,7 +893,7 @@ def main() -> int:
             f"code: a snapshot of bootstrap/ at {code['head']}"
             + (changed if code["uncommitted_changes_in_bootstrap"] else "")
         )
-        wheelhouse, online = make_wheelhouse(sets)
+        wheelhouse, online = make_wheelhouse(sorted(set(sets) | ({"S"} if "share" in rows else set())))
         print(f"wheelhouse: {len(list(wheelhouse.iterdir()))} files in {wheelhouse}")
         if "startup" in rows:
             bench_startup(work, wheelhouse, max(18, 6 * runs))
@@ -845,6 +918,11 @@ def main() -> int:
                 note(f"(hashes skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
         if "import" in rows and "M" in sets:
             bench_import(work, wheelhouse, max(5, 3 * runs))
+        if "share" in rows:
+            try:
+                bench_share(work, wheelhouse, runs)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                note(f"(share skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
     print("\n" + table(RESULTS_DATA["rows"]))
     busy = busy or os.getloadavg()[0] > 1 + 0.5 * (os.cpu_count() or 1)  # the bench itself adds ~1
     elapsed = time.monotonic() - started
