@@ -21,14 +21,15 @@ import shutil
 from pathlib import Path
 
 from bootstrap.errors import PublishError
-from bootstrap.pipeline.lockfile import Lock
 from bootstrap.store import leases, records, safety
 from bootstrap.store.fs import bytes_sha256
 from bootstrap.store.layout import GENERATION_FILE, SITE_DIR, Layout
 from bootstrap.store.manifest import interpreter, read_generation_record, write_generation_record
 
 TYPE_CHECKING = False
-if TYPE_CHECKING:  # the manifest's types exist for the type checker only
+if TYPE_CHECKING:  # the manifest's types exist for the type checker only (and packaging stays unloaded: gc
+    # runs under a bare interpreter, tests/test_sealed.py)
+    from bootstrap.pipeline.lockfile import Lock
     from bootstrap.store.manifest import GenerationRecord
 
 log = logging.getLogger("bootstrap")
@@ -112,6 +113,7 @@ def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync")
             continue
         if name.endswith(".lease"):
             if name[: -len(".lease")] not in entries and _removable(layout, entry):
+                leases.release_held(entry)  # ours (a sync that failed after publishing): renewed no more
                 with contextlib.suppress(OSError):
                     os.unlink(entry)  # a builder killed before its folder existed, or after it was published
             continue
