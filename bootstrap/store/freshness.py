@@ -40,7 +40,7 @@ REQUIREMENTS_ANCHOR = "@requirements/"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from bootstrap.store.manifest import Inputs, Manifest
     from bootstrap.store.paths import Sources
@@ -88,25 +88,33 @@ def _anchors(sources: Sources) -> tuple[tuple[str, str], tuple[str, str]]:
     return ((STATE_ANCHOR, sources.state_dir), (REQUIREMENTS_ANCHOR, os.path.dirname(sources.requirements_file)))
 
 
-def path_here(key: str, sources: Sources) -> str:
-    """Where a file ``relative_inputs`` names lies for ``sources``: this instance's lock, state folder, repo."""
-    if key == LOCK_ROLE:
-        return sources.lock_file
-    for anchor, folder in _anchors(sources):
-        if key.startswith(anchor):
-            return os.path.join(folder, *key[len(anchor) :].split("/"))
-    return key
-
-
 def recorded_inputs(record: Mapping[str, object], sources: Sources) -> Inputs | None:
     """The files a manifest (or its ``error``) records, ``{path for sources: sha256}``: its ``relative_inputs``
     placed where ``sources`` has them, so another instance's record reads as this one's would; the ``inputs``
     as written for a record from before ``relative_inputs``. None: it records none."""
     relative = record.get("relative_inputs")
     if isinstance(relative, dict) and relative:
-        return {path_here(str(key), sources): sha256 for key, sha256 in relative.items()}
+        here = _placer(sources)
+        return {here(str(key)): sha256 for key, sha256 in relative.items()}
     inputs = record.get("inputs")
     return inputs if isinstance(inputs, dict) else None
+
+
+def _placer(sources: Sources) -> Callable[[str], str]:
+    """Where a file ``relative_inputs`` names lies for ``sources`` (this instance's lock, state folder, repo),
+    as a function of its key: the folders are looked up once (this runs on every start-up)."""
+    anchors = [(anchor, folder.rstrip(os.sep) + os.sep) for anchor, folder in _anchors(sources)]
+    lock_file = sources.lock_file
+
+    def here(key: str) -> str:
+        if key == LOCK_ROLE:
+            return lock_file
+        for anchor, folder in anchors:
+            if key.startswith(anchor):
+                return folder + key[len(anchor) :].replace("/", os.sep)
+        return key
+
+    return here
 
 
 def same_inputs(record: Mapping[str, object], sources: Sources) -> bool:

@@ -33,7 +33,8 @@ def relative_site(generation: str) -> str:
 def site_path(packages_dir: str, generation: str) -> str:
     """A generation's ``sys.path`` entry in ``packages_dir``: the folder in use, never a path another instance
     wrote (it may mount the share elsewhere)."""
-    return os.path.join(os.path.abspath(packages_dir), GENERATIONS_DIR, generation, SITE_DIR)
+    # Joined by hand, not os.path.join: on every start-up, and a well-formed id holds no separator.
+    return os.sep.join((os.path.abspath(packages_dir), GENERATIONS_DIR, generation, SITE_DIR))
 
 
 def default_lock_file(requirements_file: str) -> str:
