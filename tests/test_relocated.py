@@ -216,6 +216,30 @@ def test_two_instances_at_two_mount_points_take_turns(
     assert "bsf-beta" not in {p["name"] for p in here.manifest()["packages"]}
 
 
+def test_a_watching_host_follows_what_an_instance_at_another_mount_publishes(
+    moved: Moved, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live switch: a generation another instance published (its ``site_dir`` under its own mount) is
+    switched to at this host's path."""
+    from tests.test_live import host, let_exit, read_json_line
+
+    moved.old.symlink_to(moved.here.root.parent, target_is_directory=True)
+    with host() as proc:  # the instance that sees the share at the new path
+        ready = read_json_line(proc)
+        assert ready["site"] == str(moved.site)
+
+        instance_at(moved.old, monkeypatch)
+        assert run_cli("add", "bsf-beta").code == 0  # another instance publishes
+        published = json.loads((moved.old / "packages" / "manifest.json").read_text())
+        assert published["site_dir"].startswith(str(moved.old))
+
+        switched = read_json_line(proc)
+        site = moved.here.packages_dir / "generations" / published["generation"] / "site"
+        assert switched["site"] == str(site) and switched["gamma"].startswith(str(site) + os.sep)
+        assert not switched["old_site_on_path"]
+        assert let_exit(proc) == 0
+
+
 def test_a_site_dir_naming_another_instances_mount_is_served_from_this_folder(
     repo: Repo, tmp_path: Path, run_cli: Any
 ) -> None:
