@@ -89,7 +89,7 @@ def test_the_manifest_records_the_site_and_the_inputs_relative_to_their_folders(
     by_role = {
         "@requirements/requirements.txt": str(repo.requirements),
         "@requirements/base.txt": str(repo.root / "base.txt"),
-        "@lock": str(repo.root / "requirements.lock"),
+        "@lock/requirements.lock": str(repo.root / "requirements.lock"),
         "@state/runtime-requirements.txt": str(repo.state_dir / "runtime-requirements.txt"),
     }
     assert m["relative_inputs"] == {key: m["inputs"][path] for key, path in by_role.items()}

@@ -32,9 +32,10 @@ def _well_formed(generation: object) -> bool:
 
 
 # How ``relative_inputs`` names a file, so that every instance judges it alike wherever it sees it (a share
-# mounted elsewhere, a checkout of its own): the committed lock by its role, a file in the state folder or in the
-# requirements file's folder by its path relative to that folder (with ``/``), anything else by its absolute path.
-LOCK_ROLE = "@lock"
+# mounted elsewhere, a checkout of its own): the committed lock by its role (and its name, so that a changed
+# BOOTSTRAP_LOCK_FILE is noticed), a file in the state folder or in the requirements file's folder by its path
+# relative to that folder (with ``/``), anything else by its absolute path.
+LOCK_ANCHOR = "@lock/"
 STATE_ANCHOR = "@state/"
 REQUIREMENTS_ANCHOR = "@requirements/"
 
@@ -62,7 +63,7 @@ def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] 
 
 def relative_inputs(inputs: Inputs, sources: Sources) -> Inputs:
     """``inputs`` (absolute paths, as ``sources`` sees them) as the manifest's ``relative_inputs`` records them:
-    ``@lock``, ``@state/<path>``, ``@requirements/<path>``, or the absolute path of a file outside both folders.
+    ``@lock/<name>``, ``@state/<path>``, ``@requirements/<path>``, or the absolute path of a file outside them.
 
     A path is matched as given and with links resolved (an included file is recorded by its real path).
     """
@@ -76,7 +77,7 @@ def relative_inputs(inputs: Inputs, sources: Sources) -> Inputs:
 
 def _relative(path: str, lock_file: str, anchors: list[tuple[str, str]]) -> str:
     if path == lock_file:
-        return LOCK_ROLE
+        return LOCK_ANCHOR + os.path.basename(path)
     for anchor, prefix in anchors:
         if path.startswith(prefix):
             return anchor + path[len(prefix) :].replace(os.sep, "/")
@@ -103,12 +104,10 @@ def recorded_inputs(record: Mapping[str, object], sources: Sources) -> Inputs | 
 def _placer(sources: Sources) -> Callable[[str], str]:
     """Where a file ``relative_inputs`` names lies for ``sources`` (this instance's lock, state folder, repo),
     as a function of its key: the folders are looked up once (this runs on every start-up)."""
-    anchors = [(anchor, folder.rstrip(os.sep) + os.sep) for anchor, folder in _anchors(sources)]
-    lock_file = sources.lock_file
+    lock = (LOCK_ANCHOR, os.path.dirname(sources.lock_file))  # the name recorded, in this instance's lock folder
+    anchors = [(anchor, folder.rstrip(os.sep) + os.sep) for anchor, folder in (lock, *_anchors(sources))]
 
     def here(key: str) -> str:
-        if key == LOCK_ROLE:
-            return lock_file
         for anchor, folder in anchors:
             if key.startswith(anchor):
                 return folder + key[len(anchor) :].replace("/", os.sep)

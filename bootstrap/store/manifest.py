@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
 
     LockSource = Literal["committed", "cache", "resolved", "empty", "rollback"]
     #: {path: sha256 of its bytes, or None when there is no such file}; in ``relative_inputs`` the path is
-    #: ``@lock``, ``@state/<path>``, ``@requirements/<path>`` or absolute (``store.freshness.relative_inputs``)
+    #: ``@lock/<name>``, ``@state/<path>``, ``@requirements/<path>`` or absolute (``store.freshness.relative_inputs``)
     Inputs = dict[str, str | None]
 
     class PythonInfo(TypedDict):
@@ -109,7 +109,7 @@ MANIFEST_KEYS = (
     "lock_sha256",  # sha256 of the exact pins installed
     "lock_source",  # "committed", "cache", "resolved", "empty" or "rollback"
     "inputs",  # {path: sha256 or null}: every file the result depends on
-    "relative_inputs",  # the same, by role or relative path: "@lock", "@state/...", "@requirements/..."
+    "relative_inputs",  # the same, by role or relative path: "@lock/<name>", "@state/...", "@requirements/..."
     "packages",  # [PACKAGE_KEYS]
     "python",  # the interpreter it was built for: version, implementation, tag, platform
     "updated_at",  # ISO 8601, UTC
