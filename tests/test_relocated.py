@@ -23,6 +23,7 @@ from bootstrap.pipeline.sync import _failed_while_waiting
 from bootstrap.settings import load_settings
 from bootstrap.store import manifest as manifest_mod
 from tests.conftest import Repo, python_with_bootstrap
+from tests.test_live import host, let_exit, read_json_line
 
 
 def check_json(run_cli: Any) -> dict[str, Any]:
@@ -221,8 +222,6 @@ def test_a_watching_host_follows_what_an_instance_at_another_mount_publishes(
 ) -> None:
     """The live switch: a generation another instance published (its ``site_dir`` under its own mount) is
     switched to at this host's path."""
-    from tests.test_live import host, let_exit, read_json_line
-
     moved.old.symlink_to(moved.here.root.parent, target_is_directory=True)
     with host() as proc:  # the instance that sees the share at the new path
         ready = read_json_line(proc)
