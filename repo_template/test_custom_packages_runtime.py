@@ -40,8 +40,9 @@ the other fields are additions.
    *Already installed* means, precisely: after ``bootstrap.activate()``, the
    manifest of the packages folder lists the distribution and it is there now:
    either provided by the active generation, whose folder holds its metadata
-   (``importlib.metadata`` finds it in ``site_dir``), or provided by the host
-   (the manifest says ``"provided_by": "host"``); and, when a version
+   (``importlib.metadata`` finds it in the folder ``activate()`` returns: this
+   instance's, wherever the share is mounted), or provided by the host (the
+   manifest says ``"provided_by": "host"``); and, when a version
    specifier was given, that version satisfies it; and it is asked for (by the
    committed requirements file or an earlier runtime addition), not merely a
    dependency of another package, which could vanish when that one goes.
@@ -259,7 +260,7 @@ def _fail(result: dict[str, Any], step: str, message: str, **details: Any) -> St
 
 def _already_installed(requirement: Requirement) -> dict[str, Any] | None:
     """The manifest's entry when the distribution is there now (see the module docstring), else None."""
-    bootstrap.activate()
+    site_dir = bootstrap.activate()  # this instance's folder (the manifest's site_dir: wherever its writer mounts it)
     manifest = bootstrap.read_manifest() or {}
     name = canonicalize_name(requirement.name)
     for entry in manifest.get("packages") or []:
@@ -271,7 +272,6 @@ def _already_installed(requirement: Requirement) -> dict[str, Any] | None:
             return None
         if entry.get("provided_by") == "host":
             return dict(entry)
-        site_dir = manifest.get("site_dir")
         if site_dir and any(
             canonicalize_name(dist.metadata["Name"] or "") == name
             for dist in importlib.metadata.distributions(path=[site_dir])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bootstrap.host.activation import activate_manifest, put_on_path
 from bootstrap.store import freshness
 from bootstrap.store import manifest as manifest_mod
-from bootstrap.store.paths import Sources
+from bootstrap.store.paths import Sources, site_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and pathlib stay off the fast path
@@ -32,7 +32,8 @@ def boot(settings: Settings | None, *, raise_errors: bool) -> Manifest | None:
     if manifest is not None and freshness.is_fresh(manifest, sources):
         # The manifest just read, its generation already judged usable (placed, built for this interpreter,
         # not writable by others) by the freshness check: the fast path reads and checks it once.
-        put_on_path(str(manifest["site_dir"]), first=bool(manifest.get("overrides")))
+        site_dir = site_path(sources.packages_dir, str(manifest["generation"]))  # this folder's, wherever it is
+        put_on_path(site_dir, first=bool(manifest.get("overrides")))
         return manifest
     return _sync_then_activate(settings, sources, raise_errors=raise_errors)
 

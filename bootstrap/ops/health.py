@@ -35,6 +35,7 @@ def check(settings: Settings) -> dict[str, Any]:
     """
     layout = settings.layout
     current, damage = manifest.load(layout.manifest)
+    site_dir = freshness.active_site(current, str(layout.root))  # this folder's, wherever others mount it
     problems: list[str] = []
     pending: list[str] = []
     if damage:
@@ -49,7 +50,6 @@ def check(settings: Settings) -> dict[str, Any]:
         if current is not None and current.get("status") == "failed":
             error: dict[str, Any] = dict(current.get("error") or {})
             problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
-        site_dir = current.get("site_dir") if current else None
         if current is not None and site_dir and Path(site_dir).is_dir():
             problems += _damage(Path(site_dir), current.get("packages", []))
     notes = _debris(layout) + _packages_root_on_path(layout)
@@ -66,7 +66,7 @@ def check(settings: Settings) -> dict[str, Any]:
         "rolled_back_from": current.get("rolled_back_from") if current and not problems else None,
         "notes": notes,
         "generation": current.get("generation") if current else None,
-        "site_dir": current.get("site_dir") if current else None,
+        "site_dir": site_dir,
         "requirements_file": str(settings.requirements_file),
         "packages_dir": str(layout.root),
         "last_error": current.get("error") if current else None,
@@ -92,7 +92,7 @@ def _pending(current: Manifest, settings: Settings) -> list[str]:
     requirements_file = str(settings.requirements_file)
     pending = [
         f"sync pending: {path} changed since the last sync; generation {generation} serves until a sync"
-        for path in freshness.changed_inputs(current)
+        for path in freshness.changed_inputs(current, settings.sources)
         if path != requirements_file or Path(path).exists()  # a missing file is a problem of its own
     ]
     away_from = current.get("rolled_back_from")
@@ -192,7 +192,8 @@ def verify_active(settings: Settings) -> dict[str, Any]:
     """Every file of the active generation against the hash in its RECORD: what changed, what is gone, and
     what is there that no RECORD lists; its distributions against the manifest's packages."""
     current = manifest.read(settings.layout.manifest)
-    site_dir = Path(str(current.get("site_dir"))) if current and current.get("site_dir") else None
+    active = freshness.active_site(current, str(settings.layout.root))
+    site_dir = Path(active) if active is not None else None
     if site_dir is None or not site_dir.is_dir():
         raise VerificationError(f"there is no active generation to verify in {settings.packages_dir}; run sync")
     dists = records.installed(site_dir)
@@ -257,7 +258,7 @@ def format_status(report: dict[str, Any]) -> str:
             f"active           {current['generation']} ({counted(len(current.get('packages', [])), 'package')}, "
             f"Python {python.get('version')} {python.get('platform')}, lock from {current.get('lock_source')})"
         )
-        lines.append(f"site dir         {current.get('site_dir')}")
+        lines.append(f"site dir         {health.get('site_dir')}")
     else:
         lines.append("active           none (never synced successfully)")
     state = {"healthy": "healthy", "degraded": "degraded (healthy for a probe)"}.get(health.get("state"), "NOT healthy")

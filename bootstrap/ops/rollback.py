@@ -62,8 +62,10 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
             raise RollbackError(f"generation {to} is damaged ({missing[0]} is missing); pick another")
         record = read_generation(layout.generation(to))
         assert record is not None  # a candidate
+        inputs = _inputs_now(settings)
+        relative = freshness.relative_inputs(inputs, settings.sources)
         rolled_back = manifest.rolled_back(
-            to, record, site_dir, str(settings.requirements_file), _inputs_now(settings), current
+            to, record, site_dir, str(settings.requirements_file), inputs, current, relative_inputs=relative
         )
         manifest.write(layout.manifest, rolled_back)
         log.info(

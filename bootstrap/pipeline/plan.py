@@ -71,8 +71,9 @@ def plan(
     return Plan(lock, provided, to_install, overrides, keep)
 
 
-def provenance(requirements_file: str, lock: Lock, inputs: Inputs) -> Provenance:
-    """The manifest's account of what a generation was built from."""
+def provenance(requirements_file: str, lock: Lock, inputs: Inputs, relative_inputs: Inputs) -> Provenance:
+    """The manifest's account of what a generation was built from (``relative_inputs``: ``inputs`` as every
+    instance reads them, ``store.freshness.relative_inputs``)."""
     return {
         "requirements_file": requirements_file,
         "requirements_sha256": inputs.get(requirements_file),
@@ -80,6 +81,7 @@ def provenance(requirements_file: str, lock: Lock, inputs: Inputs) -> Provenance
         "lock_sha256": lock.sha256,
         "lock_source": lock.source,
         "inputs": inputs,
+        "relative_inputs": relative_inputs,
     }
 
 

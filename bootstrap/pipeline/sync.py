@@ -191,7 +191,7 @@ def _up_to_date(current: Manifest, settings: Settings) -> bool:
 def serves(current: Manifest, sources: Sources) -> bool:
     """The active generation serves ``sources`` as they are now, and still holds what was verified: the
     distributions the manifest lists, every file of theirs, no ``.pth`` that no RECORD lists."""
-    site_dir = current.get("site_dir")
+    site_dir = freshness.active_site(current, sources.packages_dir)
     return (
         freshness.stale_reason(current, sources) is None
         and site_dir is not None
@@ -242,7 +242,8 @@ def _sync_locked(
     origin = str(lock.committed_file or "the lock")
     host.check_pins([(pin.name, pin.version) for pin in lock.pins], found.packages, settings.host_overrides, origin)
     the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock, settings), found.tools)
-    provenance = plan.provenance(str(settings.requirements_file), lock, inputs)
+    relative = freshness.relative_inputs(inputs, settings.sources)
+    provenance = plan.provenance(str(settings.requirements_file), lock, inputs, relative)
     if the_plan.keep_active:
         assert current is not None
         log.info(
@@ -408,7 +409,7 @@ def _failed_while_waiting(current: Manifest | None, settings: Settings, waiting_
     error = current.get("error") if current else None
     if not current or current.get("status") != "failed" or not isinstance(error, dict):
         return None
-    if str(error.get("at", "")) < waiting_since or error.get("inputs") != freshness.inputs_of(settings.sources):
+    if str(error.get("at", "")) < waiting_since or not freshness.same_inputs(error, settings.sources):
         return None
     log.info("another process just failed on the same inputs: not repeating it")
     return RecordedFailure(str(error.get("message")), str(error.get("stage")))
@@ -430,22 +431,23 @@ def _reusable_site(current: Manifest | None, settings: Settings) -> Path | None:
     """The active generation's site folder, if this interpreter can use (and carry over) what it holds,
     and it is one of this packages folder's generations (a manifest pointing elsewhere carries nothing)
     that no other local user could have changed (one they could is rebuilt, not kept)."""
-    if current is None or not current.get("site_dir") or not manifest.built_for_this_interpreter(current.get("python")):
+    if current is None or not manifest.built_for_this_interpreter(current.get("python")):
         return None
     root = str(settings.layout.root)
-    if freshness.misplaced_site(current, root) is not None:
+    site_dir = freshness.active_site(current, root)
+    if site_dir is None:
         return None
-    site_dir = str(current["site_dir"])
     if not settings.allow_world_writable and freshness.open_to_others(site_dir, root) is not None:
         return None
     return Path(site_dir)
 
 
 def _active_lock_text(current: Manifest | None, layout: Layout) -> str | None:
-    if current is None or not current.get("site_dir") or freshness.misplaced_site(current, str(layout.root)):
+    site_dir = freshness.active_site(current, str(layout.root))
+    if site_dir is None:
         return None
     try:
-        return (Path(str(current["site_dir"])).parent / LOCK_FILE).read_text(encoding="utf-8")
+        return (Path(site_dir).parent / LOCK_FILE).read_text(encoding="utf-8")
     except OSError:
         return None
 
@@ -462,6 +464,7 @@ def _record_failure(settings: Settings, layout: Layout, current: Manifest | None
     try:
         base = current if current is not None else manifest.blank(settings.requirements_file)
         inputs = freshness.inputs_of(settings.sources)  # the key files as they are now
-        manifest.write(layout.manifest, manifest.failed(base, redact(exc.message), exc.stage, inputs))
+        relative = freshness.relative_inputs(inputs, settings.sources)
+        manifest.write(layout.manifest, manifest.failed(base, redact(exc.message), exc.stage, inputs, relative))
     except Exception as write_error:  # the original error matters more than this one
         log.error("could not record the failure in %s: %s", layout.manifest, write_error)

@@ -11,9 +11,9 @@ import os
 
 from bootstrap.store import manifest as manifest_mod
 from bootstrap.store.fs import file_sha256, resolves_inside
-from bootstrap.store.paths import GENERATIONS_DIR, SITE_DIR
 from bootstrap.store.paths import allow_world_writable as env_allow_world_writable
 from bootstrap.store.paths import packages_dir as env_packages_dir
+from bootstrap.store.paths import relative_site, site_path
 
 # A generation id as publish writes it (20261201T122738065068Z-58dd31), or any plain folder name
 # (no `re`: it is not loaded on the fast path).
@@ -31,9 +31,17 @@ def _well_formed(generation: object) -> bool:
     )
 
 
+# How ``relative_inputs`` names a file, so that every instance judges it alike wherever it sees it (a share
+# mounted elsewhere, a checkout of its own): the committed lock by its role (and its name, so that a changed
+# BOOTSTRAP_LOCK_FILE is noticed), a file in the state folder or in the requirements file's folder by its path
+# relative to that folder (with ``/``), anything else by its absolute path.
+LOCK_ANCHOR = "@lock/"
+STATE_ANCHOR = "@state/"
+REQUIREMENTS_ANCHOR = "@requirements/"
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from bootstrap.store.manifest import Inputs, Manifest
     from bootstrap.store.paths import Sources
@@ -53,6 +61,66 @@ def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] 
     return inputs
 
 
+def relative_inputs(inputs: Inputs, sources: Sources) -> Inputs:
+    """``inputs`` (absolute paths, as ``sources`` sees them) as the manifest's ``relative_inputs`` records them:
+    ``@lock/<name>``, ``@state/<path>``, ``@requirements/<path>``, or the absolute path of a file outside them.
+
+    A path is matched as given and with links resolved (an included file is recorded by its real path).
+    """
+    anchors = [
+        (anchor, variant.rstrip(os.sep) + os.sep)
+        for anchor, folder in _anchors(sources)
+        for variant in dict.fromkeys((folder, os.path.realpath(folder)))
+    ]
+    return {_relative(path, sources.lock_file, anchors): sha256 for path, sha256 in inputs.items()}
+
+
+def _relative(path: str, lock_file: str, anchors: list[tuple[str, str]]) -> str:
+    if path == lock_file:
+        return LOCK_ANCHOR + os.path.basename(path)
+    for anchor, prefix in anchors:
+        if path.startswith(prefix):
+            return anchor + path[len(prefix) :].replace(os.sep, "/")
+    return path
+
+
+def _anchors(sources: Sources) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The folders ``relative_inputs`` names files relative to, the state folder first (it is never in the repo)."""
+    return ((STATE_ANCHOR, sources.state_dir), (REQUIREMENTS_ANCHOR, os.path.dirname(sources.requirements_file)))
+
+
+def recorded_inputs(record: Mapping[str, object], sources: Sources) -> Inputs | None:
+    """The files a manifest (or its ``error``) records, ``{path for sources: sha256}``: its ``relative_inputs``
+    placed where ``sources`` has them, so another instance's record reads as this one's would; the ``inputs``
+    as written for a record from before ``relative_inputs``. None: it records none."""
+    relative = record.get("relative_inputs")
+    if isinstance(relative, dict) and relative:
+        here = _placer(sources)
+        return {here(str(key)): sha256 for key, sha256 in relative.items()}
+    inputs = record.get("inputs")
+    return inputs if isinstance(inputs, dict) else None
+
+
+def _placer(sources: Sources) -> Callable[[str], str]:
+    """Where a file ``relative_inputs`` names lies for ``sources`` (this instance's lock, state folder, repo),
+    as a function of its key: the folders are looked up once (this runs on every start-up)."""
+    lock = (LOCK_ANCHOR, os.path.dirname(sources.lock_file))  # the name recorded, in this instance's lock folder
+    anchors = [(anchor, folder.rstrip(os.sep) + os.sep) for anchor, folder in (lock, *_anchors(sources))]
+
+    def here(key: str) -> str:
+        for anchor, folder in anchors:
+            if key.startswith(anchor):
+                return folder + key[len(anchor) :].replace("/", os.sep)
+        return key
+
+    return here
+
+
+def same_inputs(record: Mapping[str, object], sources: Sources) -> bool:
+    """The key files ``record`` records (an ``error``: as they were when it failed) are as they are now."""
+    return recorded_inputs(record, sources) == inputs_of(sources)
+
+
 def stale_reason(manifest: Manifest | None, sources: Sources, *, inputs_too: bool = True) -> str | None:
     """Why the active generation does not serve ``sources`` as they are now; None when it does.
 
@@ -60,24 +128,26 @@ def stale_reason(manifest: Manifest | None, sources: Sources, *, inputs_too: boo
     the runtime overlay) must still have the recorded hash, and the three key files must be
     among them; the generation must be built for this interpreter and be there, one of the packages
     folder's own (``misplaced_site``), where only its owner (and group) can write (``open_to_others``).
+    Files are judged where ``sources`` has them (``recorded_inputs``): an instance that sees the share, its
+    checkout or its state folder at other paths than the one that synced judges the same files alike.
     ``inputs_too=False``: all that but the recorded files' hashes (``changed_inputs`` says which changed).
     """
-    if manifest is None or not manifest.get("site_dir"):
+    if manifest is None or not manifest.get("generation"):
         return "never synced"
     requirements_file = sources.requirements_file
-    if manifest.get("requirements_file") != requirements_file:
+    if not _same_requirements_file(manifest, requirements_file):
         return f"the requirements file is now {requirements_file} (built from {manifest.get('requirements_file')})"
     misplaced = _misplaced_or_open(manifest, sources)  # first: it matters more than an edited file
     if misplaced is not None:
         return misplaced
-    inputs = manifest.get("inputs")
-    if not isinstance(inputs, dict) or not inputs:
+    inputs = recorded_inputs(manifest, sources)
+    if not inputs:
         return "the manifest does not record what it was built from"
     if sources.lock_file not in inputs:
         return f"the lock file is now {sources.lock_file}"
     if sources.runtime_file not in inputs:
         return "the manifest does not record the packages added at run time"
-    changed = changed_inputs(manifest) if inputs_too else []
+    changed = _changed(inputs) if inputs_too else []
     if changed:
         return f"{changed[0]} changed since the last sync"
     if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
@@ -89,43 +159,70 @@ def stale_reason(manifest: Manifest | None, sources: Sources, *, inputs_too: boo
     return None
 
 
-def changed_inputs(manifest: Manifest) -> list[str]:
-    """The files the manifest records whose bytes are not what they were (first: the first one found)."""
-    inputs = manifest.get("inputs")
-    if not isinstance(inputs, dict):
-        return []
+def _same_requirements_file(manifest: Manifest, requirements_file: str) -> bool:
+    """The manifest was built from ``requirements_file``: that very path, or (when it records ``relative_inputs``)
+    the same name in its folder, as another instance's checkout has it."""
+    built_from = manifest.get("requirements_file")
+    if built_from == requirements_file:
+        return True
+    relative = manifest.get("relative_inputs")
+    return (
+        isinstance(built_from, str)
+        and bool(relative)
+        and os.path.basename(built_from) == os.path.basename(requirements_file)
+    )
+
+
+def changed_inputs(manifest: Manifest, sources: Sources) -> list[str]:
+    """The files the manifest records whose bytes are not what they were, where ``sources`` has them (first:
+    the first one found)."""
+    return _changed(recorded_inputs(manifest, sources) or {})
+
+
+def _changed(inputs: Inputs) -> list[str]:
     return [path for path, sha256 in inputs.items() if file_sha256(path) != sha256]
 
 
 def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
-    """Why the host must not import from the manifest's generation folder, wherever it is; None if it may."""
+    """Why the host must not import from the manifest's generation folder in the packages folder; None if it may."""
     misplaced = misplaced_site(manifest, sources.packages_dir)
     if misplaced is not None:
         return misplaced
-    site_dir = manifest["site_dir"]
-    if site_dir is None or not os.path.isdir(site_dir):
+    site_dir = site_path(sources.packages_dir, str(manifest["generation"]))
+    if not os.path.isdir(site_dir):
         return f"the active generation's folder {site_dir} is missing"
     return None if sources.allow_world_writable else open_to_others(site_dir, sources.packages_dir)
 
 
 def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
-    """Why the manifest's ``site_dir`` is not its generation's folder in ``packages_dir``; None when it is.
+    """Why the manifest names no generation folder of ``packages_dir`` to serve from; None when it does.
 
-    The manifest is a file anyone who can write the folder can edit: its ``site_dir`` must be exactly
-    ``<packages_dir>/generations/<id>/site`` for a well-formed ``generation`` id (no separator, no
-    ``..``), and stay inside the packages folder with links followed. Else a ``.pth`` wherever it
-    points would run in every host.
+    The manifest is a file anyone who can write the folder can edit, and instances that mount the share at other
+    paths share it: the folder served is always ``<packages_dir>/generations/<id>/site``, computed from the folder
+    in use and a well-formed ``generation`` id (no separator, no ``..``), and it must stay inside the packages
+    folder with links followed. Its absolute ``site_dir`` is what the instance that wrote it saw, never used;
+    its ``site`` (relative), when there, must name that same folder. Else a ``.pth`` wherever it points would
+    run in every host.
     """
-    generation, site_dir = manifest.get("generation"), manifest.get("site_dir")
+    generation, site = manifest.get("generation"), manifest.get("site")
     if not isinstance(generation, str) or not _well_formed(generation):
         return f"the manifest names no well-formed generation ({str(generation)[:80]!r}): not activated"
-    root = os.path.abspath(packages_dir)
-    expected = os.path.join(root, GENERATIONS_DIR, generation, SITE_DIR)
-    if not isinstance(site_dir, str) or os.path.normpath(site_dir) != expected:
-        return f"the manifest's site_dir {str(site_dir)[:200]} is not generation {generation}'s folder {expected}"
-    if not resolves_inside(expected, root):
+    if site is not None and site != relative_site(generation):
+        return (
+            f"the manifest's site {str(site)[:200]} is not generation {generation}'s folder {relative_site(generation)}"
+        )
+    expected = site_path(packages_dir, generation)
+    if not resolves_inside(expected, os.path.abspath(packages_dir)):
         return f"generation {generation}'s folder {expected} leads out of the packages folder (a link): not activated"
     return None
+
+
+def active_site(manifest: Manifest | None, packages_dir: str) -> str | None:
+    """The manifest's generation folder in ``packages_dir`` (the folder in use: wherever the instance that wrote
+    the manifest saw it); None when it names none, or none of that folder's own (``misplaced_site``)."""
+    if manifest is None or not manifest.get("generation") or misplaced_site(manifest, packages_dir) is not None:
+        return None
+    return site_path(packages_dir, str(manifest["generation"]))
 
 
 def open_to_others(site_dir: str, packages_dir: str) -> str | None:
@@ -161,19 +258,20 @@ def is_fresh(manifest: Manifest | None, sources: Sources) -> bool:
 def usable_site(
     manifest: Manifest | None, packages_dir: str | None = None, *, allow_world_writable: bool | None = None
 ) -> str | None:
-    """The manifest's generation folder if this interpreter can use it (else None, with a warning why).
+    """The manifest's generation folder in ``packages_dir`` if this interpreter can use it (else None, with a
+    warning why).
 
     ``packages_dir``: the folder the manifest was read from (default: ``BOOTSTRAP_PACKAGES_DIR``);
     ``allow_world_writable``: the setting (default: ``BOOTSTRAP_ALLOW_WORLD_WRITABLE``).
     """
-    site_dir = manifest.get("site_dir") if manifest else None
-    if not manifest or not site_dir:
+    if not manifest or not manifest.get("generation"):
         return None
     folder = packages_dir if packages_dir is not None else env_packages_dir()
     misplaced = misplaced_site(manifest, folder)
     if misplaced is not None:
         _warn("not activating: %s", misplaced)
         return None
+    site_dir = site_path(folder, str(manifest["generation"]))
     if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
         _warn("not activating %s: it was built for another Python interpreter", site_dir)
         return None
@@ -185,7 +283,7 @@ def usable_site(
     if writable is not None:
         _warn("not activating %s: %s", site_dir, writable)
         return None
-    return str(site_dir)
+    return site_dir
 
 
 def _warn(message: str, *args: object) -> None:

@@ -22,13 +22,15 @@ import sys
 import time
 
 from bootstrap.store.fs import atomic_write_text
+from bootstrap.store.paths import relative_site
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the type checker only
     from typing import Literal, TypedDict
 
     LockSource = Literal["committed", "cache", "resolved", "empty", "rollback"]
-    #: {path: sha256 of its bytes, or None when there is no such file}
+    #: {path: sha256 of its bytes, or None when there is no such file}; in ``relative_inputs`` the path is
+    #: ``@lock/<name>``, ``@state/<path>``, ``@requirements/<path>`` or absolute (``store.freshness.relative_inputs``)
     Inputs = dict[str, str | None]
 
     class PythonInfo(TypedDict):
@@ -49,6 +51,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         stage: str
         at: str
         inputs: Inputs  # the three key files as they were when it failed: a waiter does not repeat the failure
+        relative_inputs: Inputs  # the same, as every instance reads them (``Provenance.relative_inputs``)
 
     class Provenance(TypedDict):
         """How the active generation came to be: what it was built from."""
@@ -59,12 +62,16 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         lock_sha256: str | None
         lock_source: LockSource | None
         inputs: Inputs
+        # ``inputs`` by role, or relative to the folder they lie in: what freshness judges by, alike on every
+        # instance, wherever it sees the share, its checkout and its state folder
+        relative_inputs: Inputs
 
     class Manifest(Provenance):
         schema_version: int
         status: Literal["ok", "failed"]
         generation: str | None
-        site_dir: str | None
+        site_dir: str | None  # as the instance that wrote it saw it: readers serve ``site`` in their own folder
+        site: str | None
         packages: list[PackageEntry]
         python: PythonInfo
         updated_at: str
@@ -96,13 +103,15 @@ MANIFEST_KEYS = (
     "schema_version",  # int, bumped on an incompatible change
     "status",  # "ok", or "failed" while the last attempt failed
     "generation",  # id of the active generation, or null
-    "site_dir",  # absolute path of the active generation: the sys.path entry
+    "site_dir",  # absolute path of the active generation, as the instance that wrote the manifest saw it
+    "site",  # "generations/<id>/site": the sys.path entry, relative to the packages folder (what hosts serve)
     "requirements_file",  # the file the active generation was built from
     "requirements_sha256",  # sha256 of that file's bytes when it was built
     "lock_file",  # the committed lock that was honoured, or null
     "lock_sha256",  # sha256 of the exact pins installed
     "lock_source",  # "committed", "cache", "resolved", "empty" or "rollback"
     "inputs",  # {path: sha256 or null}: every file the result depends on
+    "relative_inputs",  # the same, by role or relative path: "@lock/<name>", "@state/...", "@requirements/..."
     "packages",  # [PACKAGE_KEYS]
     "python",  # the interpreter it was built for: version, implementation, tag, platform
     "updated_at",  # ISO 8601, UTC
@@ -111,7 +120,7 @@ MANIFEST_KEYS = (
     "rolled_back_from",  # null, or what `rollback` moved away from: {"generation", "pins"}
 )
 PACKAGE_KEYS = ("name", "version", "requested", "provided_by", "source")
-ERROR_KEYS = ("message", "stage", "at", "inputs")
+ERROR_KEYS = ("message", "stage", "at", "inputs", "relative_inputs")
 
 
 def interpreter() -> PythonInfo:
@@ -216,7 +225,9 @@ def write(path: str | os.PathLike[str], manifest: Manifest) -> None:
 
 
 # Keys added after schema 1 was first written: a manifest from before gets these values.
-_ADDED_KEYS: dict[str, object] = {"overrides": [], "rolled_back_from": None}
+# ``site`` and ``relative_inputs``: null and empty read as "not recorded" (the generation id and the absolute
+# ``inputs`` are used instead).
+_ADDED_KEYS: dict[str, object] = {"overrides": [], "rolled_back_from": None, "site": None, "relative_inputs": {}}
 
 
 # Constructors: the only places a manifest is made.
@@ -229,12 +240,14 @@ def blank(requirements_file: str | os.PathLike[str]) -> Manifest:
         "status": "ok",
         "generation": None,
         "site_dir": None,
+        "site": None,
         "requirements_file": os.fspath(requirements_file),
         "requirements_sha256": None,
         "lock_file": None,
         "lock_sha256": None,
         "lock_source": None,
         "inputs": {},
+        "relative_inputs": {},
         "packages": [],
         "python": interpreter(),
         "updated_at": now_iso(),
@@ -251,6 +264,7 @@ def published(provenance: Provenance, record: GenerationRecord, site_dir: str | 
         "status": "ok",
         "generation": record["generation"],
         "site_dir": os.fspath(site_dir),
+        "site": relative_site(record["generation"]),
         **provenance,
         "packages": record["packages"],
         "python": record["python"],
@@ -267,6 +281,7 @@ def refreshed(current: Manifest, provenance: Provenance, packages: list[PackageE
     return {
         **current,
         **provenance,
+        "site": _site(current),
         "packages": packages,
         "status": "ok",
         "error": None,
@@ -277,7 +292,13 @@ def refreshed(current: Manifest, provenance: Provenance, packages: list[PackageE
 
 def ok_again(current: Manifest) -> Manifest:
     """The files are back to what the active generation serves: the recorded failure is over."""
-    return {**current, "status": "ok", "error": None, "updated_at": now_iso()}
+    return {**current, "site": _site(current), "status": "ok", "error": None, "updated_at": now_iso()}
+
+
+def _site(current: Manifest) -> str | None:
+    """``site`` for the generation ``current`` names (a manifest from before ``site`` has none yet)."""
+    generation = current.get("generation")
+    return relative_site(generation) if isinstance(generation, str) and generation else None
 
 
 def rolled_back(
@@ -287,11 +308,14 @@ def rolled_back(
     requirements_file: str,
     inputs: Inputs,
     previous: Manifest | None,
+    *,
+    relative_inputs: Inputs,
 ) -> Manifest:
     """An earlier generation made active again; it serves while ``inputs`` (as they are now) stay the same.
 
     ``previous``: the manifest it replaces; what that served is what the files ask for (unless it was a
-    rollback itself: then what that one was rolled back from)."""
+    rollback itself: then what that one was rolled back from). ``relative_inputs``: ``inputs`` as every
+    instance reads them (``store.freshness.relative_inputs``)."""
     away_from = previous.get("rolled_back_from") if previous else None
     if away_from is None and previous is not None:
         pins = sorted(f"{package['name']}=={package['version']}" for package in previous.get("packages", []))
@@ -301,12 +325,14 @@ def rolled_back(
         "status": "ok",
         "generation": generation,
         "site_dir": os.fspath(site_dir),
+        "site": relative_site(generation),
         "requirements_file": requirements_file,
         "requirements_sha256": inputs.get(requirements_file),
         "lock_file": None,
         "lock_sha256": record.get("lock_sha256"),
         "lock_source": "rollback",
         "inputs": inputs,
+        "relative_inputs": relative_inputs,
         "packages": record.get("packages", []),
         "python": record.get("python") or interpreter(),  # a candidate: built for this interpreter
         "updated_at": now_iso(),
@@ -316,11 +342,18 @@ def rolled_back(
     }
 
 
-def failed(base: Manifest, message: str, stage: str, inputs: Inputs) -> Manifest:
-    """``base`` (the generation that keeps serving) with the failure recorded beside it."""
+def failed(base: Manifest, message: str, stage: str, inputs: Inputs, relative_inputs: Inputs) -> Manifest:
+    """``base`` (the generation that keeps serving) with the failure recorded beside it; ``relative_inputs``:
+    ``inputs`` as every instance reads them (``store.freshness.relative_inputs``)."""
     now = now_iso()
-    error: ErrorRecord = {"message": message, "stage": stage, "at": now, "inputs": inputs}
-    return {**base, "status": "failed", "updated_at": now, "error": error}
+    error: ErrorRecord = {
+        "message": message,
+        "stage": stage,
+        "at": now,
+        "inputs": inputs,
+        "relative_inputs": relative_inputs,
+    }
+    return {**base, "site": _site(base), "status": "failed", "updated_at": now, "error": error}
 
 
 def package_entry(

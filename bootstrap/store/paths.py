@@ -24,6 +24,19 @@ STATE_DIR_NAME = ".bootstrap"  # the state folder's default name, beside the pac
 ADOPTED_NAME = "adopted.json"  # in the state folder: the legacy distributions already adopted
 
 
+def relative_site(generation: str) -> str:
+    """A generation's ``sys.path`` entry relative to the packages folder (the manifest's ``site``), with ``/``:
+    the same for every instance that sees the folder, wherever it is mounted."""
+    return f"{GENERATIONS_DIR}/{generation}/{SITE_DIR}"
+
+
+def site_path(packages_dir: str, generation: str) -> str:
+    """A generation's ``sys.path`` entry in ``packages_dir``: the folder in use, never a path another instance
+    wrote (it may mount the share elsewhere)."""
+    # Joined by hand, not os.path.join: on every start-up, and a well-formed id holds no separator.
+    return os.sep.join((os.path.abspath(packages_dir), GENERATIONS_DIR, generation, SITE_DIR))
+
+
 def default_lock_file(requirements_file: str) -> str:
     """The committed lock lives beside the requirements file: ``requirements.lock``."""
     return os.path.splitext(requirements_file)[0] + ".lock"
