@@ -5,7 +5,6 @@ Light on imports: ``file_sha256`` runs on the start-up fast path.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
@@ -29,8 +28,13 @@ if TYPE_CHECKING:  # typing and pathlib stay off the start-up fast path
 # What a network share answers for a moment while another client has a file open or is replacing it
 # (measured on SMB: os.replace over a file another client has open fails with EEXIST; EBUSY, EIO, ETXTBSY
 # come and go likewise). Never a reason to fail at once; a local disk never gives them for these calls.
-TRANSIENT_ERRNOS = frozenset({errno.EEXIST, errno.EBUSY, errno.EIO, errno.ETXTBSY, errno.EAGAIN})
 _RETRY_SECONDS = 10.0
+
+
+def transient_errnos() -> frozenset[int]:
+    import errno  # slow path: only writers retry; the start-up fast path loads no more than it needs
+
+    return frozenset({errno.EEXIST, errno.EBUSY, errno.EIO, errno.ETXTBSY, errno.EAGAIN})
 
 
 def retrying(action: Callable[[], T], *, what: str, seconds: float = _RETRY_SECONDS) -> T:
@@ -38,12 +42,13 @@ def retrying(action: Callable[[], T], *, what: str, seconds: float = _RETRY_SECO
     for at most ``seconds``; then the last error is raised. ``what`` names it in that error."""
     deadline = time.monotonic() + seconds
     delay = 0.005
+    transient = transient_errnos()
     while True:
         try:
             return action()
         except OSError as exc:
-            if exc.errno not in TRANSIENT_ERRNOS or time.monotonic() + delay > deadline:
-                if exc.errno in TRANSIENT_ERRNOS:
+            if exc.errno not in transient or time.monotonic() + delay > deadline:
+                if exc.errno in transient:
                     exc.strerror = f"{exc.strerror}, {what}, for {seconds:.0f}s (the share kept refusing)"
                 raise
         time.sleep(delay)
