@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -309,3 +310,24 @@ def test_copy_file_keeps_mode_and_times_and_never_overwrites(tmp_path: Path) -> 
     assert (copied.st_mode & 0o777, copied.st_mtime_ns) == (0o444, 2_000_000_000)
     with pytest.raises(FileExistsError):
         reuse.copy_file(str(source), str(tmp_path / "b.py"))
+
+
+def test_status_names_a_sync_under_way_on_another_instance_and_its_staging_is_not_debris(
+    repo: Repo, run_cli: Any
+) -> None:
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    layout = repo.settings().layout
+    _foreign_lease(layout.build_lease, ttl=30)
+    building = layout.staging / "20991231T000000000000Z-abcdef"
+    (building / "site").mkdir(parents=True)
+    _foreign_lease(layout.staging_lease(building), ttl=30)
+
+    status = run_cli("status")
+    check = run_cli("check", "--json")
+
+    assert "syncing now      pid 999999 on other-instance, since x" in status.out
+    assert "staging (debris" not in status.out
+    assert building.name not in check.out  # not "left from an interrupted sync"
+    report = json.loads(run_cli("status", "--json").out)
+    assert report["syncing"] == "pid 999999 on other-instance, since x" and report["staging"] == []

@@ -13,7 +13,7 @@ from bootstrap.errors import BootstrapError, VerificationError
 from bootstrap.inputs import legacy
 from bootstrap.pipeline.publish import newest_first, undeletable
 from bootstrap.settings import Settings
-from bootstrap.store import freshness, manifest, records, registry
+from bootstrap.store import freshness, leases, manifest, records, registry
 from bootstrap.store.fs import counted, human_size, tree_size
 from bootstrap.store.layout import Layout
 from bootstrap.store.paths import HOST_PATH_VARIABLE
@@ -145,6 +145,8 @@ def _debris(layout: Layout) -> list[str]:
     next sync can remove it (a generation gc renamed into the trash but could not empty, say: then who can)."""
     notes = []
     for entry in sorted(layout.staging.iterdir()) if layout.staging.is_dir() else []:
+        if entry.name.endswith((".lease", ".tmp")) or _building(layout, entry):
+            continue  # a builder's claim, or its build in progress (here or on another instance): not debris
         stuck = undeletable(entry)
         if stuck:
             notes.append(f"staging/{entry.name} cannot be removed by bootstrap ({stuck}); delete it as its owner")
@@ -153,6 +155,19 @@ def _debris(layout: Layout) -> list[str]:
         else:
             notes.append(f"staging/{entry.name} is left from an interrupted sync; the next sync removes it")
     return notes
+
+
+def _building(layout: Layout, staging: Path) -> bool:
+    judged = leases.judge(layout.staging_lease(staging), layout.lease_seconds)
+    return judged.exists and not judged.expired
+
+
+def sync_under_way(layout: Layout) -> str | None:
+    """Who holds the build claim now (a sync here or on another instance), or None."""
+    judged = leases.judge(layout.build_lease, layout.lease_seconds)
+    if not judged.exists:
+        return None
+    return f"{judged.holder} (expired: the next sync takes it over)" if judged.expired else judged.holder
 
 
 def _packages_root_on_path(layout: Layout) -> list[str]:
@@ -232,7 +247,11 @@ def status(settings: Settings) -> dict[str, Any]:
         if layout.root.is_dir()
         else []
     )
-    staging = sorted(entry.name for entry in layout.staging.iterdir()) if layout.staging.is_dir() else []
+    staging = sorted(
+        entry.name
+        for entry in (layout.staging.iterdir() if layout.staging.is_dir() else [])
+        if not entry.name.endswith((".lease", ".tmp")) and not _building(layout, entry)
+    )
     return {
         "packages_dir": str(layout.root),
         "state_dir": str(layout.state),
@@ -243,6 +262,7 @@ def status(settings: Settings) -> dict[str, Any]:
         "bytes": tree_size(layout.root) if layout.root.is_dir() else 0,
         "unmanaged": unmanaged,
         "staging": staging,
+        "syncing": sync_under_way(layout),
     }
 
 
@@ -288,6 +308,8 @@ def format_status(report: dict[str, Any]) -> str:
             flag = "active" if gen["active"] else ("" if gen["complete"] else "incomplete")
             size, count = human_size(gen["bytes"]), counted(gen["packages"], "package")
             lines.append(f"  {gen['generation']}  {size:>10}  {count:>12}  {flag}".rstrip())
+    if report.get("syncing"):
+        lines.append(f"syncing now      {report['syncing']}")
     if report["staging"]:
         lines.append("staging (debris of an interrupted sync; the next sync removes it)")
         lines.extend(f"  {name}" for name in report["staging"])
