@@ -331,3 +331,19 @@ def test_status_names_a_sync_under_way_on_another_instance_and_its_staging_is_no
     assert building.name not in check.out  # not "left from an interrupted sync"
     report = json.loads(run_cli("status", "--json").out)
     assert report["syncing"] == "pid 999999 on other-instance, since x" and report["staging"] == []
+
+
+def test_a_sync_with_nothing_to_build_removes_what_a_killed_sync_left_after_publishing(repo: Repo) -> None:
+    """Killed during gc: its trash in staging and its claim stay; the next sync finds the set served."""
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    layout = repo.settings().layout
+    trash = layout.staging / "trash-cpython-311-dead-1234"
+    (trash / "site").mkdir(parents=True)
+    (trash / "site" / "f.py").write_text("x = 1\n")
+    _foreign_lease(layout.build_lease, ttl=2, age=60)
+
+    result = sync(repo.settings())
+
+    assert not result.changed
+    assert not trash.exists() and not layout.build_lease.exists()

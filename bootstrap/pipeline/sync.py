@@ -152,6 +152,7 @@ def _converge(settings: Settings, change: RuntimeChange | None) -> SyncResult:
         log.info(
             "up to date: generation %s serves %s", current.get("generation"), settings.requirements_file, extra=OUTCOME
         )
+        _tidy(layout)
         return SyncResult(changed=False, manifest=current)
     waiting_since = manifest.now_iso()
     try:
@@ -163,6 +164,20 @@ def _converge(settings: Settings, change: RuntimeChange | None) -> SyncResult:
             return _sync_recording_failures(settings, layout, waiting_since if waited else None, change)
     except OSError as exc:  # creating the folder or taking the lock: the machine, not a bug
         raise StorageError.from_os_error(exc) from exc
+
+
+def _tidy(layout: Layout) -> None:
+    """What a sync killed after publishing left (its trash in staging, its claim): removed by a sync that
+    finds nothing to build, too, if no other sync holds the lock. A look at two names when there is none."""
+    if not layout.build_lease.exists() and not (layout.staging.is_dir() and any(layout.staging.iterdir())):
+        return
+    try:
+        with locks.build_lock(layout, 0):
+            publish.clean_staging(layout)
+    except LockTimeoutError:
+        pass  # a sync under way: it cleans up after itself
+    except OSError as exc:
+        log.debug("could not tidy %s: %s", layout.staging, exc)
 
 
 def _validate_before_locking(settings: Settings, layout: Layout) -> None:
