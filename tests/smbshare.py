@@ -356,21 +356,31 @@ def smb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 _folders = itertools.count()
 
 
+@contextlib.contextmanager
+def open_share(server: Server, name: str, local: Path) -> Iterator[Share]:
+    """A fresh empty folder ``name`` on the share (made through instance A), and a checkout per instance
+    under ``local`` (a local folder both instances see: checkout-A, checkout-B). Plain code: the share
+    fixture below and bench/share_soak.py use it."""
+    path = server.home / name
+    made = server.run("A", ["mkdir", path], timeout=30)
+    if made.returncode != 0:
+        raise RuntimeError(f"mkdir {path} in instance A: {made.stderr.strip()}")
+    repo = server.root / "repos" / name
+    repo.mkdir(parents=True)
+    checkouts = {instance: local / f"checkout-{instance}" for instance in INSTANCES}
+    for instance, checkout in checkouts.items():
+        checkout.mkdir()
+        server.bind(instance, checkout, repo)
+    try:
+        yield Share(server=server, path=path, served=server.served / name, repo=repo, checkouts=checkouts)
+    finally:
+        for instance in INSTANCES:
+            server.unbind(instance, repo)
+
+
 @pytest.fixture
 def share(smb_server: Server, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Share]:
     """A fresh empty folder on the share for this test (made through instance A), and the checkouts."""
     name = f"{next(_folders):02d}-{request.node.name}"[:80].replace("[", "-").replace("]", "")
-    path = smb_server.home / name
-    made = smb_server.run("A", ["mkdir", path], timeout=30)
-    assert made.returncode == 0, made.stderr
-    repo = smb_server.root / "repos" / name
-    repo.mkdir(parents=True)
-    checkouts = {instance: tmp_path / f"checkout-{instance}" for instance in INSTANCES}
-    for instance, checkout in checkouts.items():
-        checkout.mkdir()
-        smb_server.bind(instance, checkout, repo)
-    try:
-        yield Share(server=smb_server, path=path, served=smb_server.served / name, repo=repo, checkouts=checkouts)
-    finally:
-        for instance in INSTANCES:
-            smb_server.unbind(instance, repo)
+    with open_share(smb_server, name, tmp_path) as opened:
+        yield opened
