@@ -347,3 +347,55 @@ def test_a_sync_with_nothing_to_build_removes_what_a_killed_sync_left_after_publ
 
     assert not result.changed
     assert not trash.exists() and not layout.build_lease.exists()
+
+
+def test_rollback_and_gc_follow_what_was_active_not_when_it_was_built(repo: Repo, run_cli: Any) -> None:
+    """v1 builds A, v2 builds B, v1 again is served by A (the same contents): B served just before it."""
+    built = {}
+    for version in ("1.0", "2.0", "1.0"):
+        repo.write(f"bsf-alpha=={version}")
+        sync(repo.settings())
+        built.setdefault(version, repo.manifest()["generation"])
+    assert repo.manifest()["generation"] == built["1.0"]  # reused, not built again
+    assert repo.manifest()["history"][:2] == [built["1.0"], built["2.0"]]
+
+    assert run_cli("rollback").code == 0
+    assert repo.manifest()["generation"] == built["2.0"]  # what served before, though built after
+
+    repo.write("bsf-alpha==1.0", "bsf-gamma")
+    sync(repo.settings(generations_kept=2))
+    kept = set(os.listdir(repo.packages_dir / "generations"))
+    # Kept: the new one and the one active just before it (v2, the rollback's), not v1's older build.
+    assert kept == {repo.manifest()["generation"], built["2.0"]}
+
+
+def test_a_lease_of_a_live_process_that_stopped_renewing_expires(repo: Repo) -> None:
+    """Left behind by a long-lived host whose release failed: its pid lives on, its lease must not."""
+    repo.packages_dir.mkdir()
+    layout = Layout(repo.packages_dir, lease_seconds=1)
+    record = leases.holder_identity(1)  # this very process: alive
+    layout.build_lease.write_text(json.dumps(record))
+    stamp = time.time() - 60
+    os.utime(layout.build_lease, (stamp, stamp))
+    assert leases.judge(layout.build_lease, 1).expired
+
+
+def test_a_holder_in_another_pid_namespace_is_not_judged_by_its_pid(repo: Repo) -> None:
+    """Containers on one kernel share the boot id, not their pids: a pid absent here may live there."""
+    repo.packages_dir.mkdir()
+    path = repo.packages_dir / ".bootstrap.lease"
+    record = {**leases.holder_identity(30), "pid": 999999, "pid_namespace": "4026531836-elsewhere"}
+    path.write_text(json.dumps(record))
+    judged = leases.judge(path, 30)
+    assert judged.exists and not judged.expired  # fresh: another container's live build
+
+
+def test_a_manifest_that_cannot_be_read_for_good_is_reported_at_once(repo: Repo) -> None:
+    repo.write("bsf-alpha==1.0")
+    sync(repo.settings())
+    repo.manifest_path.unlink()
+    repo.manifest_path.mkdir()  # a folder in its place: EISDIR, no moment's glitch
+    started = time.monotonic()
+    found, why = manifest.load(repo.manifest_path)
+    assert found is None and why is not None and "cannot be read" in why
+    assert time.monotonic() - started < 0.3

@@ -32,6 +32,7 @@ PINNED_MANIFEST_KEYS = {
     "lock_source",
     "inputs",
     "relative_inputs",
+    "history",
     "packages",
     "python",
     "updated_at",

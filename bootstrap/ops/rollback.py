@@ -47,7 +47,7 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
         active = current.get("generation") if current else None
         usable = candidates(layout, active)
         if to is None:
-            older = _built_before(layout, usable, active)
+            older = _before(layout, usable, active, manifest.history_of(current))
             if not older:
                 raise RollbackError(
                     f"no earlier generation to roll back to in {layout.generations} "
@@ -77,8 +77,12 @@ def rollback(settings: Settings, to: str | None = None) -> Manifest:
         return rolled_back
 
 
-def _built_before(layout: Layout, usable: list[str], active: str | None) -> list[str]:
-    """Of ``usable`` (newest first), those built before the active generation (all of them without one)."""
+def _before(layout: Layout, usable: list[str], active: str | None, history: list[str]) -> list[str]:
+    """Of ``usable``, those that served before the active generation, most recent first: the manifest's
+    ``history`` after the active one (syncs made them active; a rollback moves along it, never adds to
+    it), else (an older manifest) those built before it."""
+    if active in history:
+        return [generation for generation in history[history.index(active) + 1 :] if generation in usable]
     stamps = {name: str(record.get("created_stamp") or name) for name, record in newest_first(layout) if record}
     if active is None or active not in stamps:
         return usable

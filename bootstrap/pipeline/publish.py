@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import shutil
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def generation_id(lock: Lock, installed: Lock, *, compile_bytecode: bool, overri
     python = interpreter()
     key = {
         "format": GENERATION_FORMAT,
+        "libc": list(platform.libc_ver()),  # glibc or musl, and which: wheels built for one may not load on another
         "pins": lock.pins_text,
         "installed": installed.pins_text,
         "python": python,
@@ -66,6 +68,7 @@ def publish(layout: Layout, staging: Path, record: GenerationRecord) -> Path:
     generation = record["generation"]
     final = layout.generation(generation)
     leases.update_held(layout.staging_lease(staging), generation=generation)
+    leases.update_held(layout.build_lease, generation=generation)
     try:
         safety.make_private_dir(layout.generations)
         os.rename(staging, final)
@@ -84,11 +87,13 @@ def same_generation(folder: Path, record: GenerationRecord) -> bool:
 
 
 def published_intact(layout: Layout, generation: str) -> Path | None:
-    """The site folder of ``generation`` if it is published, complete, and holds what was verified."""
+    """The site folder of ``generation`` if it is published, complete, and holds what was verified; named in
+    the build claim from here on (gc on another instance keeps it while the manifest is pointed at it)."""
     record = read_generation(layout.generation(generation))
     site = layout.site(generation)
     if record is None or not records.intact(site, record.get("packages", [])):
         return None
+    leases.update_held(layout.build_lease, generation=generation)
     return site
 
 
@@ -221,15 +226,29 @@ def leased_generations(layout: Layout) -> frozenset[str]:
     return frozenset(named)
 
 
+def in_order(layout: Layout, history: list[str]) -> list[tuple[str, GenerationRecord | None]]:
+    """The generations, most recently made active first (``history``, the manifest's), then the others
+    newest built first."""
+    found = newest_first(layout)
+    rank = {generation: position for position, generation in enumerate(history)}
+    return sorted(found, key=lambda item: rank.get(item[0], len(rank)))  # stable: the rest stays in build order
+
+
 def collect_garbage(
-    layout: Layout, *, active: str | None, keep: int, in_use: frozenset[str] = frozenset()
+    layout: Layout,
+    *,
+    active: str | None,
+    keep: int,
+    in_use: frozenset[str] = frozenset(),
+    history: list[str] | None = None,
 ) -> list[str]:
-    """Remove generations beyond the newest ``keep`` (the active one always stays); return their ids.
+    """Remove generations beyond the ``keep`` most recently active (the active one always stays); return their
+    ids. ``history``: the manifest's, most recent first (without it, the newest built count).
 
     ``in_use``: generations running hosts still import from (they stay, beyond ``keep``); so do those a
     live lease names (a builder about to point the manifest at one).
     """
-    generations = newest_first(layout)
+    generations = in_order(layout, history or [])
     if not generations:
         return []
     in_use = in_use | leased_generations(layout)

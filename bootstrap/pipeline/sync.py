@@ -356,7 +356,7 @@ def _build_and_publish(
     generation = publish.generation_id(
         the_plan.lock, to_install, compile_bytecode=settings.compile_bytecode, overrides=the_plan.overrides
     )
-    existing = _published(settings, layout, generation, provenance, desired)
+    existing = _published(settings, layout, generation, provenance, desired, current)
     if existing is not None:
         return existing, None
     if layout.generation(generation).exists():  # damaged, or not ours to trust: a new folder beside it
@@ -385,11 +385,16 @@ def _build_and_publish(
     packages = plan.package_entries(dists, the_plan.provided, desired)
     record = manifest.generation_record(generation, provenance, packages, the_plan.overrides, stamp=staging.name)
     site_dir = publish.publish(layout, staging, record)
-    return manifest.published(provenance, record, site_dir), staging
+    return manifest.published(provenance, record, site_dir, current), staging
 
 
 def _published(
-    settings: Settings, layout: Layout, generation: str, provenance: Provenance, desired: Desired
+    settings: Settings,
+    layout: Layout,
+    generation: str,
+    provenance: Provenance,
+    desired: Desired,
+    current: Manifest | None,
 ) -> Manifest | None:
     """The manifest for ``generation`` if it is already published, intact, and usable here; else None."""
     site = publish.published_intact(layout, generation)
@@ -401,7 +406,7 @@ def _published(
     log.info("generation %s, of these very pins, is already published: using it", generation)
     publish.clean_staging(layout, why="the generation was already published")  # a speculative install of ours
     record = {**record, "packages": plan.refreshed_entries(record.get("packages", []), desired)}
-    return manifest.published(provenance, record, site)
+    return manifest.published(provenance, record, site, current)
 
 
 def _commit(layout: Layout, new: Manifest, change: RuntimeChange | None) -> None:
@@ -414,7 +419,8 @@ def _commit(layout: Layout, new: Manifest, change: RuntimeChange | None) -> None
 def _collect_garbage(settings: Settings, layout: Layout, active: str | None) -> None:
     try:
         in_use = registry.generations_in_use(layout)
-        publish.collect_garbage(layout, active=active, keep=settings.generations_kept, in_use=in_use)
+        history = manifest.history_of(manifest.read(layout.manifest))
+        publish.collect_garbage(layout, active=active, keep=settings.generations_kept, in_use=in_use, history=history)
     except OSError as exc:
         log.warning("could not remove old generations (%s); the next sync tries again", exc)
 

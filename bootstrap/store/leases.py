@@ -57,12 +57,21 @@ def _started(pid: int) -> str:
         return ""
 
 
+def _pid_namespace() -> str:
+    """This process's pid namespace (containers on one kernel share the boot id, not their pids), or ""."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
+
+
 def holder_identity(ttl: float, **extra: object) -> dict[str, object]:
     """What a lease of this process says about its holder."""
     pid = os.getpid()
     return {
         "host": socket.gethostname(),
         "boot_id": _boot_id(),
+        "pid_namespace": _pid_namespace(),
         "pid": pid,
         "pid_started": _started(pid),
         "ttl": ttl,
@@ -80,6 +89,7 @@ class Lease:
     content: bytes
     ttl: float
     lost: bool = field(default=False)
+    released: bool = field(default=False)
     _writing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def renew(self) -> None:
@@ -88,6 +98,8 @@ class Lease:
             self._renew()
 
     def _renew(self) -> None:
+        if self.released:
+            return
         try:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
@@ -105,7 +117,7 @@ class Lease:
     def update(self, **fields: object) -> None:
         """Rewrite the lease with ``fields`` added (the generation a builder is about to publish, say)."""
         with self._writing:
-            self._update(fields)
+            retrying(lambda: self._update(fields), what=f"rewriting {self.path.name}")
 
     def _update(self, fields: dict[str, object]) -> None:
         record = json.loads(self.content)
@@ -125,11 +137,19 @@ class Lease:
         self.lost = True
 
     def release(self) -> None:
-        """Remove the lease, unless it is no longer ours; a share refusing for long gets it marked released."""
-        try:
+        """Remove the lease, unless it is no longer ours; a share refusing for long gets it marked released.
+
+        Left behind anyway (the share gone), it expires a ttl after its last renewal, like a dead holder's."""
+        with self._writing:
+            self.released = True  # the renewer, between its look and its write, must not renew it again
+
+        def read() -> bytes:
             with open(self.path, "rb") as handle:
-                if handle.read(len(self.content) + 1) != self.content:
-                    return
+                return handle.read(len(self.content) + 1)
+
+        try:
+            if retrying(read, what=f"reading {self.path.name}", seconds=2.0) != self.content:
+                return
         except OSError:
             return
         try:
@@ -149,10 +169,15 @@ def try_claim(path: Path, ttl: float, **extra: object) -> Lease | None:
     except FileExistsError:
         return None
     try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.write(fd, content)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # an empty claim would hold others off for a whole ttl
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
     return Lease(path, content, ttl)
 
 
@@ -189,16 +214,29 @@ def judge(path: Path, default_ttl: float) -> Judgement:
     found = Judgement(True, False, holder, content, mtime_ns, generation)
     if record.get("released"):
         return Judgement(True, True, "a released claim", content, mtime_ns)
-    if record.get("boot_id") and record.get("boot_id") == _boot_id() and isinstance(record.get("pid"), int):
+    if _visible_here(record):
         pid = record["pid"]
         alive = _alive(pid) and (not record.get("pid_started") or record.get("pid_started") == _started(pid))
-        return found if alive else Judgement(True, True, holder + ", now gone", content, mtime_ns, generation)
+        if not alive:
+            return Judgement(True, True, holder + ", now gone", content, mtime_ns, generation)
+    # Alive (or on another machine, where its pid says nothing): expired only when not renewed for its ttl.
     said = record.get("ttl")
     ttl = float(said) if isinstance(said, int | float) else default_ttl
     age = share_clock(path.parent) - mtime_ns / 1e9
     if age > ttl + MARGIN_SECONDS:
         return Judgement(True, True, f"{holder}, not renewed for {age:.0f}s", content, mtime_ns, generation)
     return found
+
+
+def _visible_here(record: dict[str, object]) -> bool:
+    """Whether the holder's pid can be looked up from here: the same kernel, host and pid namespace."""
+    return (
+        bool(record.get("boot_id"))
+        and record.get("boot_id") == _boot_id()
+        and record.get("host") == socket.gethostname()
+        and record.get("pid_namespace", "") == _pid_namespace()
+        and isinstance(record.get("pid"), int)
+    )
 
 
 def take_over(path: Path, judged: Judgement, ttl: float, **extra: object) -> Lease | None:

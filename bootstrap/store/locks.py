@@ -111,8 +111,8 @@ def _claim(
             lease = leases.take_over(path, judged, ttl)
             if lease is not None:
                 return lease, True
-        elif not judged.exists:  # released between the two calls (or still shown for a moment): again, soon
-            time.sleep(0.02)
+        elif not judged.exists and time.monotonic() <= deadline:  # released between the two calls, or still
+            time.sleep(0.02)  # shown for a moment: again, soon
             continue
         if timeout <= 0 or time.monotonic() > deadline:
             raise LockTimeoutError(

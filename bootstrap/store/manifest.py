@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         error: ErrorRecord | None
         overrides: list[str]
         rolled_back_from: RolledBackFrom | None
+        history: list[str]
 
     class RolledBackFrom(TypedDict):
         """What the active generation was rolled back from: what the files asked for then (and still do)."""
@@ -118,6 +119,7 @@ MANIFEST_KEYS = (
     "error",  # null, or ERROR_KEYS: the last failure
     "overrides",  # host packages the generation overrides (then it goes first on sys.path)
     "rolled_back_from",  # null, or what `rollback` moved away from: {"generation", "pins"}
+    "history",  # the generations syncs made active, most recent first (at most 20): gc and rollback's order
 )
 PACKAGE_KEYS = ("name", "version", "requested", "provided_by", "source")
 ERROR_KEYS = ("message", "stage", "at", "inputs", "relative_inputs")
@@ -162,14 +164,14 @@ def now_iso() -> str:
 def load(path: str | os.PathLike[str]) -> tuple[Manifest | None, str | None]:
     """Read a manifest: ``(manifest, None)``, ``(None, None)`` if absent, ``(None, why)`` if damaged."""
     path = os.fspath(path)
-    data, why = _read_json(path)
+    data, why, transient = _read_json(path)
     for attempt, delay in enumerate(_READ_RETRIES):  # a share mid-replace (see _READ_RETRIES): read again
-        if why is None or (why == _ABSENT and not os.path.isdir(os.path.join(os.path.dirname(path), "generations"))):
+        if not transient or (why == _ABSENT and not os.path.isdir(os.path.join(os.path.dirname(path), "generations"))):
             break
-        if why.endswith(_DAMAGED) and attempt >= 2:  # not a moment's glitch: damaged
+        if why is not None and why.endswith(_DAMAGED) and attempt >= 2:  # not a moment's glitch: damaged
             break
         time.sleep(delay)
-        data, why = _read_json(path)
+        data, why, transient = _read_json(path)
     if why == _ABSENT:
         return None, None
     if why is not None:
@@ -184,26 +186,31 @@ def load(path: str | os.PathLike[str]) -> tuple[Manifest | None, str | None]:
     return manifest, None
 
 
-# A reader on a network share may see the manifest missing (ENOENT), unreadable (EIO) or short for a
-# moment while another client replaces it. A folder that was never synced has no generations/, so its
-# missing manifest is reported at once; otherwise the read is tried again for about a second.
-_READ_RETRIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
+# A reader on a network share may see the manifest missing (ENOENT), unreadable (EIO, EBUSY) or short
+# for a moment while another client replaces it. A folder that was never synced has no generations/, so
+# its missing manifest is reported at once; otherwise the read is tried again for about half a second
+# (a damaged file for 0.07 s). Other errors (no permission, a folder in its place) are reported at once.
+_READ_RETRIES = (0.02, 0.05, 0.1, 0.15, 0.2)
 _ABSENT = "absent"
 _DAMAGED = "is not valid JSON (truncated or damaged)"
 
 
-def _read_json(path: str) -> tuple[object, str | None]:
+def _read_json(path: str) -> tuple[object, str | None, bool]:
+    """``(data, why it is not there, whether reading again may help)``."""
     try:
         with open(path, "rb") as handle:
             raw = handle.read()
     except FileNotFoundError:
-        return None, _ABSENT
+        return None, _ABSENT, True
     except OSError as exc:
-        return None, f"{path} cannot be read ({exc.strerror})"
+        import errno  # slow path: a read that failed
+
+        transient = exc.errno in (errno.EIO, errno.EBUSY, errno.EAGAIN, errno.ESTALE)
+        return None, f"{path} cannot be read ({exc.strerror})", transient
     try:
-        return json.loads(raw), None
+        return json.loads(raw), None, False
     except ValueError:
-        return None, f"{path} {_DAMAGED}"
+        return None, f"{path} {_DAMAGED}", True
 
 
 def read(path: str | os.PathLike[str]) -> Manifest | None:
@@ -227,7 +234,19 @@ def write(path: str | os.PathLike[str], manifest: Manifest) -> None:
 # Keys added after schema 1 was first written: a manifest from before gets these values.
 # ``site`` and ``relative_inputs``: null and empty read as "not recorded" (the generation id and the absolute
 # ``inputs`` are used instead).
-_ADDED_KEYS: dict[str, object] = {"overrides": [], "rolled_back_from": None, "site": None, "relative_inputs": {}}
+_ADDED_KEYS: dict[str, object] = {
+    "overrides": [],
+    "rolled_back_from": None,
+    "site": None,
+    "relative_inputs": {},
+    "history": [],
+}
+HISTORY_LENGTH = 20
+
+
+def history_of(current: Manifest | None) -> list[str]:
+    """The generations syncs made active, most recent first (empty for a manifest from before the key)."""
+    return list(current.get("history", [])) if current is not None else []
 
 
 # Constructors: the only places a manifest is made.
@@ -254,11 +273,21 @@ def blank(requirements_file: str | os.PathLike[str]) -> Manifest:
         "error": None,
         "overrides": [],
         "rolled_back_from": None,
+        "history": [],
     }
 
 
-def published(provenance: Provenance, record: GenerationRecord, site_dir: str | os.PathLike[str]) -> Manifest:
-    """The manifest that makes a just-published generation active."""
+def published(
+    provenance: Provenance, record: GenerationRecord, site_dir: str | os.PathLike[str], previous: Manifest | None
+) -> Manifest:
+    """The manifest that makes a just-published generation active (``previous``: the one it replaces).
+
+    Generation ids are their contents' hashes, so a set served before is served by the same generation
+    again; ``history`` says which were made active when (their build times do not)."""
+    # What served until now first (a rollback's generation included: a rollback records no history itself).
+    active = previous.get("generation") if previous is not None else None
+    serving = [active] if active else []
+    earlier = list(dict.fromkeys(g for g in [*serving, *history_of(previous)] if g != record["generation"]))
     return {
         "schema_version": SCHEMA_VERSION,
         "status": "ok",
@@ -273,6 +302,7 @@ def published(provenance: Provenance, record: GenerationRecord, site_dir: str | 
         # Host packages this generation overrides: it must then come before the host's site-packages.
         "overrides": record["overrides"],
         "rolled_back_from": None,
+        "history": [record["generation"], *earlier][:HISTORY_LENGTH],
     }
 
 
@@ -339,6 +369,7 @@ def rolled_back(
         "error": None,
         "overrides": record.get("overrides", []),
         "rolled_back_from": away_from,
+        "history": history_of(previous),  # a rollback is no sync: the order stays
     }
 
 
