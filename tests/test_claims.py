@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from bootstrap.pipeline import publish, reuse
+from bootstrap.pipeline import publish
 from bootstrap.pipeline.sync import sync
 from bootstrap.store import leases, locks, manifest
-from bootstrap.store.fs import atomic_write_text
+from bootstrap.store.fs import atomic_write_text, copy_file, network_filesystem
 from bootstrap.store.layout import Layout
 from tests.conftest import Repo, python_in
 
@@ -305,11 +305,11 @@ def test_copy_file_keeps_mode_and_times_and_never_overwrites(tmp_path: Path) -> 
     source.write_text("x = 1\n")
     os.chmod(source, 0o444)
     os.utime(source, ns=(1_000_000_000, 2_000_000_000))
-    reuse.copy_file(str(source), str(tmp_path / "b.py"))
+    copy_file(str(source), str(tmp_path / "b.py"))
     copied = (tmp_path / "b.py").stat()
     assert (copied.st_mode & 0o777, copied.st_mtime_ns) == (0o444, 2_000_000_000)
     with pytest.raises(FileExistsError):
-        reuse.copy_file(str(source), str(tmp_path / "b.py"))
+        copy_file(str(source), str(tmp_path / "b.py"))
 
 
 def test_status_names_a_sync_under_way_on_another_instance_and_its_staging_is_not_debris(
@@ -399,3 +399,30 @@ def test_a_manifest_that_cannot_be_read_for_good_is_reported_at_once(repo: Repo)
     found, why = manifest.load(repo.manifest_path)
     assert found is None and why is not None and "cannot be read" in why
     assert time.monotonic() - started < 0.3
+
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime - overlay overlay rw
+30 22 0:40 / /home rw,relatime - cifs //files.example/share rw,vers=3.1.1
+31 30 0:41 / /home/local\\040disk rw - ext4 /dev/sdb1 rw
+32 22 0:42 / /mnt/smb rw,nosuid - fuse.smbnetfs smbnetfs rw
+33 22 0:43 / /var/lib/docker rw - fuse.fuse-overlayfs fuse-overlayfs rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/home/.packages", "cifs"),
+        ("/home/local disk/.packages", None),  # a local disk mounted inside the share
+        ("/mnt/smb/127.0.0.1/packages", "fuse.smbnetfs"),
+        ("/var/lib/docker/x", None),  # a local FUSE filesystem
+        ("/tmp/packages", None),
+    ],
+)
+def test_the_network_share_a_folder_lies_on_is_told_from_the_mount_table(
+    tmp_path: Path, path: str, kind: str | None
+) -> None:
+    table = tmp_path / "mountinfo"
+    table.write_text(MOUNTINFO)
+    assert network_filesystem(path, str(table)) == kind

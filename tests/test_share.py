@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # imported by pytest as a plugin (below), so that its asserts
 
 pytest_plugins = ["tests.smbshare"]  # its fixtures: smb_server (the session's), share (each test's folder)
 INSTANCES = ("A", "B")
-pytestmark = pytest.mark.smb  # run once, with the default backend (not among the Makefile's UV_TESTS)
+pytestmark = pytest.mark.smb  # run with both backends (among the Makefile's UV_TESTS): uv copies differently
 
 LEASE_SECONDS = 4
 SYNC_TIMEOUT = 180

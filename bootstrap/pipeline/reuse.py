@@ -18,13 +18,13 @@ import filecmp
 import logging
 import os
 import shutil
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.errors import InstallError, VerificationError
 from bootstrap.pipeline.lockfile import Pin
+from bootstrap.store.fs import copy_file
 from bootstrap.store.layout import GENERATION_FILE
 from bootstrap.store.records import Distribution, changed_files, installed, missing_files, unchanged_since
 
@@ -156,17 +156,6 @@ def _link(source: str, target: str, made: set[str]) -> None:
 
 # In ``_link``'s set of folders made: hard links failed here, copy.
 _COPY = "\0copy"
-
-
-def copy_file(source: str, target: str) -> None:
-    """Copy the bytes, the mode bits and the times of ``source`` to a new file ``target`` (never xattrs).
-
-    ``FileExistsError`` if ``target`` exists. Big writes: on a share each one is a round trip."""
-    with open(source, "rb") as src, open(target, "xb") as dst:
-        shutil.copyfileobj(src, dst, length=1 << 20)
-        st = os.fstat(src.fileno())
-    os.chmod(target, stat.S_IMODE(st.st_mode))
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def merge(source_site: Path, target_site: Path) -> None:

@@ -163,6 +163,62 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int = 0o644
     _fsync_dir(folder)
 
 
+def copy_file(source: str, target: str) -> None:
+    """Copy the bytes, the mode bits and the times of ``source`` to a new file ``target`` (never xattrs).
+
+    ``FileExistsError`` if ``target`` exists. No rename and no extended attributes (``shutil.copy2`` lists
+    them: an SMB share through smbnetfs answers EIO); big writes, since on a share each one is a round trip.
+    """
+    import shutil  # slow path: building generations only
+
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, length=1 << 20)
+        st = os.fstat(src.fileno())
+    os.chmod(target, stat.S_IMODE(st.st_mode))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def copy_tree(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:
+    """Copy every file under ``source`` into the folder ``target`` (``copy_file``, links followed); the count."""
+    root, count = os.fspath(source), 0
+    for folder, _, names in os.walk(root):
+        destination = os.path.join(os.fspath(target), os.path.relpath(folder, root))
+        os.makedirs(destination, exist_ok=True)
+        for name in names:
+            copy_file(os.path.join(folder, name), os.path.join(destination, name))
+            count += 1
+    return count
+
+
+# Filesystem types (``/proc/self/mountinfo``) of network shares and of FUSE clients of them.
+_NETWORK_TYPES = frozenset({"cifs", "smb3", "smbfs", "nfs", "nfs4", "9p", "afs", "ceph", "glusterfs", "lustre"})
+_LOCAL_FUSE = frozenset({"fuse.fuse-overlayfs", "fuse.lxcfs"})
+
+
+def network_filesystem(path: str | os.PathLike[str], table: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the network filesystem ``path`` lies on (``cifs``, ``fuse.smbnetfs``, ``nfs4``, ...), or None
+    for a local one or where the mount table cannot be read (Linux's ``/proc/self/mountinfo`` only)."""
+    real = os.path.realpath(path)
+    best, kind = "", None
+    try:
+        with open(table, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts, types = fields.split(), rest.split()
+        if len(parts) < 5 or not types:
+            continue
+        mount = parts[4].replace("\\040", " ")
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, kind = mount, types[0]
+    if kind in _NETWORK_TYPES or (kind is not None and kind.startswith("fuse.") and kind not in _LOCAL_FUSE):
+        return kind
+    return None
+
+
 def tree_size(path: Path) -> int:
     """Bytes used under ``path``, each hard-linked file counted once."""
     seen: set[tuple[int, int]] = set()

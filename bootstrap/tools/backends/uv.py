@@ -22,17 +22,20 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import CommandError, InstallError, redact
 from bootstrap.inputs.requirements import Desired
+from bootstrap.store.fs import copy_tree, counted, network_filesystem
 from bootstrap.store.records import changed_files, installed, shared_files, written_since
 from bootstrap.tools import pipout, runner
-from bootstrap.tools.backends.base import Backend
+from bootstrap.tools.backends.base import Backend, OnStart
 
 log = logging.getLogger("bootstrap")
 
@@ -90,6 +93,41 @@ class UvBackend(Backend):
             log.info("  %s", line.strip())
         else:
             super().resolution_progress(line)
+
+    def install(
+        self,
+        site_dir: Path,
+        requirements: Path,
+        *,
+        no_deps: bool,
+        timeout: float,
+        quiet: bool = False,
+        on_start: OnStart | None = None,
+        index_args: list[str] | None = None,
+    ) -> None:
+        """On a network share, into a local folder first, then copied over: uv writes each file as a temp
+        file it renames while still holding it open, which SMB refuses (EBUSY, measured through smbnetfs);
+        where uv can hard-link from its cache it does so into the local folder."""
+        options: dict[str, Any] = {
+            "no_deps": no_deps,
+            "timeout": timeout,
+            "quiet": quiet,
+            "on_start": on_start,
+            "index_args": index_args,
+        }
+        kind = network_filesystem(site_dir)
+        if kind is None:
+            super().install(site_dir, requirements, **options)
+            return
+        scratch = Path(tempfile.mkdtemp(prefix="bootstrap-uv-"))
+        try:
+            super().install(scratch, requirements, **options)
+            count = copy_tree(scratch, site_dir)
+            log.info(
+                "copied %s onto the %s share (uv installed them into a local folder)", counted(count, "file"), kind
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def run_install(self, site_dir: Path, run: Callable[[], None], *, timeout: float) -> None:
         """Install, then check what uv linked from its cache; an edited cache entry is cleaned and installed again."""
