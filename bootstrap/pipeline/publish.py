@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bootstrap.errors import PublishError
 from bootstrap.store import leases, records, safety
-from bootstrap.store.fs import bytes_sha256
+from bootstrap.store.fs import bytes_sha256, retrying
 from bootstrap.store.layout import GENERATION_FILE, SITE_DIR, Layout
 from bootstrap.store.manifest import interpreter, read_generation_record, write_generation_record
 
@@ -119,8 +119,7 @@ def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync")
         if name.endswith(".lease"):
             if name[: -len(".lease")] not in entries and _removable(layout, entry):
                 leases.release_held(entry)  # ours (a sync that failed after publishing): renewed no more
-                with contextlib.suppress(OSError):
-                    os.unlink(entry)  # a builder killed before its folder existed, or after it was published
+                _unlink(entry)  # a builder killed before its folder existed, or after it was published
             continue
         lease = layout.staging_lease(entry)
         if lease.name in entries and not _removable(layout, lease):
@@ -133,9 +132,14 @@ def clean_staging(layout: Layout, *, why: str = "debris of an interrupted sync")
             log.warning("cannot remove staging/%s: %s; delete it as a user that may", name, why_not)
             continue
         leases.release_held(lease)
-        with contextlib.suppress(OSError):
-            os.unlink(lease)  # an expired one (a dead builder's)
+        _unlink(lease)  # an expired one (a dead builder's)
     _remove_stray_writes(layout)
+
+
+def _unlink(path: Path) -> None:
+    """Remove a file, through a share's moment of EBUSY (it may hold a file just read open a while)."""
+    with contextlib.suppress(OSError):
+        retrying(lambda: os.unlink(path), what=f"removing {path.name}", seconds=3.0)
 
 
 def _removable(layout: Layout, lease: Path) -> bool:

@@ -195,10 +195,13 @@ class Judgement:
 
 def judge(path: Path, default_ttl: float) -> Judgement:
     """Read and judge the lease at ``path`` (see the module's docstring)."""
-    try:
+
+    def read() -> tuple[bytes, int]:
         with open(path, "rb") as handle:
-            content = handle.read(1 << 16)
-            mtime_ns = os.fstat(handle.fileno()).st_mtime_ns
+            return handle.read(1 << 16), os.fstat(handle.fileno()).st_mtime_ns
+
+    try:  # through a share's moment of EIO or EBUSY (a second at most: waiters poll again anyway)
+        content, mtime_ns = retrying(read, what=f"reading {path.name}", seconds=1.0)
     except FileNotFoundError:
         return Judgement(exists=False, expired=False, holder="nobody")
     except OSError as exc:  # a share answering EIO or EBUSY for a moment: judged again on the next poll
@@ -289,8 +292,8 @@ def share_clock(folder: Path) -> float:
         stamp = time.time()
     finally:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(probe)
+        with contextlib.suppress(OSError):  # a share may refuse it for a moment after the close (EBUSY)
+            retrying(lambda: os.unlink(probe), what=f"removing {probe.name}", seconds=3.0)
     return stamp
 
 
