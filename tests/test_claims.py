@@ -426,3 +426,18 @@ def test_the_network_share_a_folder_lies_on_is_told_from_the_mount_table(
     table = tmp_path / "mountinfo"
     table.write_text(MOUNTINFO)
     assert network_filesystem(path, str(table)) == kind
+
+
+def test_an_empty_lease_left_by_a_kill_between_create_and_write_expires_after_the_margin(repo: Repo) -> None:
+    """A live maker writes its lease within milliseconds of creating it; an empty one seconds old is a dead
+    maker's, whatever the ttl (the share kill test in CI killed a builder in that window)."""
+    layout = Layout(repo.packages_dir, lease_seconds=3600)
+    empty = layout.staging / "20991231T000000000000Z-abcdef.lease"
+    empty.parent.mkdir(parents=True)
+    empty.write_bytes(b"")
+    stamp = time.time() - 10
+    os.utime(empty, (stamp, stamp))
+
+    publish.clean_staging(layout)
+
+    assert os.listdir(layout.staging) == []

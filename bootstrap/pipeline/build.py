@@ -37,13 +37,12 @@ def new_generation_id() -> str:
 
 
 def new_staging(layout: Layout) -> Path:
-    """A new staging folder of this builder's own: its lease (``<name>.lease``, renewed while this process
-    builds) is made first, so a sync on another instance never takes the folder for debris."""
+    """A new staging folder of this builder's own, and its lease beside it (``<name>.lease``, renewed while
+    this process builds), so a sync on another instance never takes the folder for debris. A kill between
+    the two leaves a folder without a lease: debris, removed by the next sync."""
     staging = layout.staging / new_generation_id()
-    safety.make_private_dir(layout.staging)
-    lease = leases.try_claim(layout.staging_lease(staging), layout.lease_seconds, purpose="staging")
-    if lease is None:  # a random name taken: never happens twice
-        raise FileExistsError(f"{layout.staging_lease(staging)} exists")
+    safety.make_private_dir(staging, exist_ok=False)  # a name of this builder's alone (time and random)
+    lease = leases.claim_new(layout.staging_lease(staging), staging, layout.lease_seconds, purpose="staging")
     leases.keep_renewed(lease)
     safety.make_private_dir(staging / SITE_DIR, exist_ok=False)
     return staging

@@ -181,6 +181,21 @@ def try_claim(path: Path, ttl: float, **extra: object) -> Lease | None:
     return Lease(path, content, ttl)
 
 
+def claim_new(path: Path, scratch: Path, ttl: float, **extra: object) -> Lease:
+    """The lease ``path`` of a name no one else can hold (a builder's new staging folder), never seen empty:
+    written in ``scratch`` (that folder, made first) and renamed into place. A builder killed before the
+    rename leaves a folder without a lease, which cleanup removes; with ``try_claim``'s exclusive create, a
+    kill between the create and the write would leave an empty lease, judged only by its age."""
+    content = (json.dumps(holder_identity(ttl, **extra), sort_keys=True) + "\n").encode()
+    written = scratch / ".lease"
+    with open(written, "xb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(written, path)
+    return Lease(path, content, ttl)
+
+
 @dataclass(frozen=True)
 class Judgement:
     """What a lease file says now: whether it may be taken over, whom it names, what it was when judged."""
@@ -210,8 +225,8 @@ def judge(path: Path, default_ttl: float) -> Judgement:
         record = json.loads(content)
         if not isinstance(record, dict):
             raise ValueError(record)
-    except ValueError:  # being written, or damaged: its age alone decides
-        record = {}
+    except ValueError:  # empty (its maker killed between the create and the write), or damaged: by its age
+        record = {"ttl": 0.0}  # a live maker writes it within milliseconds of the create: the margin is plenty
     holder = _describe(record)
     generation = record.get("generation") if isinstance(record.get("generation"), str) else None
     found = Judgement(True, False, holder, content, mtime_ns, generation)
