@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bootstrap.store import registry
 from bootstrap.store.fs import retrying
 
 log = logging.getLogger("bootstrap")
@@ -234,7 +235,7 @@ def judge(path: Path, default_ttl: float) -> Judgement:
         return Judgement(True, True, "a released claim", content, mtime_ns)
     if _visible_here(record):
         pid = record["pid"]
-        alive = _alive(pid) and (not record.get("pid_started") or record.get("pid_started") == _started(pid))
+        alive = registry.alive(pid) and (not record.get("pid_started") or record.get("pid_started") == _started(pid))
         if not alive:
             return Judgement(True, True, holder + ", now gone", content, mtime_ns, generation)
     # Alive (or on another machine, where its pid says nothing): expired only when not renewed for its ttl.
@@ -310,16 +311,6 @@ def share_clock(folder: Path) -> float:
         with contextlib.suppress(OSError):  # a share may refuse it for a moment after the close (EBUSY)
             retrying(lambda: os.unlink(probe), what=f"removing {probe.name}", seconds=3.0)
     return stamp
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _describe(record: dict[str, object]) -> str:
