@@ -9,6 +9,7 @@ from bootstrap.store.paths import (
     ADOPTED_NAME,
     GENERATIONS_DIR,
     MANIFEST_NAME,
+    ORGS_DIR,
     RUNTIME_REQUIREMENTS_NAME,
     SITE_DIR,
     default_state_dir,
@@ -38,6 +39,7 @@ class Layout:
     ``staging/<name>/``      generations being built, each with its builder's lease ``<name>.lease``
     ``cache/locks/``         resolutions cached by the hash of their inputs
     ``processes/``           ``<host>-<pid>.json`` of running hosts that need a restart
+    ``orgs/<org-id>/``       each organisation's own packages folder, laid out like this one (``inputs.orgs``)
     ``runtime-requirements.txt``, ``.runtime.lock``  where bootstrap before #14 kept the overlay: copied
                              into the state folder by the first sync, and left (``legacy_runtime_requirements``)
 
@@ -62,6 +64,7 @@ class Layout:
             RUNTIME_REQUIREMENTS_NAME,
             ".runtime.lock",
             "processes",
+            ORGS_DIR,
         }
     )
 

@@ -22,6 +22,12 @@ MANIFEST_NAME = "manifest.json"
 RUNTIME_REQUIREMENTS_NAME = "runtime-requirements.txt"
 STATE_DIR_NAME = ".bootstrap"  # the state folder's default name, beside the packages folder
 ADOPTED_NAME = "adopted.json"  # in the state folder: the legacy distributions already adopted
+# Organisations' sets: <packages_dir>/orgs/<org-id>/ is each org's own packages folder (manifest, generations),
+# <state_dir>/orgs/<org-id>/ its state, and <repo>/orgs/<org-id>/requirements.txt (BOOTSTRAP_ORGS_DIR) its file.
+ORGS_DIR = "orgs"
+ORG_ID_RULE = "an org id is 1 to 63 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+_ORG_ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_ORG_ID_CHARACTERS = _ORG_ID_FIRST | frozenset("._-")
 
 
 def relative_site(generation: str) -> str:
@@ -35,6 +41,23 @@ def site_path(packages_dir: str, generation: str) -> str:
     wrote (it may mount the share elsewhere)."""
     # Joined by hand, not os.path.join: on every start-up, and a well-formed id holds no separator.
     return os.sep.join((os.path.abspath(packages_dir), GENERATIONS_DIR, generation, SITE_DIR))
+
+
+def valid_org_id(org: object) -> bool:
+    """``[a-z0-9][a-z0-9._-]{0,62}``, checked without ``re`` (the host's fast path may ask)."""
+    return (
+        isinstance(org, str)
+        and 0 < len(org) <= 63
+        and org[0] in _ORG_ID_FIRST
+        and set(org) <= _ORG_ID_CHARACTERS
+    )
+
+
+def org_packages_dir(packages_dir: str, org: str) -> str:
+    """An organisation's own packages folder, inside the workspace's: ``<packages_dir>/orgs/<org>``."""
+    if not valid_org_id(org):
+        raise ValueError(f"{str(org)[:80]!r} is not an org id: {ORG_ID_RULE}")
+    return os.sep.join((os.path.abspath(packages_dir), ORGS_DIR, org))
 
 
 def default_lock_file(requirements_file: str) -> str:
