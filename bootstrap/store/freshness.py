@@ -11,9 +11,9 @@ import os
 
 from bootstrap.store import manifest as manifest_mod
 from bootstrap.store.fs import file_sha256, resolves_inside
+from bootstrap.store.paths import MANIFEST_NAME, relative_site, site_path
 from bootstrap.store.paths import allow_world_writable as env_allow_world_writable
 from bootstrap.store.paths import packages_dir as env_packages_dir
-from bootstrap.store.paths import relative_site, site_path
 
 # A generation id as publish writes it (20261201T122738065068Z-58dd31), or any plain folder name
 # (no `re`: it is not loaded on the fast path).
@@ -38,6 +38,7 @@ def _well_formed(generation: object) -> bool:
 LOCK_ANCHOR = "@lock/"
 STATE_ANCHOR = "@state/"
 REQUIREMENTS_ANCHOR = "@requirements/"
+WORKSPACE_ANCHOR = "@workspace/"  # an organisation's inputs: a file in the workspace's packages folder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path
@@ -55,10 +56,28 @@ def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] 
     that are not among them are hashed now.
     """
     inputs = dict(read or {})
-    for path in (*sources.key_files(), *also):
+    for path in (*key_files(sources), *also):
         if path not in inputs:
             inputs[path] = file_sha256(path)
     return inputs
+
+
+def key_files(sources: Sources) -> tuple[str, ...]:
+    """The files every manifest of ``sources`` must record: the requirements file, the lock, the overlay; for an
+    organisation also the workspace's active pins (``workspace_lock``), which its set is built on."""
+    if sources.workspace_packages_dir is None:
+        return sources.key_files()
+    return (*sources.key_files(), workspace_lock(sources.workspace_packages_dir))
+
+
+def workspace_lock(workspace_packages_dir: str) -> str:
+    """The pins of the workspace's active generation (its ``lock.txt``), or, when it has none, its manifest:
+    an organisation built on other pins than these is stale."""
+    current = manifest_mod.read(os.path.join(workspace_packages_dir, MANIFEST_NAME))
+    generation = current.get("generation") if current is not None else None
+    if not _well_formed(generation):
+        return os.path.join(os.path.abspath(workspace_packages_dir), MANIFEST_NAME)
+    return os.path.join(os.path.dirname(site_path(workspace_packages_dir, str(generation))), "lock.txt")
 
 
 def relative_inputs(inputs: Inputs, sources: Sources) -> Inputs:
@@ -84,9 +103,13 @@ def _relative(path: str, lock_file: str, anchors: list[tuple[str, str]]) -> str:
     return path
 
 
-def _anchors(sources: Sources) -> tuple[tuple[str, str], tuple[str, str]]:
-    """The folders ``relative_inputs`` names files relative to, the state folder first (it is never in the repo)."""
-    return ((STATE_ANCHOR, sources.state_dir), (REQUIREMENTS_ANCHOR, os.path.dirname(sources.requirements_file)))
+def _anchors(sources: Sources) -> tuple[tuple[str, str], ...]:
+    """The folders ``relative_inputs`` names files relative to, the state folder first (it is never in the repo);
+    for an organisation the workspace's packages folder (its active pins) before them."""
+    anchors = ((STATE_ANCHOR, sources.state_dir), (REQUIREMENTS_ANCHOR, os.path.dirname(sources.requirements_file)))
+    if sources.workspace_packages_dir is None:
+        return anchors
+    return ((WORKSPACE_ANCHOR, os.path.abspath(sources.workspace_packages_dir)), *anchors)
 
 
 def recorded_inputs(record: Mapping[str, object], sources: Sources) -> Inputs | None:
@@ -147,6 +170,8 @@ def stale_reason(manifest: Manifest | None, sources: Sources, *, inputs_too: boo
         return f"the lock file is now {sources.lock_file}"
     if sources.runtime_file not in inputs:
         return "the manifest does not record the packages added at run time"
+    if sources.workspace_packages_dir is not None and workspace_lock(sources.workspace_packages_dir) not in inputs:
+        return "the workspace's set changed since (it is built on the workspace's pins)"
     changed = _changed(inputs) if inputs_too else []
     if changed:
         return f"{changed[0]} changed since the last sync"
