@@ -44,9 +44,13 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
         parts = [f"{published} synced", f"{current} up to date"] + ([f"{failed} failed"] if failed else [])
         parts += [f"{len(everything.removed)} removed (their folders left the repo)"] if everything.removed else []
         print(f"organisations: {', '.join(parts)}")
-    for line in everything.failed:
-        print(f"bootstrap: error: {' '.join(line.split())}", file=sys.stderr)
-    return 1 if everything.failed else 0
+    org_failures = everything.failed[1:] if everything.workspace_error is not None else everything.failed
+    if not args.relay:  # a host's child logged them already: the host serves the workspace whatever they are
+        for line in org_failures:
+            print(f"bootstrap: error: {' '.join(line.split())}", file=sys.stderr)
+    if everything.workspace_error is not None:
+        raise everything.workspace_error  # one line, as ever (for a host's child: its class and parts too)
+    return 1 if org_failures and not args.relay else 0
 
 
 def _synced(changed: bool, manifest: Manifest) -> str:

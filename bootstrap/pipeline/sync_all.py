@@ -56,8 +56,8 @@ class Synced:
 
     @property
     def failed(self) -> list[str]:
-        """One line per failure: the workspace's, each refused folder's, each organisation's."""
-        lines = [f"workspace: {redact(str(self.workspace_error))}"] if self.workspace_error else []
+        """One line per failure: the workspace's (first), each refused folder's, each organisation's."""
+        lines = [redact(str(self.workspace_error))] if self.workspace_error else []
         lines += [f"org {name}: {why}" for name, why in self.refused]
         lines += [f"org {outcome.org}: {redact(str(outcome.error))}" for outcome in self.orgs if outcome.error]
         return lines
