@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bootstrap.errors import BootstrapError, StorageError, redact
+from bootstrap.errors import BootstrapError, SettingsError, StorageError, redact
 from bootstrap.host.child import relay_line
 from bootstrap.settings import Settings, load_settings
 from bootstrap.store.fs import counted
@@ -31,6 +31,7 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.pipeline.sync import sync  # slow path
 
     if settings.org is not None:  # `--org ID`: that organisation alone, on the workspace's active set
+        _an_org_that_exists(settings)
         result = sync(settings)
         print(f"org {settings.org}: {_synced(result.changed, result.manifest)}")
         return 0
@@ -51,6 +52,16 @@ def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
     if everything.workspace_error is not None:
         raise everything.workspace_error  # one line, as ever (for a host's child: its class and parts too)
     return 1 if org_failures and not args.relay else 0
+
+
+def _an_org_that_exists(settings: Settings) -> None:
+    """``sync``, ``add`` and ``lock --org ID`` of an organisation the repo does not have: one line, and no folder
+    made for it (``status``, ``check`` and ``rollback`` still work on one that left, while its packages stay)."""
+    if settings.org is not None and not settings.requirements_file.is_file():
+        raise SettingsError(
+            f"there is no organisation {settings.org!r}: {settings.requirements_file} does not exist "
+            f"(an organisation is a folder of {settings.orgs_folder} with a requirements.txt)"
+        )
 
 
 def _synced(changed: bool, manifest: Manifest) -> str:
@@ -92,6 +103,7 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.pipeline import resolve  # slow path
     from bootstrap.tools.backends import lazy_backend  # slow path
 
+    _an_org_that_exists(settings)
     desired, _ = read_desired(settings, runtime=False)  # the lock is for committing: the repo file's alone
     lock = resolve.write_committed_lock(settings, desired, lazy_backend(settings), hashes=args.hashes)
     print(
@@ -105,6 +117,7 @@ def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.host import runtime  # slow path
     from bootstrap.inputs.overlay import parse_request  # slow path
 
+    _an_org_that_exists(settings)
     name = parse_request(args.requirement).name
     if args.if_needed:  # `bootstrap.ensure()` in a host: nothing to do when the active set already serves it
         served = runtime.served(settings, args.requirement)

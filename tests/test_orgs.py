@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bootstrap.host.watch import Watcher
-from bootstrap.pipeline import sync_all
 from bootstrap.store.fs import tree_size
+from bootstrap.store.layout import DEPARTED_MARKER
 from tests.conftest import CliResult, Repo, python_in
 from tests.test_watch import save_by_rename, wait_for
 
@@ -161,7 +161,7 @@ def test_a_departed_org_goes_after_the_grace_period_never_the_workspace(
     folder = repo.packages_dir / "orgs" / "gone"
     (repo.root / "orgs" / "gone" / "requirements.txt").unlink()
     run_cli("sync")  # the default grace period: it stays, marked
-    assert (folder / sync_all.REMOVED_MARKER).is_file() and (folder / "manifest.json").is_file()
+    assert (folder / DEPARTED_MARKER).is_file() and (folder / "manifest.json").is_file()
     monkeypatch.setenv("BOOTSTRAP_ORG_GRACE_SECONDS", "0")
     result = run_cli("sync")
     assert "1 removed" in result.out
@@ -177,7 +177,7 @@ def test_a_returning_org_is_kept(repo: Repo, run_cli: Any) -> None:
     run_cli("sync")
     write_org(repo, "back", "bsf-alpha==1.0")
     run_cli("sync")
-    assert not (repo.packages_dir / "orgs" / "back" / sync_all.REMOVED_MARKER).exists()
+    assert not (repo.packages_dir / "orgs" / "back" / DEPARTED_MARKER).exists()
 
 
 def test_every_command_takes_an_org(repo: Repo, run_cli: Any) -> None:
@@ -310,3 +310,37 @@ def test_startup_syncs_an_org_whose_file_changed_and_not_one_that_failed(repo: R
     assert proc.stdout.split() == ["ok", "False"], proc.stderr  # no child: nothing to do
     assert org_manifest(repo, "a")["updated_at"] == failed_at
     assert org_file.exists()
+
+
+def test_an_org_the_repo_does_not_have_is_refused_and_gets_no_folder(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-gamma")
+    run_cli("sync")
+    for args in (("sync", "--org", "ghost"), ("add", "--org", "ghost", "bsf-alpha"), ("lock", "--org", "ghost")):
+        result = run_cli(*args)
+        assert result.code == 1 and "there is no organisation 'ghost'" in result.err, args
+    assert not (repo.packages_dir / "orgs" / "ghost").exists()
+
+
+def test_a_vanished_orgs_folder_keeps_every_org(repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo.write("bsf-gamma")
+    write_org(repo, "a", "bsf-alpha==1.0")
+    run_cli("sync")
+    monkeypatch.setenv("BOOTSTRAP_ORG_GRACE_SECONDS", "0")
+    monkeypatch.setenv("BOOTSTRAP_ORGS_DIR", "orgz")  # a typo
+    result = run_cli("sync")
+    assert result.code == 0 and "orgz does not exist: the packages of 1 organisation stay" in result.err
+    assert (repo.packages_dir / "orgs" / "a" / "manifest.json").is_file()
+
+
+def test_an_orgs_folder_others_can_write_is_not_served(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-gamma")
+    write_org(repo, "a", "bsf-alpha==1.0")
+    run_cli("sync")
+    orgs_root = repo.packages_dir / "orgs"
+    os.chmod(orgs_root, 0o777)
+    try:
+        result = run_cli("check", "--org", "a")
+        assert result.code == 1 and f"{orgs_root} is writable by every local user" in result.out
+    finally:
+        os.chmod(orgs_root, 0o700)
+    assert run_cli("check", "--org", "a").code == 0

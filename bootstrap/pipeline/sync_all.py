@@ -27,14 +27,11 @@ from bootstrap.pipeline.sync import SyncResult, sync
 from bootstrap.settings import Settings
 from bootstrap.store import leases, registry
 from bootstrap.store.fs import atomic_write_text
-from bootstrap.store.layout import Layout
+from bootstrap.store.layout import DEPARTED_MARKER, Layout
 from bootstrap.store.paths import ORGS_DIR, valid_org_id
 from bootstrap.tools import runner
 
 log = logging.getLogger("bootstrap")
-
-# In an organisation's packages folder whose organisation left the repo: when that was first seen (ISO 8601).
-REMOVED_MARKER = ".removed"
 
 
 @dataclass(frozen=True)
@@ -111,10 +108,20 @@ def remove_departed(settings: Settings, present: tuple[str, ...] | list[str]) ->
         names = sorted(name for name in os.listdir(root) if valid_org_id(name))
     except OSError:
         return []
+    if names and not settings.orgs_folder.is_dir():  # a typo in the setting, a repo not checked out yet
+        log.warning(
+            "the organisations' folder %s does not exist: the packages of %d organisation%s stay; check "
+            "BOOTSTRAP_ORGS_DIR (or that the repo is checked out); to drop them, delete their folders in %s",
+            settings.orgs_folder,
+            len(names),
+            "" if len(names) == 1 else "s",
+            root,
+        )
+        return []
     removed = []
     for name in names:
         folder = root / name
-        marker = folder / REMOVED_MARKER
+        marker = folder / DEPARTED_MARKER
         if name in present:
             with contextlib.suppress(FileNotFoundError):
                 marker.unlink()  # back in the repo

@@ -216,7 +216,13 @@ def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
     site_dir = site_path(sources.packages_dir, str(manifest["generation"]))
     if not os.path.isdir(site_dir):
         return f"the active generation's folder {site_dir} is missing"
-    return None if sources.allow_world_writable else open_to_others(site_dir, sources.packages_dir)
+    if sources.allow_world_writable:
+        return None
+    if sources.workspace_packages_dir is not None:  # an organisation's: whoever can write `orgs/` can swap it
+        workspace_open = _writable_by_all(os.path.dirname(os.path.abspath(sources.packages_dir)))
+        if workspace_open is not None:
+            return workspace_open
+    return open_to_others(site_dir, sources.packages_dir)
 
 
 def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
@@ -262,17 +268,26 @@ def open_to_others(site_dir: str, packages_dir: str) -> str | None:
         return None
     generation = os.path.dirname(site_dir)
     for folder in (packages_dir, os.path.dirname(generation), generation, site_dir):
-        try:
-            mode = os.stat(folder).st_mode
-        except OSError:
-            continue  # gone: the callers say so
-        if mode & 0o002:
-            return (
-                f"{folder} is writable by every local user (mode {mode & 0o7777:o}), so anyone could change what "
-                f"hosts import: not activated; run `chmod o-w {folder}` and check what is in it, or set "
-                "BOOTSTRAP_ALLOW_WORLD_WRITABLE=true where modes mean nothing (an SMB share)"
-            )
+        found = _writable_by_all(folder)
+        if found is not None:
+            return found
     return None
+
+
+def _writable_by_all(folder: str) -> str | None:
+    if os.name != "posix":
+        return None
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError:
+        return None  # gone: the callers say so
+    if not mode & 0o002:
+        return None
+    return (
+        f"{folder} is writable by every local user (mode {mode & 0o7777:o}), so anyone could change what "
+        f"hosts import: not activated; run `chmod o-w {folder}` and check what is in it, or set "
+        "BOOTSTRAP_ALLOW_WORLD_WRITABLE=true where modes mean nothing (an SMB share)"
+    )
 
 
 def is_fresh(manifest: Manifest | None, sources: Sources) -> bool:
