@@ -13,8 +13,10 @@ import pytest
 from bootstrap.host.watch import Watcher
 from bootstrap.store.fs import tree_size
 from bootstrap.store.layout import DEPARTED_MARKER
-from tests.conftest import CliResult, Repo, python_in
+from tests.conftest import BACKEND, CliResult, Repo, python_in
 from tests.test_watch import save_by_rename, wait_for
+
+RESOLVER = "uv pip compile" if BACKEND == "uv" else "pip-compile"
 
 
 def write_org(repo: Repo, org: str, *lines: str) -> Path:
@@ -58,6 +60,25 @@ def test_an_org_has_the_workspace_set_and_its_own_sharing_every_file(repo: Repo,
     assert repo.installed() == {"bsf-alpha": "2.0", "bsf-beta": "1.0"}
     code = "import jaraco.context, bsf_beta; print(bsf_beta.__version__)"
     assert python_in(org_site(repo, "acme"), code).stdout.strip() == "1.0"
+
+
+def test_an_org_resolves_its_own_lines_around_the_workspace_pins(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-beta==1.0", "bsf-gamma")
+    write_org(repo, "acme", "jaraco.context")
+    run_cli("sync")
+    assert "resolving" not in run_cli("sync", "--org", "acme").err  # up to date: nothing resolved
+    write_org(repo, "acme", "jaraco.context", "jaraco.functools")
+    result = run_cli("sync", "--org", "acme")
+    assert result.code == 0
+    resolving = [line for line in result.err.splitlines() if "resolving" in line]
+    assert resolving == [f"bootstrap: resolving 2 requirements with {RESOLVER} around the workspace's 3 pins"]
+    assert versions(org_manifest(repo, "acme")) == {
+        "bsf-alpha": "2.0",
+        "bsf-beta": "1.0",
+        "bsf-gamma": "1.0",
+        "jaraco.context": "1.0",
+        "jaraco.functools": "2.0",
+    }
 
 
 def test_two_orgs_pin_versions_that_conflict_side_by_side(repo: Repo, run_cli: Any) -> None:

@@ -155,9 +155,22 @@ class Desired:
         lines = [
             *(self.index_resolved if for_pip else self.index_options),
             *self.global_options,
-            *(line.normalized() for line in self.requirements if not (committed_only and line.runtime)),
+            *(
+                line.normalized()
+                for line in self.requirements
+                if not (committed_only and line.runtime) and not (for_pip and line in self.layered_on)
+            ),
         ]
         return "\n".join(lines) + "\n"
+
+    @property
+    def layered_on(self) -> tuple[RequirementLine, ...]:
+        """An organisation's set: the workspace's pins, which the resolver gets as constraints, not requirements
+        (its own lines alone are resolved, around them: a fraction of the work), then added to its lock as they
+        are. Not with hashes: the pins carry none, and a lock with hashes needs them on every line."""
+        if self.has_hashes:
+            return ()
+        return tuple(line for line in self.requirements if line.workspace)
 
     @property
     def direct_references(self) -> frozenset[str]:
@@ -188,9 +201,10 @@ class Desired:
         runtime additions are new.
         """
         text = self.input_text(for_pip=True)
-        if self.constraints:
+        if self.constraints or self.layered_on:
             constraints = folder / "constraints.txt"
-            constraints.write_text(self.constraints_text(), encoding="utf-8")
+            layered = "".join(line.normalized() + "\n" for line in self.layered_on)
+            constraints.write_text(self.constraints_text() + layered, encoding="utf-8")
             text = f"-c {constraints}\n" + text
         if self.host_constraints:
             host = folder / "host-constraints.txt"

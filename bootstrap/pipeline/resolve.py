@@ -241,8 +241,10 @@ def compile_lock(
     settings: Settings, desired: Desired, tools: Backend, *, hashes: bool, seed: str | None, around: str = ""
 ) -> str:
     """Run the resolver on the normalised input; return the lock text with bootstrap's header."""
-    count = len(desired.requirements)
-    log.info("resolving %d requirement%s with %s", count, "" if count == 1 else "s", tools.resolver)
+    layered = len(desired.layered_on)
+    count = len(desired.requirements) - layered
+    around_pins = f" around the workspace's {layered} pin{'' if layered == 1 else 's'}" if layered else ""
+    log.info("resolving %d requirement%s with %s%s", count, "" if count == 1 else "s", tools.resolver, around_pins)
     with tempfile.TemporaryDirectory(prefix="bootstrap-resolve-") as folder:
         work = Path(folder)
         input_file = desired.write_compile_input(work, around)
@@ -258,4 +260,14 @@ def compile_lock(
             explained = tools.diagnose_resolution(exc, desired, wheels_only=not settings.allow_source_builds)
             raise ResolutionError(explained) from exc
         body = output.read_text(encoding="utf-8")
-    return lock_header(desired) + body
+    return lock_header(desired) + body + _layered_pins(desired, body)
+
+
+def _layered_pins(desired: Desired, body: str) -> str:
+    """An organisation's lock: the workspace's pins its own lines did not pull in (they were constraints), as they
+    are, so that the lock holds its whole set."""
+    if not desired.layered_on:
+        return ""
+    pinned = {pin.name for pin in parse_lock(body, "pip-compile output", desired.direct_references)}
+    missing = [line for line in desired.layered_on if line.name not in pinned]
+    return "".join(f"{line.requirement}\n" for line in missing)
