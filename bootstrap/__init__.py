@@ -22,6 +22,7 @@ from bootstrap.store.paths import packages_dir
 __all__ = [
     "activate",
     "ensure",
+    "execute",
     "packages_dir",
     "read_manifest",
     "restart_pending",
@@ -35,6 +36,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the start-up fast path
     from typing import Any
 
+    from bootstrap.host.execute import Execution
+    from bootstrap.settings import Settings
     from bootstrap.store.manifest import PackageEntry
 
 
@@ -48,6 +51,17 @@ def ensure(requirement: str, **options: Any) -> PackageEntry:
     from bootstrap.host.ensure import ensure as _ensure  # slow path: threads, a child process
 
     return _ensure(requirement, **options)
+
+
+def execute(name: str, input_data: Any, *, org: str | None = None, settings: Settings | None = None) -> Execution:
+    """Run workflow ``name`` (``<name>.py`` with ``run(input_data)`` in the repo folder, else its ``workflows``
+    subfolder) for the workspace (``org=None``) or an org, and return ``{"workflow", "org", "isolation",
+    "generation", "result"}``. An org runs in this process when its set agrees with it, else in a worker
+    process for its generation (``"isolation"`` says which). Raises ``bootstrap.errors.WorkflowError``.
+    """
+    from bootstrap.host.execute import execute as _execute  # slow path: the finder, the worker pool
+
+    return _execute(name, input_data, org=org, settings=settings)
 
 
 def wait_until_synced(timeout: float | None = None) -> bool:

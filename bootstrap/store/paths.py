@@ -45,12 +45,7 @@ def site_path(packages_dir: str, generation: str) -> str:
 
 def valid_org_id(org: object) -> bool:
     """``[a-z0-9][a-z0-9._-]{0,62}``, checked without ``re`` (the host's fast path may ask)."""
-    return (
-        isinstance(org, str)
-        and 0 < len(org) <= 63
-        and org[0] in _ORG_ID_FIRST
-        and set(org) <= _ORG_ID_CHARACTERS
-    )
+    return isinstance(org, str) and 0 < len(org) <= 63 and org[0] in _ORG_ID_FIRST and set(org) <= _ORG_ID_CHARACTERS
 
 
 def org_packages_dir(packages_dir: str, org: str) -> str:
