@@ -140,6 +140,24 @@ def generations_admitted(org: str) -> list[str]:
     return sorted(generation for (owner, generation) in list(_admitted) if owner == org)
 
 
+def reset() -> None:
+    """Tests: forget every admission and claim, unload the orgs' private modules, take the finder and the
+    import guard out. A host never calls it (an org's modules may still be in use)."""
+    global _installed
+    with _lock:
+        for name in [name for name in sys.modules if name.partition(".")[0] in _owners]:
+            del sys.modules[name]
+        _admitted.clear()
+        _dist_claims.clear()
+        _top_claims.clear()
+        _owners.clear()
+        if _installed:
+            sys.meta_path.remove(FINDER)
+            builtins.__import__ = _original_import
+            importlib.import_module = _original_import_module
+            _installed = False
+
+
 def _provided_by_this_process(top: str) -> bool:
     if top in sys.modules or top in sys.builtin_module_names or top in sys.stdlib_module_names:
         return True
