@@ -5,8 +5,9 @@ needed and puts the active generation on ``sys.path`` (``watch=True`` keeps
 following the file; ``block=False`` serves the last good generation at once).
 ``activate()`` only does the latter; ``read_manifest()`` returns what the
 active generation holds; ``ensure("tabulate")`` adds a package at run time,
-for good. Importing this package is cheap: the sync machinery loads only when
-a sync is needed.
+for good; ``execute("name", input_data, org=...)`` runs a workflow for the
+workspace or an organisation. Importing this package is cheap: the sync
+machinery loads only when a sync is needed.
 
 The package's folders are the pipeline's layers, each importing only those
 below it: ``store`` (the folder on disk; the fast path) < ``settings`` <

@@ -257,6 +257,17 @@ def test_a_worker_killed_mid_execution_fails_that_execution_and_the_next_gets_a_
     again = run("org-new", modules=["bsf_alpha"])
     assert again["isolation"] == "process" and again["result"]["modules"] == {"bsf_alpha": ["2.0", "2.0"]}
     assert isinstance(killed, int) and again["result"]["pid"] != killed
+    # Killed while idle, between executions: the next execution is not failed for it, it gets a new worker.
+    os.kill(again["result"]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while (
+        registry.alive(again["result"]["pid"]) and not _zombie(again["result"]["pid"]) and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    third = run("org-new", modules=["bsf_alpha"])
+    assert (
+        third["result"]["modules"] == {"bsf_alpha": ["2.0", "2.0"]} and third["result"]["pid"] != again["result"]["pid"]
+    )
 
 
 def kill_when(marker: Path, org: str) -> int:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import threading
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from bootstrap.errors import WorkflowError, redact
 from bootstrap.host import isolation, state
@@ -21,21 +22,22 @@ from bootstrap.host.workflows import Workflows, default_folders
 from bootstrap.store import manifest, paths
 from bootstrap.store.paths import Sources
 
-_log = logging.getLogger("bootstrap")
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing stays out of the host process's imports
+if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Any, TypedDict
 
     from bootstrap.settings import Settings
 
-    class Execution(TypedDict):
-        workflow: str
-        org: str | None
-        isolation: str  # "in-process" | "process"
-        generation: str | None  # the workspace's active one, for org None (None before any activation)
-        result: Any  # what run() returned (through JSON, from a worker)
+_log = logging.getLogger("bootstrap")
+
+
+class Execution(TypedDict):
+    """What ``bootstrap.execute`` returns."""
+
+    workflow: str
+    org: str | None
+    isolation: str  # "in-process" | "process"
+    generation: str | None  # the org's; the workspace's active one for org None (None before any activation)
+    result: Any  # what run() returned (through JSON, from a worker)
 
 
 class Executor:
@@ -44,8 +46,6 @@ class Executor:
     def __init__(self, sources: Sources, folders: list[Path]) -> None:
         self.packages_dir = os.path.abspath(sources.packages_dir)
         self.workflows = Workflows(folders)
-        self._recorded: dict[str, list[str]] = {}  # org -> in-process generations in its registry record
-        self._lock = threading.Lock()
 
     def execute(self, name: str, input_data: Any, org: str | None = None) -> Execution:
         """Run workflow ``name``'s ``run(input_data)``; raise WorkflowError (``reason`` says which kind)."""
@@ -68,7 +68,7 @@ class Executor:
             _log.debug("org %s runs in a worker process: %s", org, why)
             result = self._run_in_worker(name, path, input_data, org, (generation, site, org_root))
             return _execution(name, org, mode, generation, result)
-        self._record(org, org_root, generation)
+        _record(org, org_root, generation)
         token = isolation.running.set(admitted)
         try:
             result = self._run_here(name, path, input_data, org)
@@ -101,17 +101,22 @@ class Executor:
         request = {"workflow": name, "path": str(path), "input": input_data}
         return workers.POOL.execute(org, generation, site, org_root, request)
 
-    def _record(self, org: str, org_root: str, generation: str) -> None:
-        """This process's registry record in the org's packages folder: gc keeps the generations it runs."""
-        with self._lock:
-            if generation in self._recorded.get(org, ()):
-                return
-            generations = self._recorded[org] = sorted({*self._recorded.get(org, ()), generation})
-        from bootstrap.store import registry  # slow path: once per org generation
-        from bootstrap.store.layout import Layout  # slow path: pathlib
 
+_recorded: set[tuple[str, str]] = set()  # (org folder, generation)s in this process's registry records
+_recording = threading.Lock()
+
+
+def _record(org: str, org_root: str, generation: str) -> None:
+    """This process's registry record in the org's packages folder: gc keeps the generations it runs here."""
+    if (org_root, generation) in _recorded:
+        return
+    from bootstrap.store import registry  # slow path: once per org generation
+    from bootstrap.store.layout import Layout  # slow path: pathlib
+
+    with _recording:  # one writer of the record at a time, naming every generation admitted so far
+        _recorded.add((org_root, generation))
         try:
-            registry.write_record(Layout(org_root), [], generations)
+            registry.write_record(Layout(org_root), [], isolation.generations_admitted(org))
         except OSError as exc:
             _log.warning("org %s: cannot write this process's registry record: %s", org, exc)
 

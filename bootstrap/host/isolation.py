@@ -28,7 +28,9 @@ code that bound ``import_module`` before the wrappers came (``from importlib
 import import_module`` at its import), ``importlib.util.find_spec``,
 ``sys.modules[...]`` and ``importlib._bootstrap`` itself are not guarded; and a
 claim lasts as long as the process (its modules stay loaded), so an org whose
-new generation changes a private version runs in a worker from then on.
+new generation changes a private version runs in a worker from then on, and a
+package the workspace adds later that an in-process org has as its own stays
+that org's in this process (hidden from the workspace) until a restart.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +70,7 @@ def _execute(workflows: Workflows, request: dict[str, Any]) -> dict[str, Any]:
     try:
         result = run(request.get("input") or {})
     except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not end the worker
+        traceback.print_exc()  # to stderr: the host's log stream; the host gets the one line
         return {"ok": False, "error": f"workflow {name} failed: {one_line(exc)}"}
     finally:
         sys.stdout.flush()

@@ -80,6 +80,10 @@ class Worker:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
+    def dead(self) -> bool:
+        """Whether the process ended while idle (killed between executions): never handed a request."""
+        return self.proc is not None and self.proc.poll() is not None
+
     def ending(self) -> str:
         """How the process ended: ``SIGKILL``, ``exit code 1``, or ``still running``."""
         if self.proc is None:
@@ -157,7 +161,7 @@ class Pool:
                 stale = [w for w in self._workers if w.org == org and w.generation != generation]
                 for worker in stale:
                     worker.retiring = True
-                self._end([w for w in self._workers if not w.busy and (w.retiring or self._expired(w))])
+                self._end([w for w in self._workers if not w.busy and (w.retiring or self._expired(w) or w.dead())])
                 idle = [w for w in self._workers if w.org == org and w.generation == generation and not w.busy]
                 if idle:
                     idle[-1].busy = True
