@@ -36,7 +36,7 @@ sync-packages: runtime
 UV_TESTS := tests/test_sync.py tests/test_runtime.py tests/test_bad_input.py tests/test_policy.py \
 	tests/test_lock.py tests/test_incremental.py tests/test_bytecode.py tests/test_verify.py \
 	tests/test_private_index.py tests/test_host.py tests/test_storage.py tests/test_concurrency.py \
-	tests/test_rollback.py tests/test_sealed.py tests/test_integrity.py tests/test_share.py
+	tests/test_rollback.py tests/test_sealed.py tests/test_integrity.py tests/test_share.py tests/test_orgs.py
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

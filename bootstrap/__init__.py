@@ -46,7 +46,8 @@ def ensure(requirement: str, **options: Any) -> PackageEntry:
     """Make ``requirement`` (``"tabulate"``, ``"tabulate>=0.9"``) importable now and after restarts.
 
     Recorded in the runtime overlay of the packages folder, synced and activated
-    in this process; returns the package's manifest entry. Raises
+    in this process; returns the package's manifest entry. ``org="acme"``: in that
+    organisation's own set instead (its executions import it; ``bootstrap.execute``). Raises
     ``bootstrap.errors.BootstrapError`` if it cannot be had (the last good set keeps serving).
     """
     from bootstrap.host.ensure import ensure as _ensure  # slow path: threads, a child process

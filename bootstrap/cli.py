@@ -11,10 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bootstrap.errors import BootstrapError, StorageError, redact
+from bootstrap.errors import BootstrapError, SettingsError, StorageError, redact
 from bootstrap.host.child import relay_line
 from bootstrap.settings import Settings, load_settings
 from bootstrap.store.fs import counted
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the manifest's types exist for the type checker only
+    from bootstrap.store.manifest import Manifest
 
 # Each command imports what it runs (marked `# slow path`): `check`, a health probe run every few
 # seconds on some platforms, should not pay for watchdog, pip-tools' parsing and the pipeline.
@@ -23,13 +27,46 @@ log = logging.getLogger("bootstrap")
 
 
 def _cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.pipeline import sync_all  # slow path
     from bootstrap.pipeline.sync import sync  # slow path
 
-    result = sync(settings)
-    manifest = result.manifest
+    if settings.org is not None:  # `--org ID`: that organisation alone, on the workspace's active set
+        _an_org_that_exists(settings)
+        result = sync(settings)
+        print(f"org {settings.org}: {_synced(result.changed, result.manifest)}")
+        return 0
+    everything = sync_all.sync_everything(settings)
+    if everything.workspace is not None:
+        print(_synced(everything.workspace.changed, everything.workspace.manifest))
+    if everything.orgs or everything.removed:
+        published = sum(1 for outcome in everything.orgs if outcome.result is not None and outcome.result.changed)
+        current = sum(1 for outcome in everything.orgs if outcome.result is not None and not outcome.result.changed)
+        failed = sum(1 for outcome in everything.orgs if outcome.error is not None)
+        parts = [f"{published} synced", f"{current} up to date"] + ([f"{failed} failed"] if failed else [])
+        parts += [f"{len(everything.removed)} removed (their folders left the repo)"] if everything.removed else []
+        print(f"organisations: {', '.join(parts)}")
+    org_failures = everything.failed[1:] if everything.workspace_error is not None else everything.failed
+    if not args.relay:  # a host's child logged them already: the host serves the workspace whatever they are
+        for line in org_failures:
+            print(f"bootstrap: error: {' '.join(line.split())}", file=sys.stderr)
+    if everything.workspace_error is not None:
+        raise everything.workspace_error  # one line, as ever (for a host's child: its class and parts too)
+    return 1 if org_failures and not args.relay else 0
+
+
+def _an_org_that_exists(settings: Settings) -> None:
+    """``sync``, ``add`` and ``lock --org ID`` of an organisation the repo does not have: one line, and no folder
+    made for it (``status``, ``check`` and ``rollback`` still work on one that left, while its packages stay)."""
+    if settings.org is not None and not settings.requirements_file.is_file():
+        raise SettingsError(
+            f"there is no organisation {settings.org!r}: {settings.requirements_file} does not exist "
+            f"(an organisation is a folder of {settings.orgs_folder} with a requirements.txt)"
+        )
+
+
+def _synced(changed: bool, manifest: Manifest) -> str:
     summary = f"generation {manifest.get('generation')} ({counted(len(manifest.get('packages', [])), 'package')})"
-    print(f"synced: {summary} at {manifest['site_dir']}" if result.changed else f"up to date: {summary}")
-    return 0
+    return f"synced: {summary} at {manifest['site_dir']}" if changed else f"up to date: {summary}"
 
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
@@ -44,19 +81,20 @@ def _cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.ops import health  # slow path
 
     report = health.check(settings)
+    if settings.org is None:  # and every organisation's, one line each (the workspace's state decides the exit)
+        report["orgs"] = health.check_orgs(settings)
     if args.relay:  # the health route of a host (host.azure_functions): the report is the answer
         _emit(args, {"event": "report", "report": report})
         return 0
     if args.json:
         print(json.dumps(report, indent=2))
-    elif report["state"] == "healthy":
-        print(f"healthy: generation {report['generation']} serves {report['requirements_file']}")
-    elif report["state"] == "degraded":  # a health probe passes: the active generation is intact and serves
-        print("degraded: " + "; ".join(report["pending"]))
     else:
-        print("unhealthy: " + "; ".join(report["problems"]))
+        print(health.one_line(report))
     if not args.json and report["notes"]:
         print("note: " + "; ".join(report["notes"]))
+    if not args.json:
+        for org, org_report in report.get("orgs", {}).items():
+            print(f"org {org}: {health.one_line(org_report)}")
     return 1 if report["state"] == "unhealthy" else 0
 
 
@@ -65,6 +103,7 @@ def _cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.pipeline import resolve  # slow path
     from bootstrap.tools.backends import lazy_backend  # slow path
 
+    _an_org_that_exists(settings)
     desired, _ = read_desired(settings, runtime=False)  # the lock is for committing: the repo file's alone
     lock = resolve.write_committed_lock(settings, desired, lazy_backend(settings), hashes=args.hashes)
     print(
@@ -78,6 +117,7 @@ def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.host import runtime  # slow path
     from bootstrap.inputs.overlay import parse_request  # slow path
 
+    _an_org_that_exists(settings)
     name = parse_request(args.requirement).name
     if args.if_needed:  # `bootstrap.ensure()` in a host: nothing to do when the active set already serves it
         served = runtime.served(settings, args.requirement)
@@ -182,6 +222,13 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # Every command but `watch` works on one organisation's set with `--org ID` (the workspace's without it).
+    common.add_argument(
+        "--org",
+        metavar="ID",
+        default=argparse.SUPPRESS,
+        help="an organisation's set (<orgs>/ID/requirements.txt on top of the workspace's); default: the workspace",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sync = commands.add_parser("sync", parents=[common], help="make the packages folder match the file")
     sync.set_defaults(func=_cmd_sync)
@@ -275,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = _configure_logging(args.verbose, args.quiet, args.relay, args.command)
     _relay_handler = handler if args.relay else None
     try:
-        return int(args.func(load_settings(), args))
+        settings = load_settings()
+        org = getattr(args, "org", None)
+        return int(args.func(settings.for_org(org) if org is not None else settings, args))
     except BootstrapError as exc:
         log.debug("details:", exc_info=True)
         return _fail(args, exc)

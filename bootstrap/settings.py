@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bootstrap.errors import SettingsError
@@ -24,9 +24,13 @@ from bootstrap.store.paths import (
     DEFAULT_PACKAGES_DIR,
     DEFAULT_REQUIREMENTS_FILE,
     ENV_PREFIX,
+    ORG_ID_RULE,
+    ORGS_DIR,
     Sources,
     default_lock_file,
     default_state_dir,
+    org_packages_dir,
+    valid_org_id,
 )
 
 
@@ -51,6 +55,26 @@ class Settings(BaseSettings):
     )
     lock_file: Path | None = Field(
         None, description="The committed lock; default: requirements.lock beside the requirements file."
+    )
+    orgs_dir: Path | None = Field(
+        None,
+        description=(
+            "The organisations' folders, each <org-id>/requirements.txt adding to the workspace's set; default: "
+            "orgs beside the requirements file."
+        ),
+    )
+    org_parallelism: int | None = Field(
+        None,
+        ge=1,
+        description="Organisations synced at once by `sync` (after the workspace); default: the cores available.",
+    )
+    org_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description=(
+            "Seconds an organisation's packages stay after its folder left the repo (a checkout in progress, a "
+            "revert); then a sync removes them."
+        ),
     )
     lock_timeout: float = Field(900.0, gt=0, description="Seconds to wait for another process's sync before giving up.")
     lease_seconds: float = Field(
@@ -122,6 +146,16 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path | None) -> Path | None:
         return Path(os.path.abspath(value)) if value is not None else None
 
+    @field_validator("orgs_dir", mode="after")
+    @classmethod
+    def _beside_the_requirements_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Relative: to the requirements file's folder (the repo), wherever the command runs.
+        if value is None or value.is_absolute():
+            return value
+        requirements_file = info.data.get("requirements_file")
+        base = requirements_file.parent if isinstance(requirements_file, Path) else Path.cwd()
+        return Path(os.path.abspath(base / value))
+
     @field_validator("skip_import_check", "host_overrides", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -154,8 +188,10 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as ``BOOTSTRAP_*`` variables, every one of them: a child process built from them
         gets exactly these (an empty value is the default, as ``env_ignore_empty`` reads it)."""
+        if self.workspace is not None:  # an org's settings reach a child as the workspace's (and `--org`)
+            return self.workspace.as_environment()
         env = {}
-        for name in type(self).model_fields:
+        for name in Settings.model_fields:
             value = getattr(self, name)
             if value is None:
                 text = ""
@@ -167,6 +203,45 @@ class Settings(BaseSettings):
                 text = str(value)
             env[f"{ENV_PREFIX}{name.upper()}"] = text
         return env
+
+    @property
+    def org(self) -> str | None:
+        """The organisation these settings are for (``for_org``); None: the workspace, the repo's own set."""
+        scope = self.__dict__.get("_org_scope")
+        return scope[0] if scope else None
+
+    @property
+    def workspace(self) -> Settings | None:
+        """An organisation's settings: the workspace's, whose set its own is built on; None for the workspace."""
+        scope = self.__dict__.get("_org_scope")
+        return scope[1] if scope else None
+
+    @property
+    def orgs_folder(self) -> Path:
+        """Where the organisations' files are: ``orgs_dir``, default ``orgs`` beside the requirements file."""
+        workspace = self.workspace if self.workspace is not None else self
+        if workspace.orgs_dir is not None:
+            return workspace.orgs_dir
+        return workspace.requirements_file.parent / ORGS_DIR
+
+    def for_org(self, org: str) -> Settings:
+        """The same settings for organisation ``org``: its file ``<orgs>/<org>/requirements.txt`` (and its lock
+        beside it), its packages folder ``<packages>/orgs/<org>``, its state ``<state>/orgs/<org>``; the rest
+        (policy, timeouts, backend) the workspace's. ``SettingsError`` for an id that is none."""
+        workspace = self.workspace if self.workspace is not None else self
+        if not valid_org_id(org):
+            raise SettingsError(f"{str(org)[:80]!r} is not an org id: {ORG_ID_RULE}")
+        values = {name: getattr(workspace, name) for name in Settings.model_fields}
+        values.update(
+            requirements_file=workspace.orgs_folder / org / "requirements.txt",
+            packages_dir=Path(org_packages_dir(str(workspace.packages_dir), org)),
+            state_dir=workspace.state_folder / ORGS_DIR / org,
+            lock_file=None,
+            orgs_dir=None,
+        )
+        made = Settings.model_construct(**values)  # no environment read: these values are the ones
+        made.__dict__["_org_scope"] = (org, workspace)
+        return made
 
     @property
     def committed_lock_file(self) -> Path:
@@ -194,6 +269,7 @@ class Settings(BaseSettings):
             str(self.packages_dir),
             allow_world_writable=self.allow_world_writable,
             state_dir=str(self.state_folder),
+            workspace_packages_dir=str(self.workspace.packages_dir) if self.workspace is not None else None,
         )
 
 

@@ -10,7 +10,6 @@ import importlib.metadata
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +20,9 @@ import azure.functions as func
 import pytest
 
 import bootstrap
-from bootstrap import azure_functions
+from bootstrap import azure_functions, cli
 from bootstrap.errors import WorkflowError
 from bootstrap.host import isolation, workers
-from bootstrap.pipeline.sync import sync
-from bootstrap.settings import load_settings
 from bootstrap.store import paths, registry
 from bootstrap.store.layout import Layout
 from tests.conftest import Repo
@@ -71,35 +68,24 @@ def run(input_data):
 
 # Conflicting pins of one package (bsf-alpha 1.0 and 2.0) for two orgs; a third org adds bsf-gamma; a fourth
 # adds a distribution to the namespace package ("jaraco") the workspace already has.
-ORG_SETS = {
-    "org-old": ["jaraco.functools==1.0", "bsf-alpha==1.0"],
-    "org-new": ["jaraco.functools==1.0", "bsf-alpha==2.0"],
-    "org-extra": ["jaraco.functools==1.0", "bsf-gamma==1.0"],
-    "org-ns": ["jaraco.functools==1.0", "jaraco.context==1.0"],
+ORG_SETS = {  # each org's own file: the workspace's jaraco.functools==1.0 comes with it
+    "org-old": ["bsf-alpha==1.0"],
+    "org-new": ["bsf-alpha==2.0"],
+    "org-extra": ["bsf-gamma==1.0"],
+    "org-ns": ["jaraco.context==1.0"],
 }
 
 
 def make_org(repo: Repo, org: str, lines: list[str]) -> str:
-    """Sync ``org``'s whole set into its own packages folder (``<packages>/orgs/<org>``) with the existing
-    pipeline, as the org sync lays it out; return the org generation's id. The one place to swap for the
-    real org sync."""
-    source = repo.root.parent / "org-files" / org / "requirements.txt"
+    """Write ``org``'s own file (``orgs/<org>/requirements.txt`` in the repo) and sync it with the org sync
+    (``python -m bootstrap sync --org``, in-process); return the org generation's id."""
+    source = repo.root / "orgs" / org / "requirements.txt"
     source.parent.mkdir(parents=True, exist_ok=True)
     source.write_text("".join(line + "\n" for line in lines))
-    org_root = paths.org_packages_dir(str(repo.packages_dir), org)
-    state = repo.root.parent / "org-state" / org
-    # The whole set goes into the org's generation (as the org sync builds it): the workspace generation this
-    # process activated is no host package for it.
-    before = list(sys.path)
-    sys.path[:] = [entry for entry in before if not entry.startswith(str(repo.packages_dir))]
-    try:
-        sync(load_settings(requirements_file=source, packages_dir=Path(org_root), state_dir=state))
-    finally:
-        sys.path[:] = before
-    manifest_path = Path(org_root) / paths.MANIFEST_NAME
-    current = json.loads(manifest_path.read_text())
-    manifest_path.write_text(json.dumps({**current, "org": org}))
-    return str(current["generation"])
+    assert cli.main(["sync", "--org", org]) == 0
+    manifest = json.loads((Path(paths.org_packages_dir(str(repo.packages_dir), org)) / paths.MANIFEST_NAME).read_text())
+    assert manifest["org"] == org
+    return str(manifest["generation"])
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +185,9 @@ def test_two_orgs_with_conflicting_pins_run_at_once_each_with_its_own_version(or
         importlib.metadata.version("bsf-alpha")
 
 
-def test_an_org_with_an_extra_package_runs_in_process_and_keeps_it_its_own(orgs: dict[str, str], run: Run) -> None:
+def test_an_org_with_an_extra_package_runs_in_process_and_keeps_it_its_own(
+    orgs: dict[str, str], run: Run, repo: Repo
+) -> None:
     extra = run("org-extra", modules=["bsf_gamma", "jaraco.functools"], dists=["bsf-gamma"])
     assert extra["isolation"] == "in-process" and extra["result"]["pid"] == os.getpid()
     assert extra["result"]["modules"] == {"bsf_gamma": ["1.0", "1.0"], "jaraco.functools": ["1.0", "1.0"]}
@@ -216,6 +204,13 @@ def test_an_org_with_an_extra_package_runs_in_process_and_keeps_it_its_own(orgs:
     }
     assert run(None, modules=["bsf_gamma"])["result"]["modules"] == {"bsf_gamma": [None, None]}
     assert run("org-extra", modules=["bsf_gamma"])["result"]["modules"] == {"bsf_gamma": ["1.0", "1.0"]}  # still
+    # An org's settings (settings.for_org) run for that org.
+    through_settings = bootstrap.execute(
+        "which", {"modules": ["bsf_gamma"]}, settings=repo.settings().for_org("org-extra")
+    )
+    assert through_settings["org"] == "org-extra" and through_settings["result"]["modules"] == {
+        "bsf_gamma": ["1.0", "1.0"]
+    }
 
 
 def test_whether_an_import_works_does_not_depend_on_which_org_ran_first(orgs: dict[str, str], run: Run) -> None:

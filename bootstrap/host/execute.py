@@ -151,7 +151,10 @@ _executors: dict[tuple[str, str], Executor] = {}
 
 def execute(name: str, input_data: Any, *, org: str | None = None, settings: Settings | None = None) -> Execution:
     """``bootstrap.execute``: the workflows of the requirements file's folder (else its ``workflows``
-    subfolder), with the settings given, else the environment's ``BOOTSTRAP_*``."""
+    subfolder), with the settings given, else the environment's ``BOOTSTRAP_*``. An org's settings
+    (``settings.for_org(ID)``) run for that org, with its workspace's folders."""
+    if settings is not None and settings.workspace is not None:
+        org, settings = org or settings.org, settings.workspace
     sources = settings.sources if settings is not None else Sources.from_env()
     key = (sources.requirements_file, sources.packages_dir)
     executor = _executors.get(key)

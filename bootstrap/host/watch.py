@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from watchdog.events import (
     EVENT_TYPE_CLOSED_NO_WRITE,
@@ -48,7 +48,8 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from bootstrap.errors import BootstrapError, StorageError, redact
-from bootstrap.inputs import legacy
+from bootstrap.inputs import legacy, orgs
+from bootstrap.pipeline import sync_all
 from bootstrap.pipeline.sync import SyncResult, sync
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, manifest, safety
@@ -70,10 +71,26 @@ def _key(path: str | bytes | os.PathLike[str]) -> str:
     return os.path.normcase(os.path.abspath(os.fsdecode(path)))
 
 
+class _Flag(Protocol):
+    def set(self) -> None: ...
+
+
+class _WorkspaceChanged:
+    """The dirty flag raised for the workspace's own files: the next sync is of everything (the organisations'
+    sets are built on the workspace's), not of the changed organisations alone."""
+
+    def __init__(self, dirty: threading.Event, workspace: threading.Event) -> None:
+        self._dirty, self._workspace = dirty, workspace
+
+    def set(self) -> None:
+        self._workspace.set()
+        self._dirty.set()
+
+
 class _Handler(FileSystemEventHandler):
     """Raise the dirty flag when an event touches one of the watched files; return at once."""
 
-    def __init__(self, watched: frozenset[str], dirty: threading.Event) -> None:
+    def __init__(self, watched: frozenset[str], dirty: _Flag) -> None:
         self._watched = watched
         self._dirty = dirty
 
@@ -89,7 +106,7 @@ class _LegacyHandler(FileSystemEventHandler):
     """Raise the dirty flag when a ``*.dist-info`` folder appears at the packages folder's top level
     (``pip install --target`` moves each one there from its temporary folder, or creates it)."""
 
-    def __init__(self, root: Path, dirty: threading.Event) -> None:
+    def __init__(self, root: Path, dirty: _Flag) -> None:
         self._root = _key(root)
         self._dirty = dirty
 
@@ -98,6 +115,24 @@ class _LegacyHandler(FileSystemEventHandler):
             return
         path = _key(event.dest_path or event.src_path)
         if path.endswith(".dist-info") and os.path.dirname(path) == self._root:
+            self._dirty.set()
+
+
+class _OrgsHandler(FileSystemEventHandler):
+    """Note which organisation's folder an event touched (its file, an included one, its lock) and raise the
+    dirty flag: the next sync is of those organisations alone."""
+
+    def __init__(self, settings: Settings, changed: set[str], lock: threading.Lock, dirty: threading.Event) -> None:
+        self._settings, self._changed, self._lock, self._dirty = settings, changed, lock, dirty
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _IGNORED_EVENTS:
+            return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        touched = {org for org in (orgs.org_of(Path(os.fsdecode(p)), self._settings) for p in paths) if org}
+        if touched:
+            with self._lock:
+                self._changed.update(touched)
             self._dirty.set()
 
 
@@ -148,6 +183,9 @@ class Watcher:
         self._watched = frozenset(_key(p) for p in watched)
         self._layout = settings.layout
         self._dirty = threading.Event()
+        self._workspace_dirty = threading.Event()  # the workspace's files changed: sync everything
+        self._changed_orgs: set[str] = set()  # else these organisations' files changed
+        self._orgs_lock = threading.Lock()
         self._stopping = threading.Event()
         self._observer: BaseObserver | None = None
         self._worker: threading.Thread | None = None
@@ -158,15 +196,19 @@ class Watcher:
         if not self.folder.is_dir():
             raise StorageError(f"cannot watch {self.folder}: no such folder")
         observer: BaseObserver = PollingObserver() if self.settings.watch_polling else Observer()
-        observer.schedule(_Handler(self._watched, self._dirty), str(self.folder), recursive=False)
-        self._watch_packages_folder(observer)
+        workspace_changed = _WorkspaceChanged(self._dirty, self._workspace_dirty)
+        observer.schedule(_Handler(self._watched, workspace_changed), str(self.folder), recursive=False)
+        self._watch_packages_folder(observer, workspace_changed)
+        if self.settings.org is None and self.settings.orgs_folder.is_dir():  # each organisation's file too
+            handler = _OrgsHandler(self.settings, self._changed_orgs, self._orgs_lock, self._dirty)
+            observer.schedule(handler, str(self.settings.orgs_folder), recursive=True)
         observer.start()  # before the initial sync, so an edit made during it is not missed
         self._observer = observer
         log.info("watching %s for changes to %s", self.folder, self.settings.requirements_file.name)
         self._worker = threading.Thread(target=self._run, name="bootstrap-watch", daemon=True)
         self._worker.start()
 
-    def _watch_packages_folder(self, observer: BaseObserver) -> None:
+    def _watch_packages_folder(self, observer: BaseObserver, dirty: _Flag) -> None:
         """The runtime overlay in the state folder (a sync when another process edits it), a distribution a
         workflow's ``pip install --target`` leaves at the packages folder's top level (a sync adopts it)
         and, with ``follow``, the manifest."""
@@ -177,8 +219,8 @@ class Watcher:
             log.warning("not watching the packages folder: %s", exc)
             return
         overlay = frozenset({_key(self._layout.runtime_requirements)})
-        observer.schedule(_Handler(overlay, self._dirty), str(self._layout.state), recursive=False)
-        observer.schedule(_LegacyHandler(self._layout.root, self._dirty), str(self._layout.root), recursive=False)
+        observer.schedule(_Handler(overlay, dirty), str(self._layout.state), recursive=False)
+        observer.schedule(_LegacyHandler(self._layout.root, dirty), str(self._layout.root), recursive=False)
         if self.follow is not None:
             observer.schedule(_ManifestHandler(self._layout.manifest, self.follow), str(self._layout.root))
 
@@ -223,14 +265,16 @@ class Watcher:
             self._sync_once()
 
     def _sync_once(self) -> None:
-        outcome: SyncResult | BootstrapError
+        outcome: SyncResult | BootstrapError | None
         try:
-            outcome = sync(self.settings)
+            outcome = self._sync()
         except BootstrapError as exc:
             log.error("sync failed (the last good generation keeps serving): %s", redact(" ".join(str(exc).split())))
             outcome = exc
         except Exception:  # a bug must not end the watch silently
             log.exception("sync crashed; still watching")
+            return
+        if outcome is None:  # organisations alone: nothing changed for the workspace (and the host) to follow
             return
         if isinstance(outcome, SyncResult) and outcome.changed:
             log.info("synced: generation %s is active", outcome.manifest.get("generation"))
@@ -239,6 +283,31 @@ class Watcher:
                 self.on_synced(outcome)
             except Exception:
                 log.exception("on_synced callback failed")
+
+    def _sync(self) -> SyncResult | None:
+        """The sync the changes call for: the workspace's files (or the first sync): everything, the workspace
+        first; only organisations' files: those organisations (None); an organisation's watch: its own."""
+        with self._orgs_lock:
+            changed_orgs, workspace = sorted(self._changed_orgs), self._workspace_dirty.is_set()
+            self._changed_orgs.clear()
+            self._workspace_dirty.clear()
+        if self.settings.org is not None:
+            return sync(self.settings)
+        if workspace or not changed_orgs:
+            everything = sync_all.sync_everything(self.settings)
+            for line in everything.failed[1 if everything.workspace_error else 0 :]:
+                log.error("sync failed (the last good generation keeps serving): %s", line)
+            if everything.workspace_error is not None:
+                raise everything.workspace_error
+            return everything.workspace
+        present = orgs.discover(self.settings).orgs
+        for outcome in sync_all.sync_orgs(self.settings, [org for org in changed_orgs if org in present]):
+            if outcome.error is not None:
+                log.error(
+                    "org %s: sync failed (its last good generation keeps serving): %s", outcome.org, outcome.error
+                )
+        sync_all.remove_departed(self.settings, present)
+        return None
 
 
 def _cannot_watch(folder: Path, exc: OSError) -> str:

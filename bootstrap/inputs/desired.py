@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from bootstrap.inputs import host, overlay, requirements
+from bootstrap.inputs import host, orgs, overlay, requirements
 from bootstrap.inputs.requirements import Desired
 from bootstrap.settings import Settings
 from bootstrap.store.fs import file_sha256, text_sha256
@@ -30,7 +30,12 @@ def read_desired(
     checked against the host's own packages.
     """
     policy = policy_for(settings)
-    desired = requirements.read(settings.requirements_file, policy)
+    # An organisation's set is the workspace's pins and its own file (``inputs.orgs``).
+    desired = (
+        orgs.layered(settings, policy)
+        if settings.org is not None
+        else requirements.read(settings.requirements_file, policy)
+    )
     if runtime:
         overlay_file = settings.layout.runtime_requirements
         if overlay_text is None:
@@ -40,7 +45,8 @@ def read_desired(
             lines = overlay.parse_overlay(overlay_file, overlay_text, policy)
             sha256 = text_sha256(overlay_text)
         desired = overlay.merged(desired, lines, {str(overlay_file): sha256})
-    found = host.scan(settings.packages_dir)
+    # The host's packages, bootstrap's generations left out: the workspace's folder holds every organisation's.
+    found = host.scan(settings.workspace.packages_dir if settings.workspace is not None else settings.packages_dir)
     host_dists = found.packages
     host.check_requirements(desired, host_dists, settings.host_overrides)
     desired = dataclasses.replace(

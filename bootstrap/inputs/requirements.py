@@ -84,6 +84,7 @@ class RequirementLine:
     requirement: Requirement
     hashes: tuple[str, ...] = ()
     runtime: bool = False  # added at run time (the overlay in the packages folder), not committed
+    workspace: bool = False  # an organisation's set: a pin of the workspace's, which every org has (``inputs.orgs``)
 
     @property
     def name(self) -> str:
@@ -114,10 +115,13 @@ class Desired:
     # Given by the caller, not read from the file (so not part of input_sha256, which a committed lock records):
     host_constraints: str = ""  # the host's own packages, as name==version lines
     require_hashes: bool = False  # BOOTSTRAP_REQUIRE_HASHES
+    # An organisation's set: what the workspace asks for by name (its pins are requirement lines marked ``workspace``).
+    workspace_requested: frozenset[str] = frozenset()
 
     @property
     def requested(self) -> frozenset[str]:
-        return frozenset(line.name for line in self.requirements)
+        own = frozenset(line.name for line in self.requirements if not line.workspace)
+        return own | self.workspace_requested
 
     @property
     def has_hashes(self) -> bool:
@@ -134,10 +138,13 @@ class Desired:
         return frozenset(line.name for line in self.requirements if line.runtime and line.name not in committed)
 
     def source(self, name: str) -> str | None:
-        """Where a package is asked for: "repo" (the committed file), "runtime" (added at run time) or None."""
+        """Where a package is asked for: "repo" (the committed file), "runtime" (added at run time), "workspace"
+        (an organisation's set: the workspace's file asks for it) or None."""
         if name in self.added_at_runtime:
             return "runtime"
-        return "repo" if name in self.requested else None
+        if any(line.name == name and not line.workspace for line in self.requirements):
+            return "repo"
+        return "workspace" if name in self.workspace_requested else None
 
     def input_text(self, *, committed_only: bool = False, for_pip: bool = False) -> str:
         """The normalised requirements: what resolution depends on, comments and layout aside.

@@ -10,7 +10,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import BootstrapError, VerificationError
-from bootstrap.inputs import legacy
+from bootstrap.inputs import legacy, orgs
 from bootstrap.pipeline.publish import newest_first, undeletable
 from bootstrap.settings import Settings
 from bootstrap.store import freshness, leases, manifest, records, registry
@@ -72,6 +72,26 @@ def check(settings: Settings) -> dict[str, Any]:
         "last_error": current.get("error") if current else None,
         "restart_pending": restarts,
     }
+
+
+def one_line(report: dict[str, Any]) -> str:
+    """A check report in one line, for a person: its state, and why."""
+    if report["state"] == "healthy":
+        return f"healthy: generation {report['generation']} serves {report['requirements_file']}"
+    if report["state"] == "degraded":  # a health probe passes: the active generation is intact and serves
+        return "degraded: " + "; ".join(report["pending"])
+    return "unhealthy: " + "; ".join(report["problems"])
+
+
+def check_orgs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """``check`` of every organisation the repo has, by id (a folder that is none: an unhealthy entry saying why).
+
+    Apart from the workspace's report: one organisation's failure leaves the others, and the host, serving."""
+    found = orgs.discover(settings)
+    reports: dict[str, dict[str, Any]] = {org: check(settings.for_org(org)) for org in found.orgs}
+    for name, why in found.refused:
+        reports[name] = {"healthy": False, "state": "unhealthy", "problems": [why], "pending": [], "notes": []}
+    return reports
 
 
 def _missing_requirements_file(current: Manifest | None, settings: Settings) -> list[str]:
@@ -263,13 +283,37 @@ def status(settings: Settings) -> dict[str, Any]:
         "unmanaged": unmanaged,
         "staging": staging,
         "syncing": sync_under_way(layout),
+        "org": settings.org,
+        "orgs": _orgs_summary(settings) if settings.org is None else [],
     }
+
+
+def _orgs_summary(settings: Settings) -> list[dict[str, Any]]:
+    """Each organisation's active generation, health and isolation, for the workspace's ``status``."""
+    summary = []
+    for org in orgs.discover(settings).orgs:
+        org_settings = settings.for_org(org)
+        current = manifest.read(org_settings.layout.manifest)
+        recorded: dict[str, Any] = dict(current or {})
+        isolation: dict[str, Any] = dict(recorded.get("isolation") or {})
+        summary.append(
+            {
+                "org": org,
+                "generation": current.get("generation") if current else None,
+                "packages": len(current.get("packages", [])) if current else 0,
+                "private": sorted(isolation.get("private") or {}),
+                "isolation": isolation.get("mode"),
+                "state": check(org_settings)["state"],
+            }
+        )
+    return summary
 
 
 def format_status(report: dict[str, Any]) -> str:
     current = report["manifest"] or {}
     health = report["check"]
-    lines = [f"packages folder  {report['packages_dir']} ({human_size(report['bytes'])} in all)"]
+    lines = [f"org              {report['org']}"] if report.get("org") else []
+    lines.append(f"packages folder  {report['packages_dir']} ({human_size(report['bytes'])} in all)")
     lines.append(f"requirements     {health['requirements_file']}")
     lines.append(f"state folder     {report['state_dir']} (the packages added at run time, kept across restarts)")
     if current.get("generation"):
@@ -313,10 +357,25 @@ def format_status(report: dict[str, Any]) -> str:
     if report["staging"]:
         lines.append("staging (debris of an interrupted sync; the next sync removes it)")
         lines.extend(f"  {name}" for name in report["staging"])
+    lines += _orgs_lines(report.get("orgs") or [])
     if report["unmanaged"]:
         lines.append("not created by bootstrap (never deleted; move them into requirements.txt)")
         lines.extend(f"  {name}" for name in report["unmanaged"])
     return "\n".join(lines)
+
+
+def _orgs_lines(summary: list[dict[str, Any]]) -> list[str]:
+    if not summary:
+        return []
+    lines = ["organisations (each: the workspace's set and its own; `status --org ID` for one)"]
+    width = max(len(item["org"]) for item in summary)
+    for item in summary:
+        own = ", ".join(item["private"]) or "nothing of its own"
+        lines.append(
+            f"  {item['org']:<{width}}  {item['state']:<9}  {item['generation'] or 'never synced'}  "
+            f"{item['isolation'] or '-'}: {own}"
+        )
+    return lines
 
 
 def _why_there(package: dict[str, Any], adopted: dict[str, str]) -> str:
@@ -329,6 +388,8 @@ def _why_there(package: dict[str, Any], adopted: dict[str, str]) -> str:
         why = "added at run time (adopted from the packages folder's legacy files)"
     elif package.get("source") == "runtime":
         why = "added at run time"
+    elif package.get("source") == "workspace":
+        why = "the workspace's (requested there)"
     else:
         why = "requested" if package.get("requested") else "dependency"
     return why + (" (the host's)" if package.get("provided_by") == "host" else "")

@@ -68,8 +68,8 @@ def build(
     site_dir = staging / SITE_DIR
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
     made: set[str] = set()
-    for dist in carried.dists:
-        reuse.link_distribution(carried.site, site_dir, dist, made)
+    for dist in carried.dists:  # each from its own site folder (an organisation's come from several)
+        reuse.link_distribution(dist.dist_info.parent, site_dir, dist, made)
     if carried.dists:
         log.info("reusing %d unchanged distribution%s", len(carried.dists), "" if len(carried.dists) == 1 else "s")
     rest = [pin for pin in lock.pins if pin.name not in carried.names]

@@ -46,10 +46,24 @@ class Carried:
 NOTHING = Carried(Path())
 
 
+def reusable_from(sites: list[Path], pins: tuple[Pin, ...]) -> Carried:
+    """``reusable`` over several site folders, in order: each distribution from the first that has it intact
+    (an organisation's generation: its own active one, the workspace's, the other organisations')."""
+    found: dict[str, Distribution] = {}
+    for site in dict.fromkeys(sites):
+        left = tuple(pin for pin in pins if pin.name not in found)
+        if not left:
+            break
+        for dist in reusable(site, left).dists:
+            found[dist.name] = dist
+    return Carried(sites[0], tuple(found.values())) if found else NOTHING
+
+
 def reusable(active_site: Path | None, pins: tuple[Pin, ...]) -> Carried:
     """The active generation's distributions that match a pin exactly and are intact.
 
-    The one place that decides what is carried over; ``build`` links exactly these.
+    The one place that decides what is carried over; ``build`` links exactly these (each from its own
+    site folder, ``dist.dist_info.parent``).
     """
     if active_site is None or not active_site.is_dir():
         return NOTHING

@@ -30,7 +30,7 @@ from bootstrap.errors import (
 from bootstrap.inputs import host, legacy, requirements
 from bootstrap.inputs.desired import policy_for, read_desired
 from bootstrap.inputs.requirements import Desired
-from bootstrap.pipeline import build, plan, publish, reuse, speculate, verify
+from bootstrap.pipeline import build, org_sets, plan, publish, reuse, speculate, verify
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.plan import Plan
 from bootstrap.settings import Settings
@@ -77,7 +77,8 @@ def sync(settings: Settings, change: RuntimeChange | None = None) -> SyncResult:
     First, once: legacy ``pip install --target`` content at the folder's top level is adopted, and an
     overlay an older bootstrap kept in the packages folder moves to the state folder (``inputs.legacy``).
     """
-    if change is None and (legacy.needs_migration(settings.layout) or legacy.pending(settings.layout)):
+    legacy_work = settings.org is None and (legacy.needs_migration(settings.layout) or legacy.pending(settings.layout))
+    if change is None and legacy_work:  # an organisation's folder never held `pip install --target` content
         return _sync_adopting(settings)
     return _converge(settings, change)
 
@@ -252,7 +253,7 @@ def _sync_locked(
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
     tools = lazy_backend(settings)  # made only if a tool runs: unchanged pins need none
-    seed = _active_lock_text(current, layout)
+    seed = _active_lock_text(current, layout) or _workspace_lock_text(settings)
     lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
     origin = str(lock.committed_file or "the lock")
     host.check_pins([(pin.name, pin.version) for pin in lock.pins], found.packages, settings.host_overrides, origin)
@@ -267,13 +268,13 @@ def _sync_locked(
             current.get("generation"),
         )
         updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current.get("packages", []), desired))
-        _commit(layout, updated, change)
+        updated = _commit(settings, updated, change)
         return SyncResult(changed=False, manifest=updated)
     try:
         new, built = _build_and_publish(
             settings, layout, the_plan, provenance, staging, current, desired, host_dists, tools
         )
-        _commit(layout, new, change)
+        new = _commit(settings, new, change)
     except BaseException:
         publish.clean_staging(layout, why="this sync failed")
         raise
@@ -324,7 +325,7 @@ def _done_meanwhile(
     if done:
         assert current is not None
         if current.get("status") != "ok":  # the file is back to what the active generation serves
-            current = manifest.ok_again(current)
+            current = org_sets.annotated(settings, manifest.ok_again(current))
             manifest.write(layout.manifest, current)
             log.info("up to date again: generation %s serves the file", current.get("generation"), extra=OUTCOME)
         else:
@@ -363,7 +364,7 @@ def _build_and_publish(
         generation = f"{generation}-{build.new_generation_id()[-6:]}"
     carried = reuse.NOTHING
     if staging is None:
-        carried = reuse.reusable(_reusable_site(current, settings), to_install.pins)
+        carried = reuse.reusable_from(_carry_sources(current, settings), to_install.pins)
         staging = build.build(
             layout,
             to_install,
@@ -409,11 +410,15 @@ def _published(
     return manifest.published(provenance, record, site, current)
 
 
-def _commit(layout: Layout, new: Manifest, change: RuntimeChange | None) -> None:
-    """Write the manifest; then a runtime change's overlay becomes the one on disk (the manifest records its hash)."""
+def _commit(settings: Settings, new: Manifest, change: RuntimeChange | None) -> Manifest:
+    """Write the manifest (an organisation's says which, and on which workspace set); then a runtime change's
+    overlay becomes the one on disk (the manifest records its hash). Returns what was written."""
+    layout = settings.layout
+    new = org_sets.annotated(settings, new)
     manifest.write(layout.manifest, new)
     if change is not None:
         atomic_write_text(layout.runtime_requirements, change.overlay)
+    return new
 
 
 def _collect_garbage(settings: Settings, layout: Layout, active: str | None) -> None:
@@ -463,6 +468,25 @@ def _reusable_site(current: Manifest | None, settings: Settings) -> Path | None:
     return Path(site_dir)
 
 
+def _workspace_lock_text(settings: Settings) -> str | None:
+    """An organisation's first resolution keeps the workspace's pins (they are its constraints anyway); and a
+    seed means no speculative install of the whole set, of which only the organisation's part is new."""
+    if settings.workspace is None:
+        return None
+    workspace = settings.workspace.layout
+    return _active_lock_text(manifest.read(workspace.manifest), workspace)
+
+
+def _carry_sources(current: Manifest | None, settings: Settings) -> list[Path]:
+    """Where unchanged distributions are linked from: the active generation; for an organisation also the
+    workspace's and the other organisations' (one file on disk for every set that has a distribution)."""
+    own = _reusable_site(current, settings)
+    sites = [own] if own is not None else []
+    if settings.workspace is not None:
+        sites += org_sets.shared_sites(settings)
+    return sites
+
+
 def _active_lock_text(current: Manifest | None, layout: Layout) -> str | None:
     site_dir = freshness.active_site(current, str(layout.root))
     if site_dir is None:
@@ -486,6 +510,7 @@ def _record_failure(settings: Settings, layout: Layout, current: Manifest | None
         base = current if current is not None else manifest.blank(settings.requirements_file)
         inputs = freshness.inputs_of(settings.sources)  # the key files as they are now
         relative = freshness.relative_inputs(inputs, settings.sources)
-        manifest.write(layout.manifest, manifest.failed(base, redact(exc.message), exc.stage, inputs, relative))
+        failed = manifest.failed(base, redact(exc.message), exc.stage, inputs, relative)
+        manifest.write(layout.manifest, org_sets.annotated(settings, failed, published=False))
     except Exception as write_error:  # the original error matters more than this one
         log.error("could not record the failure in %s: %s", layout.manifest, write_error)

@@ -11,9 +11,9 @@ import os
 
 from bootstrap.store import manifest as manifest_mod
 from bootstrap.store.fs import file_sha256, resolves_inside
+from bootstrap.store.paths import MANIFEST_NAME, relative_site, site_path
 from bootstrap.store.paths import allow_world_writable as env_allow_world_writable
 from bootstrap.store.paths import packages_dir as env_packages_dir
-from bootstrap.store.paths import relative_site, site_path
 
 # A generation id as publish writes it (20261201T122738065068Z-58dd31), or any plain folder name
 # (no `re`: it is not loaded on the fast path).
@@ -38,6 +38,7 @@ def _well_formed(generation: object) -> bool:
 LOCK_ANCHOR = "@lock/"
 STATE_ANCHOR = "@state/"
 REQUIREMENTS_ANCHOR = "@requirements/"
+WORKSPACE_ANCHOR = "@workspace/"  # an organisation's inputs: a file in the workspace's packages folder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path
@@ -55,10 +56,28 @@ def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] 
     that are not among them are hashed now.
     """
     inputs = dict(read or {})
-    for path in (*sources.key_files(), *also):
+    for path in (*key_files(sources), *also):
         if path not in inputs:
             inputs[path] = file_sha256(path)
     return inputs
+
+
+def key_files(sources: Sources) -> tuple[str, ...]:
+    """The files every manifest of ``sources`` must record: the requirements file, the lock, the overlay; for an
+    organisation also the workspace's active pins (``workspace_lock``), which its set is built on."""
+    if sources.workspace_packages_dir is None:
+        return sources.key_files()
+    return (*sources.key_files(), workspace_lock(sources.workspace_packages_dir))
+
+
+def workspace_lock(workspace_packages_dir: str) -> str:
+    """The pins of the workspace's active generation (its ``lock.txt``), or, when it has none, its manifest:
+    an organisation built on other pins than these is stale."""
+    current = manifest_mod.read(os.path.join(workspace_packages_dir, MANIFEST_NAME))
+    generation = current.get("generation") if current is not None else None
+    if not _well_formed(generation):
+        return os.path.join(os.path.abspath(workspace_packages_dir), MANIFEST_NAME)
+    return os.path.join(os.path.dirname(site_path(workspace_packages_dir, str(generation))), "lock.txt")
 
 
 def relative_inputs(inputs: Inputs, sources: Sources) -> Inputs:
@@ -84,9 +103,13 @@ def _relative(path: str, lock_file: str, anchors: list[tuple[str, str]]) -> str:
     return path
 
 
-def _anchors(sources: Sources) -> tuple[tuple[str, str], tuple[str, str]]:
-    """The folders ``relative_inputs`` names files relative to, the state folder first (it is never in the repo)."""
-    return ((STATE_ANCHOR, sources.state_dir), (REQUIREMENTS_ANCHOR, os.path.dirname(sources.requirements_file)))
+def _anchors(sources: Sources) -> tuple[tuple[str, str], ...]:
+    """The folders ``relative_inputs`` names files relative to, the state folder first (it is never in the repo);
+    for an organisation the workspace's packages folder (its active pins) before them."""
+    anchors = ((STATE_ANCHOR, sources.state_dir), (REQUIREMENTS_ANCHOR, os.path.dirname(sources.requirements_file)))
+    if sources.workspace_packages_dir is None:
+        return anchors
+    return ((WORKSPACE_ANCHOR, os.path.abspath(sources.workspace_packages_dir)), *anchors)
 
 
 def recorded_inputs(record: Mapping[str, object], sources: Sources) -> Inputs | None:
@@ -147,6 +170,8 @@ def stale_reason(manifest: Manifest | None, sources: Sources, *, inputs_too: boo
         return f"the lock file is now {sources.lock_file}"
     if sources.runtime_file not in inputs:
         return "the manifest does not record the packages added at run time"
+    if sources.workspace_packages_dir is not None and workspace_lock(sources.workspace_packages_dir) not in inputs:
+        return "the workspace's set changed since (it is built on the workspace's pins)"
     changed = _changed(inputs) if inputs_too else []
     if changed:
         return f"{changed[0]} changed since the last sync"
@@ -191,7 +216,13 @@ def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
     site_dir = site_path(sources.packages_dir, str(manifest["generation"]))
     if not os.path.isdir(site_dir):
         return f"the active generation's folder {site_dir} is missing"
-    return None if sources.allow_world_writable else open_to_others(site_dir, sources.packages_dir)
+    if sources.allow_world_writable:
+        return None
+    if sources.workspace_packages_dir is not None:  # an organisation's: whoever can write `orgs/` can swap it
+        workspace_open = _writable_by_all(os.path.dirname(os.path.abspath(sources.packages_dir)))
+        if workspace_open is not None:
+            return workspace_open
+    return open_to_others(site_dir, sources.packages_dir)
 
 
 def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
@@ -237,17 +268,26 @@ def open_to_others(site_dir: str, packages_dir: str) -> str | None:
         return None
     generation = os.path.dirname(site_dir)
     for folder in (packages_dir, os.path.dirname(generation), generation, site_dir):
-        try:
-            mode = os.stat(folder).st_mode
-        except OSError:
-            continue  # gone: the callers say so
-        if mode & 0o002:
-            return (
-                f"{folder} is writable by every local user (mode {mode & 0o7777:o}), so anyone could change what "
-                f"hosts import: not activated; run `chmod o-w {folder}` and check what is in it, or set "
-                "BOOTSTRAP_ALLOW_WORLD_WRITABLE=true where modes mean nothing (an SMB share)"
-            )
+        found = _writable_by_all(folder)
+        if found is not None:
+            return found
     return None
+
+
+def _writable_by_all(folder: str) -> str | None:
+    if os.name != "posix":
+        return None
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError:
+        return None  # gone: the callers say so
+    if not mode & 0o002:
+        return None
+    return (
+        f"{folder} is writable by every local user (mode {mode & 0o7777:o}), so anyone could change what "
+        f"hosts import: not activated; run `chmod o-w {folder}` and check what is in it, or set "
+        "BOOTSTRAP_ALLOW_WORLD_WRITABLE=true where modes mean nothing (an SMB share)"
+    )
 
 
 def is_fresh(manifest: Manifest | None, sources: Sources) -> bool:

@@ -15,7 +15,7 @@ from bootstrap.store.paths import (
     default_state_dir,
 )
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
+__all__ = ["DEFAULT_LEASE_SECONDS", "DEPARTED_MARKER", "GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
 
 # How long a claim lasts unless renewed (BOOTSTRAP_LEASE_SECONDS): a waiter on another instance takes over
 # that long after the holder stopped renewing (died, or lost the share). Renewed every quarter of it.
@@ -24,6 +24,8 @@ DEFAULT_LEASE_SECONDS = 30.0
 # Inside each generation (staged or published), besides SITE_DIR (the sys.path entry):
 LOCK_FILE = "lock.txt"  # the exact pins installed
 GENERATION_FILE = "generation.json"  # its record, written last before publication
+# In an organisation's packages folder whose organisation left the repo: when a sync first saw it gone.
+DEPARTED_MARKER = ".departed"
 
 
 class Layout:
@@ -65,6 +67,7 @@ class Layout:
             ".runtime.lock",
             "processes",
             ORGS_DIR,
+            DEPARTED_MARKER,
         }
     )
 

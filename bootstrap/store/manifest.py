@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         version: str
         requested: bool  # named in the committed file or added at run time (not a mere dependency)
         provided_by: Literal["generation", "host"]
-        source: Literal["repo", "runtime"] | None
+        source: Literal["repo", "runtime", "workspace"] | None
 
     class ErrorRecord(TypedDict):
         message: str
@@ -79,6 +79,27 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         overrides: list[str]
         rolled_back_from: RolledBackFrom | None
         history: list[str]
+
+    class OrgManifest(Manifest):
+        """An organisation's manifest (``<packages>/orgs/<org-id>/manifest.json``): ORG_MANIFEST_KEYS too."""
+
+        org: str
+        workspace: WorkspaceSet | None  # None in a failure recorded before any set was built
+        isolation: Isolation | None
+
+    class WorkspaceSet(TypedDict):
+        """The workspace set an organisation's generation was built on."""
+
+        generation: str | None
+        lock_sha256: str | None
+
+    class Isolation(TypedDict):
+        """How an organisation's set can share a host process with the workspace's (``pipeline.org_sets``)."""
+
+        mode: Literal["in-process", "process"]
+        private: dict[str, str]  # name: version, only the organisation has them
+        differs: dict[str, dict[str, str]]  # name: {"org": version, "workspace": version}
+        reason: str | None
 
     class RolledBackFrom(TypedDict):
         """What the active generation was rolled back from: what the files asked for then (and still do)."""
@@ -121,6 +142,10 @@ MANIFEST_KEYS = (
     "rolled_back_from",  # null, or what `rollback` moved away from: {"generation", "pins"}
     "history",  # the generations syncs made active, most recent first (at most 20): gc and rollback's order
 )
+# An organisation's manifest has these too: its id, the workspace set it was built on ({"generation",
+# "lock_sha256"}), and how it can share a host process ({"mode": "in-process" | "process", "private", "differs",
+# "reason"}).
+ORG_MANIFEST_KEYS = ("org", "workspace", "isolation")
 PACKAGE_KEYS = ("name", "version", "requested", "provided_by", "source")
 ERROR_KEYS = ("message", "stage", "at", "inputs", "relative_inputs")
 

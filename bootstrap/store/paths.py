@@ -55,6 +55,14 @@ def org_packages_dir(packages_dir: str, org: str) -> str:
     return os.sep.join((os.path.abspath(packages_dir), ORGS_DIR, org))
 
 
+def orgs_folder(requirements_file: str) -> str:
+    """Where the organisations' folders are: ``BOOTSTRAP_ORGS_DIR`` (relative: to the requirements file's folder),
+    default ``orgs`` beside the requirements file; read as ``Settings.orgs_folder`` reads it (fast path only)."""
+    base = os.path.dirname(os.path.abspath(requirements_file))
+    value = os.environ.get(ENV_PREFIX + "ORGS_DIR")
+    return os.path.abspath(os.path.join(base, value)) if value else os.path.join(base, ORGS_DIR)
+
+
 def default_lock_file(requirements_file: str) -> str:
     """The committed lock lives beside the requirements file: ``requirements.lock``."""
     return os.path.splitext(requirements_file)[0] + ".lock"
@@ -100,7 +108,14 @@ class Sources:
     (a plain class: ``dataclasses`` is not on the fast path).
     """
 
-    __slots__ = ("allow_world_writable", "lock_file", "packages_dir", "requirements_file", "state_dir")
+    __slots__ = (
+        "allow_world_writable",
+        "lock_file",
+        "packages_dir",
+        "requirements_file",
+        "state_dir",
+        "workspace_packages_dir",
+    )
 
     def __init__(
         self,
@@ -110,6 +125,7 @@ class Sources:
         *,
         allow_world_writable: bool = False,
         state_dir: str | None = None,
+        workspace_packages_dir: str | None = None,
     ) -> None:
         self.requirements_file = requirements_file
         self.lock_file = lock_file
@@ -117,6 +133,9 @@ class Sources:
         self.state_dir = state_dir if state_dir is not None else default_state_dir(packages_dir, requirements_file)
         # Whether folders every local user can write may still be served from (store.freshness.open_to_others).
         self.allow_world_writable = allow_world_writable
+        # An organisation's sources: the workspace's packages folder, whose active pins its set is built on
+        # (``store.freshness.key_files``); None for the workspace itself.
+        self.workspace_packages_dir = workspace_packages_dir
 
     @classmethod
     def from_env(cls) -> Sources:
@@ -126,6 +145,22 @@ class Sources:
         state_dir = env_path("state_dir", default_state_dir(folder, requirements_file))
         return cls(
             requirements_file, lock_file, folder, allow_world_writable=allow_world_writable(), state_dir=state_dir
+        )
+
+    def for_org(self, org: str, orgs_dir: str | None = None) -> Sources:
+        """An organisation's sources, as ``Settings.for_org`` makes them: its file in ``orgs_dir`` (default: as
+        the environment says, ``orgs_folder``), its packages folder inside this one, its state inside this
+        state folder. ``ValueError`` for an id that is none."""
+        packages = org_packages_dir(self.packages_dir, org)  # checks the id
+        folder = orgs_dir if orgs_dir is not None else orgs_folder(self.requirements_file)
+        requirements_file = os.path.join(folder, org, "requirements.txt")
+        return Sources(
+            requirements_file,
+            default_lock_file(requirements_file),
+            packages,
+            allow_world_writable=self.allow_world_writable,
+            state_dir=os.path.join(self.state_dir, ORGS_DIR, org),
+            workspace_packages_dir=self.packages_dir,
         )
 
     @property
