@@ -10,6 +10,8 @@ import importlib.metadata
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -399,3 +401,22 @@ def test_without_an_org_header_option_the_header_is_ignored(orgs: dict[str, str]
     )
     response = handlers_of(app)["execute"](request)
     assert response.status_code == 200 and json.loads(response.get_body())["modules"] == {"bsf_gamma": [None, None]}
+
+
+def test_workers_end_when_the_host_process_ends(orgs: dict[str, str], tmp_path: Path) -> None:
+    code = (
+        "import bootstrap\nbootstrap.startup()\n"
+        "execution = bootstrap.execute('which', {}, org='org-ns')\n"
+        "assert execution['isolation'] == 'process', execution\n"
+        "print(execution['result']['pid'], flush=True)\n"
+    )
+    with open(tmp_path / "host-stderr.txt", "w") as stderr:  # not a pipe: the worker inherits it
+        host = subprocess.run(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=120
+        )
+    assert host.returncode == 0, (tmp_path / "host-stderr.txt").read_text()
+    worker = int(host.stdout.strip())
+    deadline = time.monotonic() + 30
+    while registry.alive(worker) and not _zombie(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not registry.alive(worker) or _zombie(worker), "the worker outlived its host"
