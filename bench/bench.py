@@ -26,6 +26,13 @@ hashes       a lock with hashes of a 50-pin set (sigstore's install requirements
 import       ``import pandas`` from the generation (on PYTHONPATH, and through
              ``bootstrap.activate()``) against a virtual environment holding the
              same pandas from the same wheelhouse, with and without .pyc (set M).
+execute      ``bootstrap.execute`` of a workflow importing tabulate, dateutil and colorama for an
+             org (the workspace: colorama, python-dateutil; the org adds tabulate), set S,
+             wheelhouse: in-process against calling its run() directly (goal: under 1 ms more);
+             the first execution in a new worker process against a bare ``python -I -c "import
+             tabulate, dateutil, colorama"`` (goal: under 1.5x); later worker executions against
+             in-process ones (goal: under 2 ms more). The org goes to a worker because the bench
+             first claims tabulate at another version, as an org with a conflicting pin would.
 share        a real SMB share (samba on 127.0.0.1, two smbnetfs mounts in two mount
              namespaces: tests/smbshare.py), when this machine can set it up: a cold
              sync of set S into a packages folder on the share (instance A) against
@@ -97,7 +104,7 @@ BASELINES = (
     "uv pip compile + install",
     "uv pip compile + install --compile-bytecode",
 )
-ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share")
+ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share", "execute")
 # The share row's set S, by import name: what a host imports after startup().
 S_IMPORTS = "colorama, tabulate, dateutil, yaml"
 SHARE_GOAL = 1.5  # #15: a no-op startup() on the share within 1.5x the same on a local folder
@@ -337,6 +344,104 @@ def write_requirements(folder: Path, names: Sequence[str]) -> Path:
 
 
 # --------------------------------------------------------------------------- rows
+
+
+EXECUTE_GOALS = {"in-process": 0.001, "first worker": 1.5, "later worker": 0.002}  # seconds more, ratio, seconds more
+EXECUTE_WORKFLOW = """\
+import colorama, dateutil, tabulate
+
+
+def run(input_data):
+    return {"table": tabulate.tabulate([[1, 2]]), "n": input_data.get("n", 0)}
+"""
+# Runs in a child (the snapshot's bootstrap, the workspace activated): prints the times as JSON.
+EXECUTE_PROBE = """\
+import json, subprocess, sys, time
+import bootstrap
+from bootstrap.host import isolation, workers
+
+org, other, runs, site = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+bootstrap.startup()
+
+
+def per_call(call, n=200):
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - start) / n
+
+
+first = bootstrap.execute("fmt", {}, org=org)
+assert first["isolation"] == "in-process", first
+admitted = isolation.admit(org, first["generation"], site)[2]
+module = sys.modules["bootstrap_workflows.fmt[" + org + "]"]
+
+
+def direct():
+    token = isolation.running.set(admitted)
+    try:
+        module.run({})
+    finally:
+        isolation.running.reset(token)
+
+
+times = {"run() directly": [], "execute, in-process": [], "execute, later in a worker": []}
+times.update({"execute, first in a new worker": [], "bare python -I -c import": []})
+isolation._dist_claims["tabulate"] = "0+another-org"  # as an org with a conflicting pin would have
+assert bootstrap.execute("fmt", {}, org=other)["isolation"] == "process"
+for _ in range(runs * 5):
+    times["run() directly"].append(per_call(direct))
+    times["execute, in-process"].append(per_call(lambda: bootstrap.execute("fmt", {}, org=org)))
+    times["execute, later in a worker"].append(per_call(lambda: bootstrap.execute("fmt", {}, org=other), 20))
+bare = [sys.executable, "-I", "-c", f"import sys; sys.path[:0] = [{site!r}]; import tabulate, dateutil, colorama"]
+for _ in range(runs * 2):
+    workers.POOL.shutdown()
+    start = time.perf_counter()
+    bootstrap.execute("fmt", {}, org=other)
+    times["execute, first in a new worker"].append(time.perf_counter() - start)
+    start = time.perf_counter()
+    subprocess.run(bare, check=True)
+    times["bare python -I -c import"].append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+
+
+def bench_execute(work: Path, wheelhouse: Path, runs: int) -> None:
+    """#16: what running an org's workflow costs, in-process and in a worker (set S, wheelhouse)."""
+    print("\n== execute: bootstrap.execute for an org, in-process and in a worker, set S, wheelhouse ==")
+    repo, packages = work / "execute-repo", work / "execute-packages"
+    requirements = write_requirements(repo, ["colorama", "python-dateutil"])
+    (repo / "fmt.py").write_text(EXECUTE_WORKFLOW)
+    env = Source("wheelhouse", wheelhouse).env(work / "execute-caches")
+    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(packages))
+    run([PY, "-m", "bootstrap", "sync"], env, work)
+    sites = {}
+    for org in ("org-in", "org-out"):  # the same set; as the org sync lays it out (the whole set, its own folder)
+        org_file = write_requirements(work / "execute-orgs" / org, ["colorama", "python-dateutil", "tabulate"])
+        org_root = packages / "orgs" / org
+        org_env = {**env, "BOOTSTRAP_REQUIREMENTS_FILE": str(org_file), "BOOTSTRAP_PACKAGES_DIR": str(org_root)}
+        org_env["BOOTSTRAP_STATE_DIR"] = str(work / "execute-state" / org)
+        run([PY, "-m", "bootstrap", "sync"], org_env, work)
+        generation = json.loads((org_root / "manifest.json").read_text())["generation"]
+        sites[org] = str(org_root / "generations" / generation / "site")
+    argv = [PY, "-c", EXECUTE_PROBE, "org-in", "org-out", str(runs), sites["org-in"]]
+    proc = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the execute probe failed:\n{proc.stderr}")
+    times: dict[str, list[float]] = json.loads(proc.stdout.strip().splitlines()[-1])
+    report("execute", "S", "wheelhouse", times, ["execute, in-process"], ["run() directly"])
+    first_pair = (["execute, first in a new worker"], ["bare python -I -c import"])
+    report("execute", "S", "wheelhouse", times, *first_pair, show=False)
+    report("execute", "S", "wheelhouse", times, ["execute, later in a worker"], ["execute, in-process"], show=False)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    in_process = median["execute, in-process"] - median["run() directly"]
+    first = median["execute, first in a new worker"] / median["bare python -I -c import"]
+    later = median["execute, later in a worker"] - median["execute, in-process"]
+    note(
+        f"execute: in-process {in_process * 1000:.3f} ms more than run() (goal < 1 ms); first in a new worker "
+        f"{first:.2f}x a bare import (goal < 1.5x); later in a worker {later * 1000:.3f} ms more than in-process "
+        f"(goal < 2 ms)"
+    )
 
 
 def pyc_state() -> str:
@@ -918,6 +1023,11 @@ def main() -> int:
                 note(f"(hashes skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
         if "import" in rows and "M" in sets:
             bench_import(work, wheelhouse, max(5, 3 * runs))
+        if "execute" in rows:
+            try:
+                bench_execute(work, wheelhouse, runs)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                note(f"(execute skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
         if "share" in rows:
             try:
                 bench_share(work, wheelhouse, runs)

@@ -5,8 +5,9 @@ needed and puts the active generation on ``sys.path`` (``watch=True`` keeps
 following the file; ``block=False`` serves the last good generation at once).
 ``activate()`` only does the latter; ``read_manifest()`` returns what the
 active generation holds; ``ensure("tabulate")`` adds a package at run time,
-for good. Importing this package is cheap: the sync machinery loads only when
-a sync is needed.
+for good; ``execute("name", input_data, org=...)`` runs a workflow for the
+workspace or an organisation. Importing this package is cheap: the sync
+machinery loads only when a sync is needed.
 
 The package's folders are the pipeline's layers, each importing only those
 below it: ``store`` (the folder on disk; the fast path) < ``settings`` <
@@ -22,6 +23,7 @@ from bootstrap.store.paths import packages_dir
 __all__ = [
     "activate",
     "ensure",
+    "execute",
     "packages_dir",
     "read_manifest",
     "restart_pending",
@@ -35,6 +37,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the start-up fast path
     from typing import Any
 
+    from bootstrap.host.execute import Execution
+    from bootstrap.settings import Settings
     from bootstrap.store.manifest import PackageEntry
 
 
@@ -49,6 +53,17 @@ def ensure(requirement: str, **options: Any) -> PackageEntry:
     from bootstrap.host.ensure import ensure as _ensure  # slow path: threads, a child process
 
     return _ensure(requirement, **options)
+
+
+def execute(name: str, input_data: Any, *, org: str | None = None, settings: Settings | None = None) -> Execution:
+    """Run workflow ``name`` (``<name>.py`` with ``run(input_data)`` in the repo folder, else its ``workflows``
+    subfolder) for the workspace (``org=None``) or an org, and return ``{"workflow", "org", "isolation",
+    "generation", "result"}``. An org runs in this process when its set agrees with it, else in a worker
+    process for its generation (``"isolation"`` says which). Raises ``bootstrap.errors.WorkflowError``.
+    """
+    from bootstrap.host.execute import execute as _execute  # slow path: the finder, the worker pool
+
+    return _execute(name, input_data, org=org, settings=settings)
 
 
 def wait_until_synced(timeout: float | None = None) -> bool:

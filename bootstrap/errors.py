@@ -165,3 +165,16 @@ def last_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+class WorkflowError(BootstrapError):
+    """A workflow could not be run, or failed: ``bootstrap.execute``. ``reason`` says which, for a caller that
+    answers with a status: ``"missing"`` (no such workflow), ``"org"`` (an org with no synced set),
+    ``"failed"`` (it raised, or returned what is not JSON), ``"crashed"`` (its worker process died)."""
+
+    stage = "workflow"
+    reason = "failed"
+
+    def __init__(self, message: str, reason: str = "failed") -> None:
+        super().__init__(message)
+        self.reason = reason

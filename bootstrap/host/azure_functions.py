@@ -22,6 +22,15 @@ A platform adds three lines to its ``function_app.py``::
   not JSON or an ``inputData`` that is not an object, 500 (one line, the
   traceback goes to the log) when the workflow fails, 503 when the first sync
   after a non-blocking start-up has not finished within ``first_sync_timeout``.
+  With ``register(org_header="X-Org-Id")`` the route runs the workflow for the
+  org that header names (``bootstrap.execute(..., org=...)``; no header: the
+  workspace): 400 for a value that is not an org id, 503 (with ``Retry-After``)
+  for an org with no synced set yet (unknown to this host, or its first sync
+  not done: the same answer, so the route does not tell which org ids exist).
+  Every answer of a run says ``X-Bootstrap-Isolation: in-process|process`` and,
+  for an org, ``X-Bootstrap-Org``. The header must be one the platform's own
+  front door sets after it authenticates the caller, and strips from what
+  clients send: the route trusts it, and whoever can set it runs as that org.
 
 The health body and the error bodies go to callers who may be anonymous: index
 URLs and filesystem paths in them are replaced (``<url>``, ``<packages>``,
@@ -37,36 +46,34 @@ import json
 import logging
 import os
 import re
-import sys
 import threading
 import traceback
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from bootstrap.errors import redact
+from bootstrap.errors import WorkflowError, redact
 from bootstrap.host import child, live
 from bootstrap.host.activation import read_manifest
+from bootstrap.host.execute import Executor
 from bootstrap.host.startup import startup
-from bootstrap.store.paths import Sources
+from bootstrap.host.workflows import NOT_WORKFLOWS, WORKFLOW_NAME, default_folders
+from bootstrap.store.paths import ORG_ID_RULE, Sources, valid_org_id
 
 if TYPE_CHECKING:
     from bootstrap.settings import Settings
 
 logger = logging.getLogger("bootstrap")
 
-# A workflow name is a file name without ".py": letters, digits, "_" and "-", never a dot or a slash;
-# a leading "_" or "-" is not a workflow (helpers such as _common.py, __init__.py).
-WORKFLOW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-# The host's own entry point, when the repo folder is the function app's folder: never run as a workflow.
-NOT_WORKFLOWS = frozenset({"function_app"})
+__all__ = ["NOT_WORKFLOWS", "WORKFLOW_NAME", "register"]  # the names (host.workflows') kept where they were
 # How long a workflow call waits for the first sync after register(block=False) before answering 503: under the
 # 230 s an Azure front end waits for an HTTP answer.
 FIRST_SYNC_TIMEOUT = 120.0
 RETRY_AFTER_SECONDS = 30
+# A WorkflowError's reason -> the status the execute route answers with.
+_STATUS = {"missing": 404, "invalid": 400, "org": 503, "failed": 500, "crashed": 500}
 
 
 def register(
@@ -80,6 +87,7 @@ def register(
     health_auth_level: func.AuthLevel = func.AuthLevel.ANONYMOUS,
     execute_auth_level: func.AuthLevel = func.AuthLevel.FUNCTION,
     function_name_prefix: str = "bootstrap_",
+    org_header: str | None = None,
 ) -> None:
     """Start up bootstrap once and add the health and workflow routes to ``app``.
 
@@ -104,9 +112,9 @@ def register(
         # reach, and later switches (per request) keep its restart-pending list. (live.start did it otherwise;
         # switching again here could move this process back from a generation a background sync just made.)
         live.switch(current, sources.packages_dir)
-    repo = Path(os.path.abspath(sources.requirements_file)).parent
-    folders = [Path(os.path.abspath(workflows_dir))] if workflows_dir is not None else [repo, repo / "workflows"]
-    routes = _Routes(settings, sources, folders, first_sync_timeout=None if block else first_sync_timeout)
+    folders = default_folders(sources.requirements_file, workflows_dir)
+    timeout = None if block else first_sync_timeout
+    routes = _Routes(settings, sources, folders, first_sync_timeout=timeout, org_header=org_header)
     execute_route = "workflows/{name}/execute"
     _add(app, f"{function_name_prefix}health", "health", "GET", health_auth_level, routes.health)
     _add(app, f"{function_name_prefix}execute_workflow", execute_route, "POST", execute_auth_level, routes.execute)
@@ -128,17 +136,22 @@ class _Routes:
     """The two handlers, bound to the settings and the workflow folders (searched in order)."""
 
     def __init__(
-        self, settings: Settings | None, sources: Sources, folders: list[Path], *, first_sync_timeout: float | None
+        self,
+        settings: Settings | None,
+        sources: Sources,
+        folders: list[Path],
+        *,
+        first_sync_timeout: float | None,
+        org_header: str | None = None,
     ) -> None:
         self.settings = settings
         self.sources = sources
-        self.folders = folders
+        self.executor = Executor(sources, folders)
+        self.org_header = org_header  # None: every execution is the workspace's
         self.first_sync_timeout = first_sync_timeout  # None: start-up blocked, nothing to wait for
         self.scrub = _Scrubber(
             {sources.packages_dir: "<packages>", os.path.dirname(sources.requirements_file): "<repo>"}
         )
-        self._loaded: dict[Path, tuple[tuple[int, int, int], types.ModuleType]] = {}
-        self._shadowed: set[Path] = set()
         self._last_problems: list[str] | None = None
         self._lock = threading.Lock()
 
@@ -165,37 +178,44 @@ class _Routes:
 
     def execute(self, req: func.HttpRequest) -> func.HttpResponse:
         name = req.route_params.get("name", "")
-        path = self.workflow_path(name)
-        if path is None:
-            logger.info("no workflow named %r in %s", name[:100], " or ".join(map(str, self.folders)))
+        if self.executor.workflows.path(name) is None:
+            logger.info(
+                "no workflow named %r in %s", name[:100], " or ".join(map(str, self.executor.workflows.folders))
+            )
             return self._error(f"there is no workflow named {name[:100]!r}", 404)
+        org = req.headers.get(self.org_header) if self.org_header else None
+        if org is not None and not valid_org_id(org):
+            return self._error(f"the {self.org_header} header is not an org id: {ORG_ID_RULE}", 400)
         input_data, problem = _input_data(req.get_body())
         if problem:
             return self._error(problem, 400)
         waited = self._wait_for_first_sync(name)
         if waited is not None:
             return waited
-        try:
-            workflow = self._load(name, path)
-        except Exception as exc:
-            _log_failure("cannot load workflow %s from %s: %s", name, path, _one_line(exc))
-            return self._error(f"cannot load workflow {name}: {_one_line(exc)}", 500)
-        run = getattr(workflow, "run", None)
-        if not callable(run):
-            return self._error(f"workflow {name} has no run(input_data) function", 500)
         # Cheap (reads the manifest; nothing else unless it changed): a generation another worker built is seen.
         live.switch(read_manifest(self.sources.packages_dir), self.sources.packages_dir)
         try:
-            result = run(input_data)
-        except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not take the handler down
-            _log_failure("workflow %s failed: %s", name, _one_line(exc))  # the full line, for the operator
-            return self._error(f"workflow {name} failed: {_one_line(exc)}", 500)
+            execution = self.executor.execute(name, input_data, org)
+        except WorkflowError as exc:
+            status = _STATUS.get(exc.reason, 500)
+            if status == 500:
+                _log_failure("%s", exc.message)  # the full line and the traceback, for the operator
+            else:
+                logger.info("workflow %s for org %s: %s", name, org, exc.message)
+            response = self._error(exc.message, status)
+            if status == 503:
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         try:
-            body = json.dumps(result, default=str)
+            body = json.dumps(execution["result"], default=str)
         except (TypeError, ValueError) as exc:  # circular, say; default=str covers the rest
             _log_failure("workflow %s returned a result that is not JSON", name)
             return self._error(f"workflow {name} returned a result that is not JSON: {_one_line(exc)}", 500)
-        return func.HttpResponse(body, status_code=200, mimetype="application/json")
+        response = func.HttpResponse(body, status_code=200, mimetype="application/json")
+        response.headers["X-Bootstrap-Isolation"] = execution["isolation"]
+        if execution["org"] is not None:
+            response.headers["X-Bootstrap-Org"] = execution["org"]
+        return response
 
     def _error(self, message: str, status: int) -> func.HttpResponse:
         """An error body for the caller: the message without URLs or paths (the log has them)."""
@@ -213,58 +233,6 @@ class _Routes:
         response = _json({"error": message}, 503)
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-
-    def workflow_path(self, name: str) -> Path | None:
-        """The first ``<folder>/<name>.py`` of the workflow folders, when ``name`` is a workflow name and that is
-        a file inside its folder.
-
-        A name with a dot, a slash or a percent sign never makes a path; a file
-        that is a symlink resolving outside its folder is not a workflow. When
-        the repo folder and its ``workflows`` subfolder both have it, the repo
-        folder's is the one (logged once).
-        """
-        if not WORKFLOW_NAME.fullmatch(name) or name in NOT_WORKFLOWS:
-            return None
-        found = [path for path in (_file_in(folder, f"{name}.py") for folder in self.folders) if path]
-        if len(found) > 1 and found[1] not in self._shadowed:
-            self._shadowed.add(found[1])
-            logger.warning("workflow %s: %s is run, %s is not (the repo folder's comes first)", name, *found[:2])
-        return found[0] if found else None
-
-    def _load(self, name: str, path: Path) -> types.ModuleType:
-        """The workflow's module, executed afresh when its file changed since the last call."""
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)  # the file checked, not a link swapped in since
-        with os.fdopen(fd, "rb") as file:
-            stat = os.fstat(file.fileno())
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            with self._lock:
-                cached = self._loaded.get(path)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            source = file.read()
-        module = types.ModuleType(f"bootstrap_workflows.{name}")
-        module.__file__ = str(path)
-        sys.modules[module.__name__] = module  # dataclasses, pickle and friends look a module up there
-        try:
-            exec(compile(source, str(path), "exec"), module.__dict__)
-        except BaseException:
-            sys.modules.pop(module.__name__, None)
-            raise
-        with self._lock:
-            self._loaded[path] = (key, module)
-        return module
-
-
-def _file_in(folder: Path, file_name: str) -> Path | None:
-    """``folder/file_name`` resolved, when it is a regular file whose real place is inside ``folder``."""
-    try:
-        real_folder = folder.resolve(strict=True)
-        path = (real_folder / file_name).resolve(strict=True)
-    except (OSError, RuntimeError, ValueError):  # missing, a symlink loop, a NUL byte
-        return None
-    if path.parent != real_folder or not path.is_file():
-        return None
-    return path
 
 
 class _Scrubber:

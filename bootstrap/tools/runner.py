@@ -370,7 +370,7 @@ class _Tail:
         return "".join(marks) + f"[{dropped} earlier characters of output not kept]\n" + text
 
 
-def kill(proc: subprocess.Popen[str]) -> None:
+def kill(proc: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     """End a process started by ``run`` and everything in its process group (unless it was reaped already)."""
     if proc.returncode is not None:  # its process group id may belong to someone else by now
         return
@@ -451,3 +451,23 @@ def run_all(
                 thread.join()
         raise
     return Outcomes(completed, failures)
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a long-lived child that speaks on its stdin and stdout (a pool's worker process), and return it.
+
+    The same clean environment as ``run``; stderr is the caller's (what the child's code prints goes to the
+    host's log stream, as in-process). The child leads its own process group (an interrupt of the host ends
+    it through its stdin's end-of-file, not a signal); ``kill`` ends it. The caller reads and waits.
+    """
+    argv = [str(part) for part in argv]
+    log.debug("starting %s", redact(" ".join(argv[:3])))
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=None,
+        env=child_env(env),
+        process_group=0,
+        umask=child_umask(),
+    )
