@@ -39,6 +39,13 @@ share        a real SMB share (samba on 127.0.0.1, two smbnetfs mounts in two mo
              the same into a local folder; importing the set through the OTHER mount
              (instance B, ``bootstrap.activate()``), and a no-op ``startup()`` from B,
              each against the same on the local folder (goal: startup within 1.5x).
+orgs         (#16) add an organisation of one package (``orgs/acme/requirements.txt``)
+             on top of a synced 30-package workspace (ORGS_WORKSPACE): one ``sync``
+             (only the organisation is built) against a cold sync of the workspace
+             alone into an empty packages folder (goal: 0.2x), and the bytes its
+             folder adds (hard links counted once across the packages folder) against
+             the workspace's (goal: 5%); then 20 organisations of one package each,
+             synced by one command (one run). Wheelhouse only.
 
 Sources: ``wheelhouse`` (the sets downloaded once into bench/.cache/wheelhouse,
 then ``--no-index --find-links``) and ``public`` (the public index, given
@@ -58,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -104,7 +112,7 @@ BASELINES = (
     "uv pip compile + install",
     "uv pip compile + install --compile-bytecode",
 )
-ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share", "execute")
+ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share", "orgs", "execute")
 # The share row's set S, by import name: what a host imports after startup().
 S_IMPORTS = "colorama, tabulate, dateutil, yaml"
 SHARE_GOAL = 1.5  # #15: a no-op startup() on the share within 1.5x the same on a local folder
@@ -116,6 +124,17 @@ HASH_SET = (
     *("rich", "securesystemslib", "sigstore", "sigstore-models", "sigstore-rekor-types", "tuf"),
     *("typing-extensions", "typing-inspection", "urllib3", *SETS["M"]),
 )
+# The orgs row's workspace: set M, whose closure is 30 distributions (bootstrap's manifest counts 30 packages:
+# 23 installed in the generation, 7 the host provides: pydantic, markupsafe, typing-extensions, ...).
+ORGS_WORKSPACE = SETS["M"]
+# One small package per organisation, none in ORGS_WORKSPACE's closure nor the host's, none with dependencies
+# (an organisation adds exactly one distribution). The first is the one-organisation case's.
+ORG_PACKAGES = (
+    *(ADDED, "colorama", "pyyaml", "toml", "tomli", "more-itertools", "decorator", "cachetools", "wcwidth"),
+    *("itsdangerous", "blinker", "humanize", "pyparsing", "sortedcontainers", "xmltodict", "text-unidecode"),
+    *("inflection", "tenacity", "backoff", "termcolor"),
+)
+ORG_TIME_GOAL, ORG_DISK_GOAL = 0.2, 0.05  # #16: an organisation of one package, against the workspace's build
 STARTUP_GOAL, SYNC_GOAL = 1.25, 1.2
 HEAVY = ("pydantic", "piptools", "watchdog", "filelock", "packaging")
 
@@ -181,6 +200,7 @@ def run(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 12
 
 
 def _phase_key(message: str) -> str:
+    message = re.sub(r"^org [a-z0-9._-]+: ", "", message)  # an organisation's sync marks its lines (#16)
     message = re.sub(r"\d+", "N", message.split(":", 1)[0])
     message = re.sub(r"staging/\S+", "staging/ID", message)
     message = re.sub(r"resolution \S+", "resolution KEY", message)
@@ -856,6 +876,105 @@ def bench_share(work: Path, wheelhouse: Path, runs: int) -> None:
     print(f"  no-op startup() on the share: {ratio:.2f}x the local folder (goal: within {SHARE_GOAL}x)")
 
 
+def bench_orgs(work: Path, source: Source, runs: int) -> None:
+    """Add an organisation of one package on top of a synced workspace, against building that workspace (#16).
+
+    Long because it measures both backends, each a time pair and the bytes added, then 20 organisations at once.
+    """
+    from bootstrap.store.fs import tree_size  # slow path: only this row counts bytes
+
+    print(
+        f"\n== orgs: add an organisation of one package ({ADDED}) on top of a synced workspace (set M), wheelhouse =="
+    )
+    counter = iter(range(10**6))
+    phases: dict[str, list[float]] = {}
+    disk: dict[str, list[tuple[int, int, int]]] = {}  # backend: (bytes added, workspace folder, its generation)
+
+    def workspace(**extra: str) -> tuple[Path, dict[str, str]]:
+        """An empty packages folder and cold caches; the repo holds the workspace's file and no organisation."""
+        folder = work / f"org-{next(counter)}"
+        requirements = write_requirements(folder / "repo", ORGS_WORKSPACE)
+        env = source.env(folder, **extra)
+        env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(folder / "packages"))
+        return folder, env
+
+    def cold(**extra: str) -> float:
+        folder, env = workspace(**extra)
+        return run([PY, "-m", "bootstrap", "sync"], env, folder)
+
+    def add_orgs(folder: Path, env: dict[str, str], names: Sequence[str], trace: bool) -> tuple[float, int, int]:
+        """Write one organisation per name (``acme`` for one) and sync; seconds, bytes before, bytes added."""
+        packages = folder / "packages"
+        before = tree_size(packages)
+        for number, name in enumerate(names):
+            write_requirements(folder / "repo" / "orgs" / ("acme" if len(names) == 1 else f"org{number:02d}"), [name])
+        seconds = traced_sync(env, folder, phases) if trace else run([PY, "-m", "bootstrap", "sync"], env, folder)
+        return seconds, before, tree_size(packages) - before
+
+    def add_one(backend: str, **extra: str) -> float:
+        folder, env = workspace(**extra)
+        run([PY, "-m", "bootstrap", "sync"], env, folder)  # the synced workspace: not measured
+        seconds, before, added = add_orgs(folder, env, ORG_PACKAGES[:1], trace=not extra)
+        generation = json.loads((folder / "packages" / "manifest.json").read_text())["generation"]
+        disk.setdefault(backend, []).append(
+            (added, before, tree_size(folder / "packages" / "generations" / generation))
+        )
+        org = json.loads((folder / "packages" / "orgs" / "acme" / "manifest.json").read_text())
+        assert org["org"] == "acme" and org["generation"], org  # the organisation published
+        return seconds
+
+    backends: dict[str, dict[str, str]] = {"pip": {}}
+    if uv_backend():
+        backends["uv"] = {"BOOTSTRAP_BACKEND": "uv"}
+    commands: dict[str, Callable[[], float]] = {}
+    for backend, extra in backends.items():
+        commands[f"add an organisation ({backend})"] = functools.partial(add_one, backend, **extra)
+        commands[f"cold workspace sync ({backend})"] = functools.partial(cold, **extra)
+    times = interleave(commands, runs, lambda: remove("org-*", work))
+    remove("org-*", work)
+    report("orgs", "M", source.name, times, [], [])  # prints them all
+    for backend in backends:
+        mine, base = f"add an organisation ({backend})", f"cold workspace sync ({backend})"
+        report("orgs", "M", source.name, {mine: times[mine], base: times[base]}, [mine], [base], show=False)
+    for backend, figures in disk.items():
+        added = statistics.median(a for a, _, _ in figures)
+        whole = statistics.median(f for _, f, _ in figures)
+        generation = statistics.median(g for _, _, g in figures)
+        ratio = statistics.median(times[f"add an organisation ({backend})"]) / statistics.median(
+            times[f"cold workspace sync ({backend})"]
+        )
+        line = (
+            f"  {backend}: time {ratio:.2f}x (goal {ORG_TIME_GOAL}x); the organisation adds {added / 2**20:.2f} MiB: "
+            f"{added / whole:.1%} of the workspace's packages folder ({whole / 2**20:.1f} MiB), "
+            f"{added / generation:.1%} of its generation ({generation / 2**20:.1f} MiB) (goal {ORG_DISK_GOAL:.0%})"
+        )
+        note(line.strip())
+        RESULTS_DATA.setdefault("orgs_disk", {})[backend] = {
+            "added_bytes": added,
+            "workspace_folder_bytes": whole,
+            "workspace_generation_bytes": generation,
+            "runs": len(figures),
+        }
+    print_phases("steps of the sync that adds the organisation (pip)", phases)
+    RESULTS_DATA.setdefault("phases", {})[f"orgs M-{source.name}"] = {
+        k: statistics.median(v) for k, v in phases.items()
+    }
+    for backend, extra in backends.items():  # 20 organisations of one package each, one command: one run
+        folder, env = workspace(**extra)
+        run([PY, "-m", "bootstrap", "sync"], env, folder)
+        seconds, before, added = add_orgs(folder, env, ORG_PACKAGES, trace=False)
+        published = sum(
+            bool(json.loads(path.read_text()).get("generation"))
+            for path in (folder / "packages" / "orgs").glob("*/manifest.json")
+        )
+        note(
+            f"  {backend}: {len(ORG_PACKAGES)} organisations of one package each, one sync (one run): {seconds:.1f}s "
+            f"({published} published), {added / 2**20:.1f} MiB added, {added / before:.1%} of the workspace's folder"
+        )
+        RESULTS_DATA.setdefault("orgs_20", {})[backend] = {"seconds": seconds, "added_bytes": added, "before": before}
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- wheelhouse, table, main
 
 
@@ -873,7 +992,7 @@ def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
     constraints = CACHE / "host-constraints.txt"
     found = host.scan(CACHE / "no-packages")
     constraints.write_text(host.constraints_text({**found.packages, **found.tools}, frozenset()))
-    names = sorted({name for s in sets for name in SETS[s]} | {ADDED})
+    names = sorted({name for s in sets for name in SETS[s]} | {ADDED, *ORG_PACKAGES})
     argv = [PY, "-m", "pip", "download", "-q", "--only-binary", ":all:", "-d", str(wheelhouse), "-c", str(constraints)]
     env = clean_env(PIP_INDEX_URL=PUBLIC_INDEX, XDG_CACHE_HOME=str(CACHE / "dl-cache"))
     try:
@@ -998,7 +1117,9 @@ def main() -> int:
             f"code: a snapshot of bootstrap/ at {code['head']}"
             + (changed if code["uncommitted_changes_in_bootstrap"] else "")
         )
-        wheelhouse, online = make_wheelhouse(sorted(set(sets) | ({"S"} if "share" in rows else set())))
+        needed = {"S"} if "share" in rows or "execute" in rows else set()
+        needed |= {"M"} if "orgs" in rows else set()  # its workspace, ORGS_WORKSPACE
+        wheelhouse, online = make_wheelhouse(sorted(set(sets) | needed))
         print(f"wheelhouse: {len(list(wheelhouse.iterdir()))} files in {wheelhouse}")
         if "startup" in rows:
             bench_startup(work, wheelhouse, max(18, 6 * runs))
@@ -1033,6 +1154,11 @@ def main() -> int:
                 bench_share(work, wheelhouse, runs)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 note(f"(share skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
+        if "orgs" in rows:
+            try:
+                bench_orgs(work, Source("wheelhouse", wheelhouse), runs)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                note(f"(orgs skipped: a command failed: {str(exc).strip().splitlines()[-1][:300]})")
     print("\n" + table(RESULTS_DATA["rows"]))
     busy = busy or os.getloadavg()[0] > 1 + 0.5 * (os.cpu_count() or 1)  # the bench itself adds ~1
     elapsed = time.monotonic() - started
