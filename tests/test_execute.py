@@ -420,3 +420,30 @@ def test_workers_end_when_the_host_process_ends(orgs: dict[str, str], tmp_path: 
     while registry.alive(worker) and not _zombie(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not registry.alive(worker) or _zombie(worker), "the worker outlived its host"
+
+
+def test_an_org_set_that_cannot_be_trusted_is_not_run(orgs: dict[str, str], repo: Repo) -> None:
+    """What a host imports is what was verified: an org's manifest naming a folder outside its packages, or an
+    ``orgs`` folder every local user can write, is refused in one line, never imported from."""
+    settings = repo.settings()
+    org_root = Path(paths.org_packages_dir(str(repo.packages_dir), "org-extra"))
+    manifest_file = org_root / paths.MANIFEST_NAME
+    saved = manifest_file.read_text()
+    elsewhere = repo.root / "evil" / "site"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "bsf_gamma.py").write_text("raise SystemExit('planted')\n")
+    try:
+        manifest_file.write_text(json.dumps({**json.loads(saved), "generation": "../../../repo/evil"}))
+        with pytest.raises(WorkflowError) as caught:
+            bootstrap.execute("which", {"modules": ["bsf_gamma"]}, org="org-extra", settings=settings)
+        assert caught.value.reason == "org" and "cannot be served" in str(caught.value)
+    finally:
+        manifest_file.write_text(saved)
+    os.chmod(org_root.parent, 0o777)
+    try:
+        with pytest.raises(WorkflowError) as caught:
+            bootstrap.execute("which", {}, org="org-extra", settings=settings)
+        assert "is writable by every local user" in str(caught.value)
+    finally:
+        os.chmod(org_root.parent, 0o700)
+    assert bootstrap.execute("which", {}, org="org-extra", settings=settings)["isolation"] == "in-process"

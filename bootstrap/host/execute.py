@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from bootstrap.errors import WorkflowError, redact
 from bootstrap.host import isolation, state
 from bootstrap.host.workflows import Workflows, default_folders
-from bootstrap.store import manifest, paths
+from bootstrap.store import freshness, manifest, paths
 from bootstrap.store.paths import Sources
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Executor:
 
     def __init__(self, sources: Sources, folders: list[Path]) -> None:
         self.packages_dir = os.path.abspath(sources.packages_dir)
+        self.allow_world_writable = sources.allow_world_writable
         self.workflows = Workflows(folders)
 
     def execute(self, name: str, input_data: Any, org: str | None = None) -> Execution:
@@ -62,7 +63,7 @@ class Executor:
         if not paths.valid_org_id(org):
             raise WorkflowError(f"{str(org)[:80]!r} is not an org id: {paths.ORG_ID_RULE}", "invalid")
         org_root = paths.org_packages_dir(self.packages_dir, org)
-        generation, site = _org_generation(org, org_root)
+        generation, site = _org_generation(org, org_root, self.allow_world_writable)
         mode, why, admitted = isolation.admit(org, generation, site)
         if admitted is None:
             _log.debug("org %s runs in a worker process: %s", org, why)
@@ -121,15 +122,20 @@ def _record(org: str, org_root: str, generation: str) -> None:
             _log.warning("org %s: cannot write this process's registry record: %s", org, exc)
 
 
-def _org_generation(org: str, org_root: str) -> tuple[str, str]:
-    """The org's active generation and its site; WorkflowError (reason "org") when it has none yet."""
+def _org_generation(org: str, org_root: str, allow_world_writable: bool) -> tuple[str, str]:
+    """The org's active generation and its site, judged as a host judges the workspace's before importing from
+    it (a well-formed id inside the org's folder, built for this interpreter, no folder others can write, the
+    ``orgs`` folder included); WorkflowError (reason "org") when it has none to serve."""
     current = manifest.read(os.path.join(org_root, paths.MANIFEST_NAME))
     generation = current.get("generation") if current is not None else None
-    if generation:
-        site = paths.site_path(org_root, generation)
-        if os.path.isdir(site):
-            return generation, site
-    raise WorkflowError(f"org {org} has no synced packages set: sync it (python -m bootstrap sync)", "org")
+    if not generation:
+        raise WorkflowError(f"org {org} has no synced packages set: sync it (python -m bootstrap sync)", "org")
+    open_orgs = None if allow_world_writable else freshness.writable_by_all(os.path.dirname(org_root))
+    site = None if open_orgs else freshness.usable_site(current, org_root, allow_world_writable=allow_world_writable)
+    if site is None:
+        why = open_orgs or "see the log; `python -m bootstrap check --org " + org + "` says why"
+        raise WorkflowError(f"org {org}'s packages cannot be served: {why}", "org")
+    return str(generation), site
 
 
 def _workspace_generation() -> str | None:

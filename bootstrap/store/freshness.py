@@ -219,7 +219,7 @@ def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
     if sources.allow_world_writable:
         return None
     if sources.workspace_packages_dir is not None:  # an organisation's: whoever can write `orgs/` can swap it
-        workspace_open = _writable_by_all(os.path.dirname(os.path.abspath(sources.packages_dir)))
+        workspace_open = writable_by_all(os.path.dirname(os.path.abspath(sources.packages_dir)))
         if workspace_open is not None:
             return workspace_open
     return open_to_others(site_dir, sources.packages_dir)
@@ -268,13 +268,14 @@ def open_to_others(site_dir: str, packages_dir: str) -> str | None:
         return None
     generation = os.path.dirname(site_dir)
     for folder in (packages_dir, os.path.dirname(generation), generation, site_dir):
-        found = _writable_by_all(folder)
+        found = writable_by_all(folder)
         if found is not None:
             return found
     return None
 
 
-def _writable_by_all(folder: str) -> str | None:
+def writable_by_all(folder: str) -> str | None:
+    """Why ``folder`` must not be imported from (every local user can write it); None when it may."""
     if os.name != "posix":
         return None
     try:
