@@ -365,3 +365,15 @@ def test_an_orgs_folder_others_can_write_is_not_served(repo: Repo, run_cli: Any)
     finally:
         os.chmod(orgs_root, 0o700)
     assert run_cli("check", "--org", "a").code == 0
+
+
+def test_check_names_a_damaged_org(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-gamma")
+    write_org(repo, "a", "jaraco.context")
+    run_cli("sync")
+    site = org_site(repo, "a")
+    os.chmod(site / "jaraco", 0o755)
+    (site / "jaraco" / "context.py").unlink()  # its own distribution's file
+    lines = run_cli("check").out.splitlines()
+    assert lines[1].startswith("org a: unhealthy:") and "jaraco/context.py" in lines[1]
+    assert run_cli("check", "--org", "a").code == 1

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the manifest's types exist for the type checker only
     from bootstrap.store.manifest import Manifest, PackageEntry, RolledBackFrom
 
 
-def check(settings: Settings) -> dict[str, Any]:
+def check(settings: Settings, *, own_files_only: bool = False) -> dict[str, Any]:
     """The health of the packages folder, in one of three states (``state``):
 
     - ``healthy``: the active generation serves the files as they are now, intact, and the last sync worked;
@@ -32,6 +32,10 @@ def check(settings: Settings) -> dict[str, Any]:
       says which); ``healthy`` is still true, so a health probe does not fail;
     - ``unhealthy``: something needs an operator (``problems``): never synced, the last sync failed, the
       requirements file is missing, a folder others can write, a damaged generation.
+
+    ``own_files_only``: an organisation's files are looked at for its private distributions alone (the rest
+    are links to the workspace's files, which its own check looks at): what ``check`` of every organisation,
+    a probe run every few seconds, can afford for many of them.
     """
     layout = settings.layout
     current, damage = manifest.load(layout.manifest)
@@ -51,7 +55,7 @@ def check(settings: Settings) -> dict[str, Any]:
             error: dict[str, Any] = dict(current.get("error") or {})
             problems.append(f"the last sync failed at {error.get('stage')} ({error.get('at')}): {error.get('message')}")
         if current is not None and site_dir and Path(site_dir).is_dir():
-            problems += _damage(Path(site_dir), current.get("packages", []))
+            problems += _damage(Path(site_dir), current.get("packages", []), _own(current) if own_files_only else None)
     notes = _debris(layout) + _packages_root_on_path(layout)
     restarts = _restart_pending(layout)
     for item in restarts:
@@ -74,6 +78,13 @@ def check(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _own(current: Manifest) -> frozenset[str] | None:
+    """An organisation's private distributions (canonical names), from its manifest; None: not known."""
+    recorded: dict[str, Any] = dict(current)
+    private = (recorded.get("isolation") or {}).get("private")
+    return frozenset(canonicalize_name(name) for name in private) if isinstance(private, dict) else None
+
+
 def one_line(report: dict[str, Any]) -> str:
     """A check report in one line, for a person: its state, and why."""
     if report["state"] == "healthy":
@@ -88,7 +99,7 @@ def check_orgs(settings: Settings) -> dict[str, dict[str, Any]]:
 
     Apart from the workspace's report: one organisation's failure leaves the others, and the host, serving."""
     found = orgs.discover(settings)
-    reports: dict[str, dict[str, Any]] = {org: check(settings.for_org(org)) for org in found.orgs}
+    reports = {org: check(settings.for_org(org), own_files_only=True) for org in found.orgs}
     for name, why in found.refused:
         reports[name] = {"healthy": False, "state": "unhealthy", "problems": [why], "pending": [], "notes": []}
     return reports
@@ -134,9 +145,9 @@ def _asked_for(away_from: RolledBackFrom, current: Manifest) -> str:
     return f"{what} ({', '.join(differ)})" if differ else what
 
 
-def _damage(site_dir: Path, packages: list[PackageEntry]) -> list[str]:
+def _damage(site_dir: Path, packages: list[PackageEntry], only: frozenset[str] | None = None) -> list[str]:
     """How the active site folder differs from what was verified, from a listing of it and a stat of each
-    file its RECORDs list (no hashing: ``verify`` reads every file)."""
+    file its RECORDs list (no hashing: ``verify`` reads every file); ``only``: these distributions' files."""
     try:
         dists = records.installed(site_dir)
     except BootstrapError as exc:  # a dist-info lost its METADATA or RECORD
@@ -149,7 +160,7 @@ def _damage(site_dir: Path, packages: list[PackageEntry]) -> list[str]:
             f"the active generation does not hold the packages the manifest lists ({'; '.join(differences[:5])}"
             f"{more}); the next sync rebuilds it"
         )
-    missing = records.missing_files(site_dir, dists)
+    missing = records.missing_files(site_dir, [dist for dist in dists if only is None or dist.name in only])
     if missing:
         problems.append(f"{len(missing)} file(s) of the active generation are missing, e.g. {missing[0]}")
     problems += [
@@ -303,7 +314,7 @@ def _orgs_summary(settings: Settings) -> list[dict[str, Any]]:
                 "packages": len(current.get("packages", [])) if current else 0,
                 "private": sorted(isolation.get("private") or {}),
                 "isolation": isolation.get("mode"),
-                "state": check(org_settings)["state"],
+                "state": check(org_settings, own_files_only=True)["state"],
             }
         )
     return summary
