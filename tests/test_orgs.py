@@ -377,3 +377,6 @@ def test_check_names_a_damaged_org(repo: Repo, run_cli: Any) -> None:
     lines = run_cli("check").out.splitlines()
     assert lines[1].startswith("org a: unhealthy:") and "jaraco/context.py" in lines[1]
     assert run_cli("check", "--org", "a").code == 1
+    os.chmod(site, 0o755)
+    (site / "zz_planted.pth").write_text("import os\n")
+    assert "zz_planted.pth in the active generation's site folder is listed in no RECORD" in run_cli("check").out

@@ -149,11 +149,17 @@ def _damage(site_dir: Path, packages: list[PackageEntry], only: frozenset[str] |
     """How the active site folder differs from what was verified, from a listing of it and a stat of each
     file its RECORDs list (no hashing: ``verify`` reads every file); ``only``: these distributions' files."""
     try:
-        dists = records.installed(site_dir)
+        # Only some: the set compared by the folders' names, and only those distributions read (and a .pth
+        # looked for, and then every RECORD read, only when the site has one).
+        has_pth = only is not None and any(name.endswith(".pth") for name in os.listdir(site_dir))
+        dists = records.installed(site_dir, None if has_pth else only)
+        named = records.named_in_folder(site_dir) if only is not None else dists
     except BootstrapError as exc:  # a dist-info lost its METADATA or RECORD
         return [f"{exc}; the next sync rebuilds it"]
+    except OSError as exc:
+        return [f"cannot read {site_dir}: {exc.strerror}"]
     problems = []
-    differences = records.set_differences(dists, packages)
+    differences = records.set_differences(named, packages)
     if differences:
         more = f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
         problems.append(
