@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import bootstrap
+from bootstrap.host import isolation, live, workers
+from bootstrap.host.activation import read_manifest
 from bootstrap.inputs import orgs
 from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo
+from tests.test_execute import WHICH
 from tests.test_orgs import org_manifest, versions, write_org
+from tests.test_workflow import process_state_restored
 
 
 def test_an_org_built_while_the_workspace_moved_on_is_stale_not_up_to_date(
@@ -40,3 +48,38 @@ def test_an_org_built_while_the_workspace_moved_on_is_stale_not_up_to_date(
     assert again.code == 0, again.err
     assert versions(org_manifest(repo, "acme"))["bsf-alpha"] == "2.0", again.out
     assert run_cli("sync", "--org", "acme").out.startswith("org acme: up to date")
+
+
+@pytest.fixture
+def clean_process(tmp_path: Path) -> Iterator[None]:
+    """Undo what activations, in-process org executions and workers do to this process."""
+    with process_state_restored(tmp_path):
+        isolation.reset()
+        try:
+            yield
+        finally:
+            workers.POOL.shutdown()
+            isolation.reset()
+
+
+def test_an_org_is_not_run_in_process_on_a_version_this_process_has_loaded_another_of(
+    repo: Repo, run_cli: Any, clean_process: None
+) -> None:
+    # The host imported jaraco.functools 1.0; the workspace moved to 2.0 (switched to, restart pending). An org
+    # built on the new workspace set has 2.0: in this process its workflow would get the loaded 1.0.
+    repo.write("jaraco.functools==1.0")
+    bootstrap.startup()
+    (repo.root / "which.py").write_text(WHICH)
+    importlib.import_module("jaraco.functools")
+    repo.write("jaraco.functools==2.0")
+    assert run_cli("sync").code == 0
+    live.switch(read_manifest(str(repo.packages_dir)), str(repo.packages_dir))
+    assert [item["name"] for item in bootstrap.restart_pending()] == ["jaraco.functools"]
+    write_org(repo, "acme", "bsf-gamma==1.0")
+    assert run_cli("sync", "--org", "acme").code == 0
+    assert versions(org_manifest(repo, "acme"))["jaraco.functools"] == "2.0"
+
+    execution = bootstrap.execute("which", {"modules": ["jaraco.functools"]}, org="acme", settings=repo.settings())
+
+    assert execution["result"]["modules"] == {"jaraco.functools": ["2.0", "2.0"]}, execution
+    assert execution["isolation"] == "process"
