@@ -83,3 +83,25 @@ def test_an_org_is_not_run_in_process_on_a_version_this_process_has_loaded_anoth
 
     assert execution["result"]["modules"] == {"jaraco.functools": ["2.0", "2.0"]}, execution
     assert execution["isolation"] == "process"
+
+
+def test_a_runtime_addition_against_a_new_workspace_pin_says_how_to_remove_it_from_the_org(
+    repo: Repo, run_cli: Any
+) -> None:
+    # The org added bsf-alpha 1.0 at run time; the workspace then pins bsf-alpha 2.0. The org's failure must say
+    # how to take the org's addition out (`--org`), not `remove bsf-alpha` (the workspace's), nor to edit a
+    # generation's lock.txt.
+    repo.write("bsf-gamma")
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+    assert run_cli("add", "--org", "acme", "bsf-alpha==1.0").code == 0
+    repo.write("bsf-gamma", "bsf-alpha==2.0")
+
+    result = run_cli("sync")
+
+    assert result.code == 1
+    [failure] = [line for line in result.err.splitlines() if line.startswith("bootstrap: error: org acme:")]
+    assert "`python -m bootstrap remove --org acme bsf-alpha`" in failure, failure
+    assert "lock.txt" not in failure and "the workspace's bsf-alpha==2.0" in failure
+    assert run_cli("remove", "--org", "acme", "bsf-alpha").code == 0  # the advice works
+    assert run_cli("sync").code == 0
