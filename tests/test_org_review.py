@@ -105,3 +105,23 @@ def test_a_runtime_addition_against_a_new_workspace_pin_says_how_to_remove_it_fr
     assert "lock.txt" not in failure and "the workspace's bsf-alpha==2.0" in failure
     assert run_cli("remove", "--org", "acme", "bsf-alpha").code == 0  # the advice works
     assert run_cli("sync").code == 0
+
+
+ECHO = "def run(input_data):\n    return {'input': input_data}\n"
+
+
+@pytest.mark.parametrize("input_data", [[], 0, "", False, None])
+def test_a_worker_gives_run_the_input_as_it_was_given(
+    repo: Repo, run_cli: Any, clean_process: None, input_data: Any
+) -> None:
+    # In-process, run() gets the input as given; in a worker it must get the same (not {} for a falsy one).
+    repo.write("bsf-gamma")
+    bootstrap.startup()
+    (repo.root / "echo.py").write_text(ECHO)
+    write_org(repo, "new", "bsf-alpha==2.0")
+    write_org(repo, "old", "bsf-alpha==1.0")
+    assert run_cli("sync").code == 0
+    here = bootstrap.execute("echo", input_data, org="new", settings=repo.settings())  # takes bsf-alpha 2.0 here
+    there = bootstrap.execute("echo", input_data, org="old", settings=repo.settings())
+    assert (here["isolation"], there["isolation"]) == ("in-process", "process")
+    assert here["result"] == there["result"] == {"input": input_data}
