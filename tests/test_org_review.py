@@ -12,11 +12,13 @@ import pytest
 import bootstrap
 from bootstrap.host import isolation, live, workers
 from bootstrap.host.activation import read_manifest
+from bootstrap.host.watch import Watcher
 from bootstrap.inputs import orgs
 from bootstrap.pipeline.sync import sync
 from tests.conftest import Repo
 from tests.test_execute import WHICH
 from tests.test_orgs import org_manifest, versions, write_org
+from tests.test_watch import save_by_rename, wait_for
 from tests.test_workflow import process_state_restored
 
 
@@ -125,3 +127,16 @@ def test_a_worker_gives_run_the_input_as_it_was_given(
     there = bootstrap.execute("echo", input_data, org="old", settings=repo.settings())
     assert (here["isolation"], there["isolation"]) == ("in-process", "process")
     assert here["result"] == there["result"] == {"input": input_data}
+
+
+@pytest.mark.parametrize("polling", [False, True])
+def test_watch_syncs_the_first_org_of_a_repo_that_had_none(repo: Repo, run_cli: Any, polling: bool) -> None:
+    # A host watching a repo without an orgs/ folder; then the first organisation arrives (a pull, an edit).
+    repo.write("bsf-gamma")
+    assert run_cli("sync").code == 0
+    with Watcher(repo.settings(watch_debounce=0.3, watch_polling=polling), initial_sync=False):
+        write_org(repo, "acme", "jaraco.context")
+        wait_for(lambda: (repo.packages_dir / "orgs" / "acme" / "manifest.json").is_file(), "org acme's set")
+        assert versions(org_manifest(repo, "acme"))["jaraco.context"] == "1.0"
+        save_by_rename(repo.root / "orgs" / "acme" / "requirements.txt", "jaraco.context", "bsf-beta==1.0")
+        wait_for(lambda: "bsf-beta" in versions(org_manifest(repo, "acme")), "org acme's edit")
