@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 import bootstrap
+from bootstrap.errors import WorkflowError
 from bootstrap.host import isolation, live, workers
 from bootstrap.host.activation import read_manifest
 from bootstrap.host.watch import Watcher
@@ -140,3 +142,22 @@ def test_watch_syncs_the_first_org_of_a_repo_that_had_none(repo: Repo, run_cli: 
         assert versions(org_manifest(repo, "acme"))["jaraco.context"] == "1.0"
         save_by_rename(repo.root / "orgs" / "acme" / "requirements.txt", "jaraco.context", "bsf-beta==1.0")
         wait_for(lambda: "bsf-beta" in versions(org_manifest(repo, "acme")), "org acme's edit")
+
+
+def test_an_org_whose_folder_others_can_write_is_not_executed(repo: Repo, run_cli: Any, clean_process: None) -> None:
+    # `check --org` and a sync refuse an orgs/ folder every local user can write (anyone could swap an org's
+    # generation); bootstrap.execute must not import from it either, in-process or in a worker.
+    repo.write("bsf-gamma")
+    bootstrap.startup()
+    (repo.root / "echo.py").write_text(ECHO)
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+    orgs_root = repo.packages_dir / "orgs"
+    os.chmod(orgs_root, 0o777)
+    try:
+        with pytest.raises(WorkflowError, match="writable by every local user") as refused:
+            bootstrap.execute("echo", {}, org="acme", settings=repo.settings())
+        assert refused.value.reason == "org" and "\n" not in str(refused.value)
+    finally:
+        os.chmod(orgs_root, 0o700)
+    assert bootstrap.execute("echo", {}, org="acme", settings=repo.settings())["result"] == {"input": {}}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from bootstrap.errors import WorkflowError, redact
 from bootstrap.host import isolation, state
 from bootstrap.host.workflows import Workflows, default_folders
-from bootstrap.store import manifest, paths
+from bootstrap.store import freshness, manifest, paths
 from bootstrap.store.paths import Sources
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class Executor:
     """Runs the workflows of some folders against one packages folder (and its orgs')."""
 
     def __init__(self, sources: Sources, folders: list[Path]) -> None:
+        self.sources = sources
         self.packages_dir = os.path.abspath(sources.packages_dir)
         self.workflows = Workflows(folders)
 
@@ -62,7 +63,7 @@ class Executor:
         if not paths.valid_org_id(org):
             raise WorkflowError(f"{str(org)[:80]!r} is not an org id: {paths.ORG_ID_RULE}", "invalid")
         org_root = paths.org_packages_dir(self.packages_dir, org)
-        generation, site = _org_generation(org, org_root)
+        generation, site = _org_generation(org, self.sources.for_org(org))
         mode, why, admitted = isolation.admit(org, generation, site)
         if admitted is None:
             _log.debug("org %s runs in a worker process: %s", org, why)
@@ -121,13 +122,17 @@ def _record(org: str, org_root: str, generation: str) -> None:
             _log.warning("org %s: cannot write this process's registry record: %s", org, exc)
 
 
-def _org_generation(org: str, org_root: str) -> tuple[str, str]:
-    """The org's active generation and its site; WorkflowError (reason "org") when it has none yet."""
-    current = manifest.read(os.path.join(org_root, paths.MANIFEST_NAME))
+def _org_generation(org: str, sources: Sources) -> tuple[str, str]:
+    """The org's active generation and its site; WorkflowError (reason "org") when it has none yet, or one
+    that must not be imported from (``freshness.not_served``: a folder every local user can write...)."""
+    current = manifest.read(sources.manifest_file)
     generation = current.get("generation") if current is not None else None
-    if generation:
-        site = paths.site_path(org_root, generation)
+    if current is not None and generation:
+        site = paths.site_path(sources.packages_dir, generation)
         if os.path.isdir(site):
+            why = freshness.not_served(current, sources)
+            if why is not None:
+                raise WorkflowError(f"org {org}'s packages are not served: {' '.join(why.split())}", "org")
             return generation, site
     raise WorkflowError(f"org {org} has no synced packages set: sync it (python -m bootstrap sync)", "org")
 

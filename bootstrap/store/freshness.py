@@ -221,6 +221,14 @@ def _changed(inputs: Inputs) -> list[str]:
     return [path for path, sha256 in inputs.items() if file_sha256(path) != sha256]
 
 
+def not_served(manifest: Manifest, sources: Sources) -> str | None:
+    """Why nothing may be imported from the manifest's generation (``bootstrap.execute`` of an organisation's
+    workflow): misplaced, missing, open to every local user, or built for another interpreter; None if it may."""
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
+        return "it was built for another Python interpreter: sync it on this host"
+    return _misplaced_or_open(manifest, sources)
+
+
 def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
     """Why the host must not import from the manifest's generation folder in the packages folder; None if it may."""
     misplaced = misplaced_site(manifest, sources.packages_dir)
