@@ -161,3 +161,21 @@ def test_an_org_whose_folder_others_can_write_is_not_executed(repo: Repo, run_cl
     finally:
         os.chmod(orgs_root, 0o700)
     assert bootstrap.execute("echo", {}, org="acme", settings=repo.settings())["result"] == {"input": {}}
+
+
+@pytest.mark.parametrize("command", [["rollback"], ["remove", "bsf-gamma"], ["status"], ["verify"]])
+def test_a_mistyped_org_is_refused_in_one_line_and_gets_no_folder(repo: Repo, run_cli: Any, command: list[str]) -> None:
+    # A typo in `--org` must not make folders: the next sync would then announce that organisation as departed.
+    repo.write("bsf-gamma")
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+
+    result = run_cli(command[0], "--org", "acme-typo", *command[1:])
+
+    assert result.code == 1
+    assert (
+        result.err.startswith("bootstrap: error: there is no organisation 'acme-typo'") and result.err.count("\n") == 1
+    )
+    assert not (repo.packages_dir / "orgs" / "acme-typo").exists()
+    assert not (repo.state_dir / "orgs" / "acme-typo").exists()
+    assert "acme-typo" not in run_cli("sync").err
