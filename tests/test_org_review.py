@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,19 @@ def test_a_mistyped_org_is_refused_in_one_line_and_gets_no_folder(repo: Repo, ru
     assert not (repo.packages_dir / "orgs" / "acme-typo").exists()
     assert not (repo.state_dir / "orgs" / "acme-typo").exists()
     assert "acme-typo" not in run_cli("sync").err
+
+
+def test_ensure_with_an_orgs_settings_adds_to_that_org(repo: Repo, run_cli: Any, clean_process: None) -> None:
+    # bootstrap.execute takes an org's settings (settings.for_org(ID)) as that org; so must ensure: not add to the
+    # workspace's set, nor put the org's generation on this process's sys.path.
+    repo.write("bsf-gamma")
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+    bootstrap.startup()
+
+    entry = bootstrap.ensure("bsf-beta==1.0", settings=repo.settings().for_org("acme"))
+
+    assert entry["name"] == "bsf-beta" and entry["version"] == "1.0"
+    assert versions(org_manifest(repo, "acme"))["bsf-beta"] == "1.0"
+    assert "bsf-beta" not in repo.installed()
+    assert not [entry for entry in sys.path if os.sep + "orgs" + os.sep in entry]
