@@ -196,3 +196,20 @@ def test_ensure_with_an_orgs_settings_adds_to_that_org(repo: Repo, run_cli: Any,
     assert versions(org_manifest(repo, "acme"))["bsf-beta"] == "1.0"
     assert "bsf-beta" not in repo.installed()
     assert not [entry for entry in sys.path if os.sep + "orgs" + os.sep in entry]
+
+
+def test_an_orgs_stale_committed_lock_says_to_lock_that_org(repo: Repo, run_cli: Any) -> None:
+    # An org's committed lock holds the workspace's pins: a workspace change makes it stale. The advice must be
+    # `lock --org ID` (`lock` rewrites the workspace's lock), and must not blame the org's file, which did not change.
+    repo.write("bsf-gamma")
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+    assert run_cli("lock", "--org", "acme").code == 0
+    repo.write("bsf-gamma", "bsf-beta==1.0")
+
+    result = run_cli("sync")
+
+    assert result.code == 0, result.err
+    [stale] = [line for line in result.err.splitlines() if "is stale" in line]
+    assert stale.startswith("bootstrap: org acme: ") and "run `python -m bootstrap lock --org acme`" in stale
+    assert "(requirements.txt or the workspace's pins changed since it was written)" in stale
