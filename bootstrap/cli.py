@@ -64,6 +64,13 @@ def _an_org_that_exists(settings: Settings) -> None:
         )
 
 
+def _an_org_known(settings: Settings) -> None:
+    """``status``, ``verify``, ``rollback`` and ``remove --org ID``: an organisation the repo has, or one that left
+    whose packages stay; else one line, and no folder made for a mistyped id."""
+    if settings.org is not None and not settings.packages_dir.is_dir():
+        _an_org_that_exists(settings)
+
+
 def _synced(changed: bool, manifest: Manifest) -> str:
     summary = f"generation {manifest.get('generation')} ({counted(len(manifest.get('packages', [])), 'package')})"
     return f"synced: {summary} at {manifest['site_dir']}" if changed else f"up to date: {summary}"
@@ -72,6 +79,7 @@ def _synced(changed: bool, manifest: Manifest) -> str:
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.ops import health  # slow path
 
+    _an_org_known(settings)
     report = health.status(settings)
     print(json.dumps(report, indent=2) if args.json else health.format_status(report))
     return 0
@@ -139,6 +147,7 @@ def _cmd_add(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.host import runtime  # slow path
 
+    _an_org_known(settings)
     result = runtime.remove(settings, args.name)
     print(f"removed {args.name}: generation {result.manifest.get('generation')} is active")
     return 0
@@ -147,6 +156,7 @@ def _cmd_remove(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.ops import health  # slow path
 
+    _an_org_known(settings)
     report = health.verify_active(settings)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -201,6 +211,7 @@ def _relay(payload: dict[str, object]) -> None:
 def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     from bootstrap.ops import rollback  # slow path
 
+    _an_org_known(settings)
     manifest = rollback.rollback(settings, to=args.to)
     print(
         f"rolled back: generation {manifest['generation']} ({counted(len(manifest['packages']), 'package')}) is active"

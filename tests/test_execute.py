@@ -436,7 +436,7 @@ def test_an_org_set_that_cannot_be_trusted_is_not_run(orgs: dict[str, str], repo
         manifest_file.write_text(json.dumps({**json.loads(saved), "generation": "../../../repo/evil"}))
         with pytest.raises(WorkflowError) as caught:
             bootstrap.execute("which", {"modules": ["bsf_gamma"]}, org="org-extra", settings=settings)
-        assert caught.value.reason == "org" and "cannot be served" in str(caught.value)
+        assert caught.value.reason == "org" and "packages are not served" in str(caught.value)
     finally:
         manifest_file.write_text(saved)
     os.chmod(org_root.parent, 0o777)

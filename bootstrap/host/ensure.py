@@ -32,8 +32,10 @@ def ensure(requirement: str, *, settings: Settings | None = None, org: str | Non
     or an earlier runtime addition): no sync. Otherwise it is recorded in the runtime overlay and
     synced; on failure a ``BootstrapError`` is raised and the previous set keeps serving.
     ``org``: the organisation's own overlay and set (its executions import it, ``bootstrap.execute``);
-    this process's ``sys.path`` stays the workspace's.
+    this process's ``sys.path`` stays the workspace's. An org's settings (``settings.for_org(ID)``) are that org's.
     """
+    if settings is not None and settings.workspace is not None:  # as bootstrap.execute takes them
+        org, settings = org or settings.org, settings.workspace
     sources = _sources(settings, org)
     current = manifest.read(sources.manifest_file)
     bare = _BARE_NAME.fullmatch(requirement)

@@ -44,8 +44,8 @@ class Executor:
     """Runs the workflows of some folders against one packages folder (and its orgs')."""
 
     def __init__(self, sources: Sources, folders: list[Path]) -> None:
+        self.sources = sources
         self.packages_dir = os.path.abspath(sources.packages_dir)
-        self.allow_world_writable = sources.allow_world_writable
         self.workflows = Workflows(folders)
 
     def execute(self, name: str, input_data: Any, org: str | None = None) -> Execution:
@@ -63,7 +63,7 @@ class Executor:
         if not paths.valid_org_id(org):
             raise WorkflowError(f"{str(org)[:80]!r} is not an org id: {paths.ORG_ID_RULE}", "invalid")
         org_root = paths.org_packages_dir(self.packages_dir, org)
-        generation, site = _org_generation(org, org_root, self.allow_world_writable)
+        generation, site = _org_generation(org, self.sources.for_org(org))
         mode, why, admitted = isolation.admit(org, generation, site)
         if admitted is None:
             _log.debug("org %s runs in a worker process: %s", org, why)
@@ -122,20 +122,17 @@ def _record(org: str, org_root: str, generation: str) -> None:
             _log.warning("org %s: cannot write this process's registry record: %s", org, exc)
 
 
-def _org_generation(org: str, org_root: str, allow_world_writable: bool) -> tuple[str, str]:
-    """The org's active generation and its site, judged as a host judges the workspace's before importing from
-    it (a well-formed id inside the org's folder, built for this interpreter, no folder others can write, the
-    ``orgs`` folder included); WorkflowError (reason "org") when it has none to serve."""
-    current = manifest.read(os.path.join(org_root, paths.MANIFEST_NAME))
+def _org_generation(org: str, sources: Sources) -> tuple[str, str]:
+    """The org's active generation and its site; WorkflowError (reason "org") when it has none yet, or one
+    that must not be imported from (``freshness.not_served``: a folder every local user can write...)."""
+    current = manifest.read(sources.manifest_file)
     generation = current.get("generation") if current is not None else None
-    if not generation:
+    if current is None or not generation:
         raise WorkflowError(f"org {org} has no synced packages set: sync it (python -m bootstrap sync)", "org")
-    open_orgs = None if allow_world_writable else freshness.writable_by_all(os.path.dirname(org_root))
-    site = None if open_orgs else freshness.usable_site(current, org_root, allow_world_writable=allow_world_writable)
-    if site is None:
-        why = open_orgs or "see the log; `python -m bootstrap check --org " + org + "` says why"
-        raise WorkflowError(f"org {org}'s packages cannot be served: {why}", "org")
-    return str(generation), site
+    why = freshness.not_served(current, sources)  # a misplaced id first: no path is made of it before
+    if why is not None:
+        raise WorkflowError(f"org {org}'s packages are not served: {' '.join(why.split())}", "org")
+    return generation, paths.site_path(sources.packages_dir, generation)
 
 
 def _workspace_generation() -> str | None:

@@ -43,6 +43,8 @@ import sys
 import threading
 from importlib.machinery import ModuleSpec, PathFinder
 
+from bootstrap.host import state
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of the host process's imports
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -93,6 +95,8 @@ def admit(org: str, generation: str, site: str) -> tuple[str, str | None, Admitt
     admitted = _admitted.get((org, generation))
     ours = distributions_in(site)
     here = process_distributions()
+    # What this process has loaded wins over what its path now offers (a switch with a restart pending).
+    here.update({normalise(str(item["name"])): str(item["loaded"]) for item in state.current().pending})
     differs = sorted(name for name, found in ours.items() if name in here and here[name] != found[0])
     if differs:
         name = differs[0]

@@ -151,4 +151,4 @@ def _check_against_committed(settings: Settings, layout: Layout, text: str, want
                 f"{wanted.requirement} conflicts with {line.path}:{line.line}: {line.requirement} (the committed "
                 f"file); ask for a version it allows, or change {line.path.name}",
             )
-    overlay.merged(desired, overlay.parse_overlay(layout.runtime_requirements, text, policy), {})
+    overlay.merged(desired, overlay.parse_overlay(layout.runtime_requirements, text, policy), {}, settings.org)

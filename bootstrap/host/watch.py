@@ -136,6 +136,35 @@ class _OrgsHandler(FileSystemEventHandler):
             self._dirty.set()
 
 
+class _OrgsFolderArrives:
+    """Watches the organisations' folder (``start``) once it exists, the first time it is seen."""
+
+    def __init__(self, folder: Path, start: Callable[[], object]) -> None:
+        self.folder, self._start, self._started = _key(folder), start, False
+
+    def arrived(self) -> bool:
+        """True the once the folder is found there (watched from then on)."""
+        if self._started or not os.path.isdir(self.folder):
+            return False
+        self._started = True
+        self._start()
+        return True
+
+
+class _OrgsFolderHandler(FileSystemEventHandler):
+    """In the folder that will hold the organisations' folder: when it comes, watch it and sync everything."""
+
+    def __init__(self, arrival: _OrgsFolderArrives, workspace_changed: _Flag) -> None:
+        self._arrival, self._workspace_changed = arrival, workspace_changed
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _IGNORED_EVENTS:
+            return
+        paths = [event.src_path, event.dest_path] if event.dest_path else [event.src_path]
+        if any(_key(p) == self._arrival.folder for p in paths) and self._arrival.arrived():
+            self._workspace_changed.set()
+
+
 class _ManifestHandler(FileSystemEventHandler):
     """Hand the manifest to ``follow`` whenever it is replaced (atomic writes: a rename onto it)."""
 
@@ -199,14 +228,24 @@ class Watcher:
         workspace_changed = _WorkspaceChanged(self._dirty, self._workspace_dirty)
         observer.schedule(_Handler(self._watched, workspace_changed), str(self.folder), recursive=False)
         self._watch_packages_folder(observer, workspace_changed)
-        if self.settings.org is None and self.settings.orgs_folder.is_dir():  # each organisation's file too
-            handler = _OrgsHandler(self.settings, self._changed_orgs, self._orgs_lock, self._dirty)
-            observer.schedule(handler, str(self.settings.orgs_folder), recursive=True)
+        if self.settings.org is None:  # each organisation's file too
+            self._watch_orgs_folder(observer, workspace_changed)
         observer.start()  # before the initial sync, so an edit made during it is not missed
         self._observer = observer
         log.info("watching %s for changes to %s", self.folder, self.settings.requirements_file.name)
         self._worker = threading.Thread(target=self._run, name="bootstrap-watch", daemon=True)
         self._worker.start()
+
+    def _watch_orgs_folder(self, observer: BaseObserver, workspace_changed: _Flag) -> None:
+        """The organisations' folder, recursively; when there is none yet, its parent, until it comes (then
+        everything is synced: the first organisations are found)."""
+        folder = self.settings.orgs_folder
+        handler = _OrgsHandler(self.settings, self._changed_orgs, self._orgs_lock, self._dirty)
+        if folder.is_dir():
+            observer.schedule(handler, str(folder), recursive=True)
+        elif folder.parent.is_dir():
+            arrival = _OrgsFolderArrives(folder, lambda: observer.schedule(handler, str(folder), recursive=True))
+            observer.schedule(_OrgsFolderHandler(arrival, workspace_changed), str(folder.parent), recursive=False)
 
     def _watch_packages_folder(self, observer: BaseObserver, dirty: _Flag) -> None:
         """The runtime overlay in the state folder (a sync when another process edits it), a distribution a

@@ -68,7 +68,7 @@ def _execute(workflows: Workflows, request: dict[str, Any]) -> dict[str, Any]:
     if not callable(run):
         return {"ok": False, "error": f"workflow {name} has no run(input_data) function"}
     try:
-        result = run(request.get("input") or {})
+        result = run(request.get("input"))
     except (Exception, SystemExit) as exc:  # sys.exit() in a workflow must not end the worker
         traceback.print_exc()  # to stderr: the host's log stream; the host gets the one line
         return {"ok": False, "error": f"workflow {name} failed: {one_line(exc)}"}

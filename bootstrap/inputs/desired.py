@@ -44,7 +44,7 @@ def read_desired(
         else:
             lines = overlay.parse_overlay(overlay_file, overlay_text, policy)
             sha256 = text_sha256(overlay_text)
-        desired = overlay.merged(desired, lines, {str(overlay_file): sha256})
+        desired = overlay.merged(desired, lines, {str(overlay_file): sha256}, settings.org)
     # The host's packages, bootstrap's generations left out: the workspace's folder holds every organisation's.
     found = host.scan(settings.workspace.packages_dir if settings.workspace is not None else settings.packages_dir)
     host_dists = found.packages

@@ -23,7 +23,8 @@ from bootstrap.errors import RequirementsError
 from bootstrap.inputs import requirements
 from bootstrap.inputs.requirements import Desired, Policy, RequirementLine
 from bootstrap.settings import Settings
-from bootstrap.store import manifest
+from bootstrap.store import freshness, manifest
+from bootstrap.store.fs import file_sha256
 from bootstrap.store.layout import LOCK_FILE
 from bootstrap.store.paths import ORG_ID_RULE, valid_org_id
 
@@ -92,8 +93,12 @@ def layered(settings: Settings, policy: Policy) -> Desired:
             )
     added = [line for line in own.requirements if line.name not in by_name or line.requirement.extras]
     narrowing = [line for line in own.requirements if line.name in by_name and not line.requirement.extras]
+    # The workspace pins read, as they were read: a workspace set published since makes this set stale.
+    built_on = str(pins[0].path) if pins else freshness.workspace_lock(str(settings.workspace.packages_dir))
+    inputs = {**own.inputs, built_on: file_sha256(built_on)}
     return dataclasses.replace(
         own,
+        inputs=inputs,
         requirements=[*pins, *added],
         constraints=[*own.constraints, *narrowing],
         workspace_requested=asked,

@@ -54,11 +54,14 @@ def render(lines: list[RequirementLine]) -> str:
     return _HEADER + "".join(f"{line.requirement}\n" for line in sorted(lines, key=lambda line: line.name))
 
 
-def merged(desired: Desired, overlay: list[RequirementLine], inputs: dict[str, str | None]) -> Desired:
+def merged(
+    desired: Desired, overlay: list[RequirementLine], inputs: dict[str, str | None], org: str | None = None
+) -> Desired:
     """What the committed file asks for plus the overlay; a conflict is an error naming both lines.
 
     A package the committed file names too is narrowed by a constraint (one requirement line per
-    package for pip), unless the runtime line adds extras. ``inputs``: the overlay file and its hash.
+    package for pip), unless the runtime line adds extras. ``inputs``: the overlay file and its hash;
+    ``org``: the organisation whose overlay it is (the command the message gives names it).
     """
     committed: dict[str, list[RequirementLine]] = {}
     for line in desired.requirements:
@@ -67,12 +70,19 @@ def merged(desired: Desired, overlay: list[RequirementLine], inputs: dict[str, s
     for extra in overlay:
         for line in committed.get(extra.name, []):
             if requirements.conflicting(line, extra):
+                remove = f"python -m bootstrap remove{f' --org {org}' if org else ''} {extra.requirement.name}"
+                # An organisation's set: a workspace pin's line is a generation's lock, nothing to edit.
+                other = (
+                    f"the workspace's {line.requirement}"
+                    if line.workspace
+                    else f"{line.path}:{line.line}: {line.requirement}"
+                )
+                change = "the workspace's requirements file" if line.workspace else line.path.name
                 raise RequirementsError(
                     extra.path,
                     extra.line,
-                    f"{extra.requirement} (added at run time) conflicts with {line.path}:{line.line}: "
-                    f"{line.requirement}; remove it with `python -m bootstrap remove {extra.requirement.name}` "
-                    f"or change {line.path.name}",
+                    f"{extra.requirement} (added at run time) conflicts with {other}; remove it with `{remove}` "
+                    f"or change {change}",
                 )
         if extra.name not in committed or extra.requirement.extras:
             added.append(extra)

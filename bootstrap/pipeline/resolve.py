@@ -145,12 +145,14 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
         why = f"it does not satisfy {unmet[0]}"
     elif recorded is None:
         why = "it was not written by `bootstrap lock`"
-    else:
-        why = f"{desired.requirements_file.name} changed since it was written"
+    else:  # an organisation's lock holds the workspace's pins too
+        also = " or the workspace's pins" if settings.org is not None else ""
+        why = f"{desired.requirements_file.name}{also} changed since it was written"
     log.warning(
-        "the committed lock %s is stale (%s): resolving afresh; run `python -m bootstrap lock` and commit it",
+        "the committed lock %s is stale (%s): resolving afresh; run `python -m bootstrap lock%s` and commit it",
         committed,
         why,
+        f" --org {settings.org}" if settings.org is not None else "",
     )
     return Found(_cached(layout, desired, settings.backend))
 

@@ -11,7 +11,7 @@ import os
 
 from bootstrap.store import manifest as manifest_mod
 from bootstrap.store.fs import file_sha256, resolves_inside
-from bootstrap.store.paths import MANIFEST_NAME, relative_site, site_path
+from bootstrap.store.paths import GENERATIONS_DIR, MANIFEST_NAME, relative_site, site_path
 from bootstrap.store.paths import allow_world_writable as env_allow_world_writable
 from bootstrap.store.paths import packages_dir as env_packages_dir
 
@@ -56,7 +56,10 @@ def inputs_of(sources: Sources, read: Inputs | None = None, also: Iterable[str] 
     that are not among them are hashed now.
     """
     inputs = dict(read or {})
-    for path in (*key_files(sources), *also):
+    files = key_files(sources)
+    if sources.workspace_packages_dir is not None and any(_workspace_pins_file(path, sources) for path in inputs):
+        files = sources.key_files()  # the workspace pins the set was read from, not the ones published since
+    for path in (*files, *also):
         if path not in inputs:
             inputs[path] = file_sha256(path)
     return inputs
@@ -78,6 +81,16 @@ def workspace_lock(workspace_packages_dir: str) -> str:
     if not _well_formed(generation):
         return os.path.join(os.path.abspath(workspace_packages_dir), MANIFEST_NAME)
     return os.path.join(os.path.dirname(site_path(workspace_packages_dir, str(generation))), "lock.txt")
+
+
+def _workspace_pins_file(path: str, sources: Sources) -> bool:
+    """Whether ``path`` is a workspace generation's lock or the workspace's manifest (``workspace_lock``)."""
+    assert sources.workspace_packages_dir is not None
+    root = os.path.abspath(sources.workspace_packages_dir)
+    if path == os.path.join(root, MANIFEST_NAME):
+        return True
+    generations = os.path.join(root, GENERATIONS_DIR) + os.sep
+    return path.startswith(generations) and path.endswith(os.sep + "lock.txt")
 
 
 def relative_inputs(inputs: Inputs, sources: Sources) -> Inputs:
@@ -206,6 +219,14 @@ def changed_inputs(manifest: Manifest, sources: Sources) -> list[str]:
 
 def _changed(inputs: Inputs) -> list[str]:
     return [path for path, sha256 in inputs.items() if file_sha256(path) != sha256]
+
+
+def not_served(manifest: Manifest, sources: Sources) -> str | None:
+    """Why nothing may be imported from the manifest's generation (``bootstrap.execute`` of an organisation's
+    workflow): misplaced, missing, open to every local user, or built for another interpreter; None if it may."""
+    if not manifest_mod.built_for_this_interpreter(manifest.get("python")):
+        return "it was built for another Python interpreter: sync it on this host"
+    return _misplaced_or_open(manifest, sources)
 
 
 def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
