@@ -447,3 +447,25 @@ def test_an_org_set_that_cannot_be_trusted_is_not_run(orgs: dict[str, str], repo
     finally:
         os.chmod(org_root.parent, 0o700)
     assert bootstrap.execute("which", {}, org="org-extra", settings=settings)["isolation"] == "in-process"
+
+
+def test_an_org_whose_own_package_a_shared_one_may_import_runs_in_a_worker(
+    repo: Repo, run: Run, wheelhouse: Path
+) -> None:
+    """pandas imports ``tabulate`` when it finds it and keeps it: were an org's own tabulate found in-process,
+    every later org (and the workspace) would get that org's. A package a shared distribution asks for under an
+    extra therefore sends the org that has one of its own to a worker."""
+    from tests.wheels import Dist, build_wheel, module
+
+    user = Dist("bsf-optional-user", "1.0", module("bsf_optional_user", "1.0"), requires=('bsf-gamma; extra == "fmt"',))
+    build_wheel(user, wheelhouse)
+    repo.write("bsf-optional-user==1.0")
+    bootstrap.startup()
+    (repo.root / "which.py").write_text(WHICH)
+    make_org(repo, "org-fmt", ["bsf-gamma==1.0"])
+    make_org(repo, "org-plain", ["jaraco.context==1.0"])
+    execution = run("org-fmt", modules=["bsf_gamma"])
+    assert execution["isolation"] == "process"
+    assert execution["result"]["modules"]["bsf_gamma"] == ["1.0", "1.0"]
+    assert run("org-plain", modules=["jaraco.context"])["isolation"] == "in-process"
+    assert importable_here("bsf_gamma") == [False, False]

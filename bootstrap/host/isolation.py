@@ -111,6 +111,10 @@ def admit(org: str, generation: str, site: str) -> tuple[str, str | None, Admitt
     for top in sorted(tops):
         if top not in _owners and _provided_by_this_process(top):
             return PROCESS, f"{top} is in the org's own packages and also this process's (a shared namespace)", None
+    wanted = optional_dependencies()
+    for name in sorted(private):
+        if name in wanted:  # a shared module importing it would keep the first org's, for every org after
+            return PROCESS, f"{name} is in the org's own packages and an optional dependency of {wanted[name]}", None
     with _lock:
         for name, (version, _names, _info) in private.items():
             if _dist_claims.get(name, version) != version:
@@ -268,6 +272,53 @@ def process_distributions(entries: Iterable[str] | None = None) -> dict[str, str
             cached = _entry_cache[folder] = (stamp, _read_folder(folder))
         versions.update({name: version for name, (version, _tops, _info) in cached[1].items()})
     return versions
+
+
+_wanted_cache: dict[str, tuple[int, dict[str, str]]] = {}  # a sys.path folder, by its mtime
+
+
+def optional_dependencies(entries: Iterable[str] | None = None) -> dict[str, str]:
+    """The distributions that what this process can import asks for under an extra (``Requires-Dist: x;
+    extra == "..."``): normalised name -> who asks. A shared module may import such a package when it finds it
+    (pandas' ``tabulate``) and keep it: an org that has one of its own runs in a worker, so that whether the
+    shared module found it never depends on which org ran first."""
+    wanted: dict[str, str] = {}
+    for entry in reversed(list(sys.path if entries is None else entries)):
+        folder = os.path.abspath(entry or os.curdir)
+        try:
+            stamp = os.stat(folder).st_mtime_ns
+        except OSError:
+            continue
+        cached = _wanted_cache.get(folder)
+        if cached is None or cached[0] != stamp:
+            cached = _wanted_cache[folder] = (stamp, _optional_in(folder))
+        wanted.update(cached[1])
+    return wanted
+
+
+def _optional_in(folder: str) -> dict[str, str]:
+    try:
+        names = sorted(name for name in os.listdir(folder) if name.endswith(".dist-info"))
+    except OSError:
+        return {}
+    wanted: dict[str, str] = {}
+    for info in names:
+        try:
+            with open(os.path.join(folder, info, "METADATA"), encoding="utf-8", errors="replace") as file:
+                for line in file:
+                    if not line.strip():
+                        break
+                    key, _, value = line.partition(":")
+                    requirement, _, marker = value.partition(";")
+                    if key.lower() == "requires-dist" and "extra" in marker:
+                        name = requirement.strip().split("[")[0].split("(")[0]
+                        for stop in " <>=!~":
+                            name = name.split(stop)[0]
+                        if name:
+                            wanted.setdefault(normalise(name), info[: -len(".dist-info")].rpartition("-")[0])
+        except OSError:
+            continue
+    return wanted
 
 
 def _read_folder(folder: str) -> Dists:
