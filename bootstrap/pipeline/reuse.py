@@ -69,7 +69,7 @@ def reusable(active_site: Path | None, pins: tuple[Pin, ...]) -> Carried:
         return NOTHING
     wanted = {pin.name: pin.version for pin in pins if pin.url is None and not pin.hashes}
     try:
-        found = installed(active_site)
+        found = installed(active_site, frozenset(wanted))  # only the dist-infos that may be carried are read
     except VerificationError:  # a damaged dist-info: reuse nothing rather than guess
         return NOTHING
     candidates = [
