@@ -469,3 +469,36 @@ def test_an_org_whose_own_package_a_shared_one_may_import_runs_in_a_worker(
     assert execution["result"]["modules"]["bsf_gamma"] == ["1.0", "1.0"]
     assert run("org-plain", modules=["jaraco.context"])["isolation"] == "in-process"
     assert importable_here("bsf_gamma") == [False, False]
+
+
+COLORAMA = """
+import importlib.metadata
+import colorama
+
+
+def run(input_data):
+    return {"module": colorama.__version__, "metadata": importlib.metadata.version("colorama")}
+"""
+
+
+@pytest.mark.network
+def test_two_orgs_on_conflicting_pins_of_a_real_package_at_once(
+    repo: Repo, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """colorama 0.4.5 for one org, 0.4.6 for another, from the public index, one workflow at once: each its own."""
+    monkeypatch.delenv("PIP_NO_INDEX")
+    monkeypatch.delenv("PIP_FIND_LINKS")
+    repo.write("tabulate==0.9.0")
+    bootstrap.startup()
+    (repo.root / "colors.py").write_text(COLORAMA)
+    make_org(repo, "old-colors", ["colorama==0.4.5"])
+    make_org(repo, "new-colors", ["colorama==0.4.6"])
+
+    def call(org: str) -> Callable[[], dict[str, Any]]:
+        return lambda: bootstrap.execute("colors", {}, org=org, settings=repo.settings())
+
+    for _round in range(2):
+        old, new = in_threads(call("old-colors"), call("new-colors"))
+        assert old["result"] == {"module": "0.4.5", "metadata": "0.4.5"}, old
+        assert new["result"] == {"module": "0.4.6", "metadata": "0.4.6"}, new
+        assert "process" in (old["isolation"], new["isolation"])  # never both in this one process
