@@ -29,7 +29,6 @@ from bootstrap.store.paths import (
     Sources,
     default_lock_file,
     default_state_dir,
-    org_packages_dir,
     valid_org_id,
 )
 
@@ -231,12 +230,13 @@ class Settings(BaseSettings):
         workspace = self.workspace if self.workspace is not None else self
         if not valid_org_id(org):
             raise SettingsError(f"{str(org)[:80]!r} is not an org id: {ORG_ID_RULE}")
+        where = workspace.sources.for_org(org, str(workspace.orgs_folder))  # the one place that lays an org out
         values = {name: getattr(workspace, name) for name in Settings.model_fields}
         values.update(
-            requirements_file=workspace.orgs_folder / org / "requirements.txt",
-            packages_dir=Path(org_packages_dir(str(workspace.packages_dir), org)),
-            state_dir=workspace.state_folder / ORGS_DIR / org,
-            lock_file=None,
+            requirements_file=Path(where.requirements_file),
+            packages_dir=Path(where.packages_dir),
+            state_dir=Path(where.state_dir),
+            lock_file=None,  # its default, beside its file: ``where.lock_file``
             orgs_dir=None,
         )
         made = Settings.model_construct(**values)  # no environment read: these values are the ones

@@ -173,6 +173,21 @@ class CliResult:
 
 
 @pytest.fixture
+def clean_process(tmp_path: Path) -> Iterator[None]:
+    """Undo what activations, in-process org executions and workers do to this process."""
+    from bootstrap.host import isolation, workers
+    from tests.test_workflow import process_state_restored
+
+    with process_state_restored(tmp_path):
+        isolation.reset()
+        try:
+            yield
+        finally:
+            workers.POOL.shutdown()
+            isolation.reset()
+
+
+@pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     """Call the CLI in-process, as ``python -m bootstrap ARGS``."""
 

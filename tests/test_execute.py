@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from bootstrap.store import paths, registry
 from bootstrap.store.layout import Layout
 from tests.conftest import Repo
 from tests.test_azure_functions import handlers_of
-from tests.test_workflow import process_state_restored
+
+pytestmark = pytest.mark.usefixtures("clean_process")  # every test: the process as it was after it
 
 # Imports each module named in inputData["modules"] twice (the statement and importlib.import_module) and
 # says what it got; reads a distribution's version through importlib.metadata; may sleep (after writing a
@@ -88,17 +89,6 @@ def make_org(repo: Repo, org: str, lines: list[str]) -> str:
     manifest = json.loads((Path(paths.org_packages_dir(str(repo.packages_dir), org)) / paths.MANIFEST_NAME).read_text())
     assert manifest["org"] == org
     return str(manifest["generation"])
-
-
-@pytest.fixture(autouse=True)
-def _clean_process(tmp_path: Path) -> Iterator[None]:
-    with process_state_restored(tmp_path):
-        isolation.reset()
-        try:
-            yield
-        finally:
-            workers.POOL.shutdown()
-            isolation.reset()
 
 
 @pytest.fixture

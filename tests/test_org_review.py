@@ -5,15 +5,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import bootstrap
 from bootstrap.errors import WorkflowError
-from bootstrap.host import isolation, live, workers
+from bootstrap.host import live
 from bootstrap.host.activation import read_manifest
 from bootstrap.host.watch import Watcher
 from bootstrap.inputs import orgs
@@ -22,7 +20,6 @@ from tests.conftest import Repo
 from tests.test_execute import WHICH
 from tests.test_orgs import org_manifest, versions, write_org
 from tests.test_watch import save_by_rename, wait_for
-from tests.test_workflow import process_state_restored
 
 
 def test_an_org_built_while_the_workspace_moved_on_is_stale_not_up_to_date(
@@ -53,18 +50,6 @@ def test_an_org_built_while_the_workspace_moved_on_is_stale_not_up_to_date(
     assert again.code == 0, again.err
     assert versions(org_manifest(repo, "acme"))["bsf-alpha"] == "2.0", again.out
     assert run_cli("sync", "--org", "acme").out.startswith("org acme: up to date")
-
-
-@pytest.fixture
-def clean_process(tmp_path: Path) -> Iterator[None]:
-    """Undo what activations, in-process org executions and workers do to this process."""
-    with process_state_restored(tmp_path):
-        isolation.reset()
-        try:
-            yield
-        finally:
-            workers.POOL.shutdown()
-            isolation.reset()
 
 
 def test_an_org_is_not_run_in_process_on_a_version_this_process_has_loaded_another_of(

@@ -47,9 +47,11 @@ from bootstrap.host import state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays out of the host process's imports
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from types import ModuleType
-    from typing import Any
+    from typing import Any, TypeVar
+
+    _Found = TypeVar("_Found")  # what ``_along_path`` reads of each folder
 
 IN_PROCESS = "in-process"
 PROCESS = "process"
@@ -261,20 +263,29 @@ def distributions_in(site: str) -> Dists:
 def process_distributions(entries: Iterable[str] | None = None) -> dict[str, str]:
     """What this process can import: normalised name -> version, the first along ``sys.path`` winning."""
     versions: dict[str, str] = {}
+    for found in _along_path(entries, _entry_cache, _read_folder):
+        versions.update({name: version for name, (version, _tops, _info) in found.items()})
+    return versions
+
+
+def _along_path(
+    entries: Iterable[str] | None, cache: dict[str, tuple[int, _Found]], read: Callable[[str], _Found]
+) -> Iterator[_Found]:
+    """``read`` of each folder of ``entries`` (default ``sys.path``), last first (so the first wins an
+    ``update``), kept in ``cache`` by the folder's mtime: a distribution installed or removed changes it."""
     for entry in reversed(list(sys.path if entries is None else entries)):
         folder = os.path.abspath(entry or os.curdir)
         try:
             stamp = os.stat(folder).st_mtime_ns
         except OSError:
             continue
-        cached = _entry_cache.get(folder)
+        cached = cache.get(folder)
         if cached is None or cached[0] != stamp:
-            cached = _entry_cache[folder] = (stamp, _read_folder(folder))
-        versions.update({name: version for name, (version, _tops, _info) in cached[1].items()})
-    return versions
+            cached = cache[folder] = (stamp, read(folder))
+        yield cached[1]
 
 
-_wanted_cache: dict[str, tuple[int, dict[str, str]]] = {}  # a sys.path folder, by its mtime
+_wanted_cache: dict[str, tuple[int, dict[str, str]]] = {}  # a sys.path folder, by its mtime (``_along_path``)
 
 
 def optional_dependencies(entries: Iterable[str] | None = None) -> dict[str, str]:
@@ -283,16 +294,8 @@ def optional_dependencies(entries: Iterable[str] | None = None) -> dict[str, str
     (pandas' ``tabulate``) and keep it: an org that has one of its own runs in a worker, so that whether the
     shared module found it never depends on which org ran first."""
     wanted: dict[str, str] = {}
-    for entry in reversed(list(sys.path if entries is None else entries)):
-        folder = os.path.abspath(entry or os.curdir)
-        try:
-            stamp = os.stat(folder).st_mtime_ns
-        except OSError:
-            continue
-        cached = _wanted_cache.get(folder)
-        if cached is None or cached[0] != stamp:
-            cached = _wanted_cache[folder] = (stamp, _optional_in(folder))
-        wanted.update(cached[1])
+    for found in _along_path(entries, _wanted_cache, _optional_in):
+        wanted.update(found)
     return wanted
 
 
