@@ -380,3 +380,89 @@ def test_check_names_a_damaged_org(repo: Repo, run_cli: Any) -> None:
     os.chmod(site, 0o755)
     (site / "zz_planted.pth").write_text("import os\n")
     assert "zz_planted.pth in the active generation's site folder is listed in no RECORD" in run_cli("check").out
+
+
+# An org's generation layered on the workspace's (store.layers): folders as links, not made again.
+
+
+def test_an_orgs_generation_links_the_workspaces_folders_and_makes_only_its_own(repo: Repo, run_cli: Any) -> None:
+    repo.write("bsf-beta==1.0", "jaraco.context")
+    write_org(repo, "acme", "jaraco.functools", "bsf-gamma")
+    assert run_cli("sync").code == 0
+    workspace = repo.manifest()["generation"]
+    site = org_site(repo, "acme")
+    assert (site.parent / "builds-on").read_text().strip() == workspace
+    dist_infos = sorted(p.name for p in site.iterdir() if p.name.startswith(("bsf_alpha-", "bsf_beta-")))
+    assert len(dist_infos) == 2
+    for name in ("bsf_alpha", "bsf_beta", *dist_infos):  # only the workspace's distributions fill these
+        assert (site / name).is_symlink(), name
+        assert os.readlink(site / name) == f"../../../../../generations/{workspace}/site/{name}"
+    # jaraco is a namespace both sets fill (context from the workspace, functools the org's own): made here.
+    assert (site / "jaraco").is_dir() and not (site / "jaraco").is_symlink()
+    workspace_site = Path(repo.manifest()["site_dir"])
+    assert (site / "jaraco/context.py").stat().st_ino == (workspace_site / "jaraco/context.py").stat().st_ino
+    assert not (workspace_site / "jaraco" / "functools").exists()
+    assert not (site / "bsf_gamma.py").is_symlink()  # a file of its own
+    verify = run_cli("verify", "--org", "acme")
+    assert verify.code == 0, verify.out
+    assert run_cli("check", "--org", "acme").code == 0
+    code = "import jaraco.context, jaraco.functools, bsf_beta, bsf_gamma; print(bsf_beta.__file__)"
+    assert python_in(site, code).stdout.strip() == str(site / "bsf_beta" / "__init__.py")
+    # Another link, even one of the right form under another name, is listed in no RECORD.
+    os.symlink(f"../../../../../generations/{workspace}/site/bsf_alpha", site / "planted")
+    assert "unlisted: planted" in run_cli("verify", "--org", "acme").out
+    (site / "planted").unlink()
+    # The workspace generation gone (by hand): check says so, and a sync makes both whole again.
+    generation_dir = repo.packages_dir / "generations" / workspace
+    generation_dir.rename(repo.packages_dir / "moved-away")
+    check = run_cli("check", "--org", "acme")
+    assert check.code == 1 and f"workspace generation {workspace} is gone, and 5 folders" in check.out, check.out
+    assert run_cli("sync").code == 0
+    assert run_cli("check").code == 0 and run_cli("verify", "--org", "acme").code == 0
+
+
+def test_the_workspace_keeps_a_generation_an_orgs_generation_builds_on(
+    repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOOTSTRAP_GENERATIONS_KEPT", "1")
+    repo.write("bsf-beta==1.0")
+    write_org(repo, "acme", "jaraco.context")
+    run_cli("sync")
+    first = repo.manifest()["generation"]
+    served = org_manifest(repo, "acme")["generation"]
+    # The workspace moves on twice while the org cannot follow (its file names a package there is not).
+    write_org(repo, "acme", "jaraco.context", "bsf-nowhere")
+    for workspace in (["bsf-beta==1.0", "bsf-gamma"], ["bsf-beta==1.0", "jaraco.functools"]):
+        repo.write(*workspace)
+        assert run_cli("sync").code == 1
+    assert org_manifest(repo, "acme")["generation"] == served  # its last good generation keeps serving...
+    assert (repo.packages_dir / "generations" / first).is_dir()  # ...on the workspace generation it links into
+    assert python_in(org_site(repo, "acme"), "import bsf_beta, jaraco.context").returncode == 0
+    assert run_cli("verify", "--org", "acme").code == 0
+    # Once the org builds on the new workspace generation, the old one goes with the workspace's next gc.
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+    repo.write("bsf-beta==1.0", "bsf-gamma", "jaraco.functools")
+    assert run_cli("sync").code == 0
+    assert not (repo.packages_dir / "generations" / first).exists()
+    assert run_cli("check").code == 0
+
+
+def test_where_folder_links_are_refused_the_files_are_linked(
+    repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SMB share without Unix extensions refuses symbolic links: the org's generation is made as before."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    repo.write("bsf-beta==1.0")
+    write_org(repo, "acme", "bsf-gamma")
+    assert run_cli("sync").code == 0
+    site = org_site(repo, "acme")
+    assert not any(entry.is_symlink() for entry in site.iterdir())
+    assert not (site.parent / "builds-on").exists()
+    workspace_site = Path(repo.manifest()["site_dir"])
+    assert (site / "bsf_beta/__init__.py").stat().st_ino == (workspace_site / "bsf_beta/__init__.py").stat().st_ino
+    assert run_cli("verify", "--org", "acme").code == 0

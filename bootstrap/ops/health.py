@@ -13,7 +13,7 @@ from bootstrap.errors import BootstrapError, VerificationError
 from bootstrap.inputs import legacy, orgs
 from bootstrap.pipeline.publish import newest_first, undeletable
 from bootstrap.settings import Settings
-from bootstrap.store import freshness, leases, manifest, records, registry
+from bootstrap.store import freshness, layers, leases, manifest, records, registry
 from bootstrap.store.fs import counted, human_size, tree_size
 from bootstrap.store.layout import Layout
 from bootstrap.store.paths import HOST_PATH_VARIABLE
@@ -148,6 +148,12 @@ def _asked_for(away_from: RolledBackFrom, current: Manifest) -> str:
 def _damage(site_dir: Path, packages: list[PackageEntry], only: frozenset[str] | None = None) -> list[str]:
     """How the active site folder differs from what was verified, from a listing of it and a stat of each
     file its RECORDs list (no hashing: ``verify`` reads every file); ``only``: these distributions' files."""
+    gone = sorted(name for name in layers.linked_names(site_dir) if not os.path.isdir(site_dir / name))
+    if gone:  # an organisation's generation whose workspace generation was removed (by hand: gc keeps it)
+        return [
+            f"workspace generation {layers.builds_on(site_dir.parent)} is gone, and {counted(len(gone), 'folder')} "
+            f"of the active generation link into it ({', '.join(gone[:3])}); the next sync rebuilds it"
+        ]
     try:
         # Only some: the set compared by the folders' names, and only those distributions read (and a .pth
         # looked for, and then every RECORD read, only when the site has one).
@@ -251,7 +257,8 @@ def verify_active(settings: Settings) -> dict[str, Any]:
     dists = records.installed(site_dir)
     problems = records.set_differences(dists, current.get("packages", []) if current else [])
     problems += records.changed_files(site_dir, dists)
-    problems += [f"unlisted: {path}" for path in records.unlisted_files(site_dir, dists)]
+    unlisted = records.unlisted_files(site_dir, dists, linked=layers.linked_names(site_dir))
+    problems += [f"unlisted: {path}" for path in unlisted]
     files = sum(len(dist.files) for dist in dists)
     return {
         "ok": not problems,

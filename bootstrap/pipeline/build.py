@@ -15,14 +15,15 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bootstrap.errors import VerificationError
 from bootstrap.inputs.requirements import Desired
 from bootstrap.pipeline import reuse, verify
 from bootstrap.pipeline.bytecode import compile_tree
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.reuse import Carried
-from bootstrap.store import leases, safety
-from bootstrap.store.fs import atomic_write_text, resolves_inside
-from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
+from bootstrap.store import layers, leases, safety
+from bootstrap.store.fs import atomic_write_text, counted, resolves_inside
+from bootstrap.store.layout import BUILDS_ON_FILE, LOCK_FILE, SITE_DIR, Layout
 from bootstrap.store.records import Distribution, installed, listed_paths
 from bootstrap.tools.backends import Backend
 from bootstrap.tools.backends.base import OnStart
@@ -57,38 +58,66 @@ def build(
     carried: Carried,
     index_args: list[str] | None = None,
     compile_bytecode: bool = True,
+    layered_on: Path | None = None,
 ) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it).
 
     The ``carried`` distributions (unchanged from the active generation) are linked over with
     their bytecode instead of installed again; only what the backend installed is compiled.
     ``index_args``: the index options the operator allowed the committed file to give.
+    ``layered_on``: an organisation's, the workspace generation's site folder; the top-level folders
+    that only distributions carried from there fill become links to it (``store.layers``).
     """
     staging = new_staging(layout)
     site_dir = staging / SITE_DIR
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
-    made: set[str] = set()
-    for dist in carried.dists:  # each from its own site folder (an organisation's come from several)
-        reuse.link_distribution(dist.dist_info.parent, site_dir, dist, made)
-    if carried.dists:
-        log.info("reusing %d unchanged distribution%s", len(carried.dists), "" if len(carried.dists) == 1 else "s")
     rest = [pin for pin in lock.pins if pin.name not in carried.names]
+    # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
+    target = staging / "new-site" if carried.dists else site_dir
     if rest:
         count = len(rest)
         log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
         pins_file = staging / "install.txt"
         atomic_write_text(pins_file, "".join(pin.line() + "\n" for pin in rest))
-        # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
-        target = staging / "new-site" if carried.dists else site_dir
         target.mkdir(exist_ok=True)
         tools.install(target, pins_file, no_deps=True, timeout=timeout, index_args=index_args)
+        pins_file.unlink()
         if compile_bytecode:
             compile_tree(target, timeout=timeout)
-        if carried.dists:  # the rule of every path, before two files meet (verify_generation has it too)
+    if carried.dists:
+        linked = _link_folders(staging, layered_on, carried, installed_there=target if rest else None)
+        made: set[str] = set()
+        for dist in carried.dists:  # each from its own site folder (an organisation's come from several)
+            reuse.link_distribution(dist.dist_info.parent, site_dir, dist, made, skip=linked)
+        log.info("reusing %s", counted(len(carried.dists), "unchanged distribution"))
+        if rest:  # the rule of every path, before two files meet (verify_generation has it too)
             verify.check_shared_files([*carried.dists, *installed(target)])
             reuse.merge(target, site_dir)
-        pins_file.unlink()
     return staging
+
+
+def _link_folders(staging: Path, layered_on: Path | None, carried: Carried, installed_there: Path | None) -> set[str]:
+    """The top-level folders of the workspace generation ``layered_on`` linked into ``staging``'s site (none
+    where the filesystem refuses links, or nothing is carried from there): the rest is linked file by file.
+    A folder the backend just installed into (a namespace the new distributions share) is made here."""
+    site_dir = staging / SITE_DIR
+    generation = layers.workspace_site_for(site_dir, layered_on) if layered_on is not None else None
+    if layered_on is None or generation is None or not any(d.dist_info.parent == layered_on for d in carried.dists):
+        return set()
+    try:
+        names = layers.folders_to_link(layered_on, installed(layered_on), carried.dists)
+    except VerificationError:  # a damaged dist-info there: the files, linked one by one, are checked as ever
+        return set()
+    if installed_there is not None:
+        names -= set(os.listdir(installed_there))
+    if not names:
+        return set()
+    builds_on = staging / BUILDS_ON_FILE
+    atomic_write_text(builds_on, generation + "\n")  # first: the workspace's gc keeps it from now on
+    if layers.link_folders(site_dir, generation, names):
+        return names
+    builds_on.unlink()
+    return set()
 
 
 def build_speculatively(

@@ -62,6 +62,12 @@ def isolation(packages: list[PackageEntry], workspace: list[PackageEntry]) -> Is
     return {"mode": "process" if differs else "in-process", "private": private, "differs": differs, "reason": reason}
 
 
+def workspace_site(settings: Settings) -> Path | None:
+    """The workspace's active site folder, if usable here (an organisation's generation builds on it)."""
+    assert settings.workspace is not None
+    return _usable_site(settings.workspace.packages_dir, allow_world_writable=settings.allow_world_writable)
+
+
 def shared_sites(settings: Settings) -> list[Path]:
     """The workspace's active site folder and the other organisations' (usable here: for this interpreter,
     not open to every local user), to link unchanged distributions from."""

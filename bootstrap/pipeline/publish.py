@@ -263,7 +263,9 @@ def collect_garbage(
             continue
         if generation_id in in_use:
             log.info(
-                "keeping generation %s: a running host still imports from it, or a sync publishes it", generation_id
+                "keeping generation %s: a running host still imports from it, a sync publishes it, or an "
+                "organisation's generation builds on it",
+                generation_id,
             )
             continue
         if record is not None and len(kept) < keep:

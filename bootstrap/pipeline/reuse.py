@@ -101,7 +101,13 @@ def _unchanged(site: Path, dist: Distribution, published_ns: int | None) -> bool
     return not changed
 
 
-def link_distribution(source_site: Path, target_site: Path, dist: Distribution, made: set[str] | None = None) -> None:
+def link_distribution(
+    source_site: Path,
+    target_site: Path,
+    dist: Distribution,
+    made: set[str] | None = None,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> None:
     """Hard-link (or copy) every file of ``dist``, and the bytecode of its modules, into another site folder.
 
     The ``.pyc`` files are compiled once, when the distribution is first installed;
@@ -109,6 +115,7 @@ def link_distribution(source_site: Path, target_site: Path, dist: Distribution, 
     link keeps the source's mtime, which timestamp-checked bytecode relies on.
     Strings and one listing per ``__pycache__``: an add to a set like M links ~12,000 files.
     ``made``: shared by the calls for one target, so that once links fail there, the rest is copied.
+    ``skip``: top-level folders already there as a whole (an organisation's links to the workspace's).
     """
     source_root, target_root = str(source_site), str(target_site)
     made = set() if made is None else made  # folders known to exist in the target (and whether to copy)
@@ -117,6 +124,8 @@ def link_distribution(source_site: Path, target_site: Path, dist: Distribution, 
         path = entry.path
         if not entry.inside or "__pycache__/" in path:
             continue  # pip's scripts (bin/): not part of the importable set; bytecode: below
+        if skip and path.partition("/")[0] in skip:
+            continue
         _link(os.path.join(source_root, path), os.path.join(target_root, path), made)
         if path.endswith(".py"):
             folder, _, name = path.rpartition("/")

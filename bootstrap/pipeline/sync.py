@@ -34,7 +34,7 @@ from bootstrap.pipeline import build, org_sets, plan, publish, reuse, speculate,
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.plan import Plan
 from bootstrap.settings import Settings
-from bootstrap.store import freshness, locks, manifest, records, registry, safety
+from bootstrap.store import freshness, layers, locks, manifest, records, registry, safety
 from bootstrap.store.fs import atomic_write_text, counted
 from bootstrap.store.layout import LOCK_FILE, SITE_DIR, Layout
 from bootstrap.store.paths import Sources
@@ -373,6 +373,7 @@ def _build_and_publish(
             carried=carried,
             index_args=desired.pip_args(),
             compile_bytecode=settings.compile_bytecode,
+            layered_on=org_sets.workspace_site(settings) if settings.workspace is not None else None,
         )
     dists = verify.verify_generation(
         staging / SITE_DIR,
@@ -424,6 +425,8 @@ def _commit(settings: Settings, new: Manifest, change: RuntimeChange | None) -> 
 def _collect_garbage(settings: Settings, layout: Layout, active: str | None) -> None:
     try:
         in_use = registry.generations_in_use(layout)
+        if settings.org is None:  # the workspace generations organisations' generations link into stay
+            in_use |= layers.generations_built_on(layout.root)
         history = manifest.history_of(manifest.read(layout.manifest))
         publish.collect_garbage(layout, active=active, keep=settings.generations_kept, in_use=in_use, history=history)
     except OSError as exc:
@@ -478,13 +481,15 @@ def _workspace_lock_text(settings: Settings) -> str | None:
 
 
 def _carry_sources(current: Manifest | None, settings: Settings) -> list[Path]:
-    """Where unchanged distributions are linked from: the active generation; for an organisation also the
-    workspace's and the other organisations' (one file on disk for every set that has a distribution)."""
+    """Where unchanged distributions are linked from: the active generation; for an organisation the
+    workspace's first (the folders only its distributions fill become links to it: ``store.layers``), then
+    its own and the other organisations' (one file on disk for every set that has a distribution)."""
     own = _reusable_site(current, settings)
     sites = [own] if own is not None else []
     if settings.workspace is not None:
-        sites += org_sets.shared_sites(settings)
-    return sites
+        workspace = org_sets.workspace_site(settings)
+        sites = [*([workspace] if workspace is not None else []), *sites, *org_sets.shared_sites(settings)]
+    return list(dict.fromkeys(sites))
 
 
 def _active_lock_text(current: Manifest | None, layout: Layout) -> str | None:

@@ -15,7 +15,15 @@ from bootstrap.store.paths import (
     default_state_dir,
 )
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "DEPARTED_MARKER", "GENERATION_FILE", "LOCK_FILE", "SITE_DIR", "Layout"]
+__all__ = [
+    "BUILDS_ON_FILE",
+    "DEFAULT_LEASE_SECONDS",
+    "DEPARTED_MARKER",
+    "GENERATION_FILE",
+    "LOCK_FILE",
+    "SITE_DIR",
+    "Layout",
+]
 
 # How long a claim lasts unless renewed (BOOTSTRAP_LEASE_SECONDS): a waiter on another instance takes over
 # that long after the holder stopped renewing (died, or lost the share). Renewed every quarter of it.
@@ -24,6 +32,9 @@ DEFAULT_LEASE_SECONDS = 30.0
 # Inside each generation (staged or published), besides SITE_DIR (the sys.path entry):
 LOCK_FILE = "lock.txt"  # the exact pins installed
 GENERATION_FILE = "generation.json"  # its record, written last before publication
+# An organisation's generation whose folders link into a workspace generation: that generation's id
+# (``store.layers``; gc keeps what it names).
+BUILDS_ON_FILE = "builds-on"
 # In an organisation's packages folder whose organisation left the repo: when a sync first saw it gone.
 DEPARTED_MARKER = ".departed"
 
@@ -38,6 +49,7 @@ class Layout:
         ``site/``            the ``sys.path`` entry
         ``lock.txt``         the exact pins installed
         ``generation.json``  what the generation holds and how it was built
+        ``builds-on``        an organisation's: the workspace generation its folder links lead into
     ``staging/<name>/``      generations being built, each with its builder's lease ``<name>.lease``
     ``cache/locks/``         resolutions cached by the hash of their inputs
     ``processes/``           ``<host>-<pid>.json`` of running hosts that need a restart

@@ -238,13 +238,16 @@ def unlisted_pth(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
     return sorted(name for name in names if name.endswith(".pth") and name not in listed)
 
 
-def unlisted_files(site_dir: Path, dists: Iterable[Distribution]) -> list[str]:
+def unlisted_files(site_dir: Path, dists: Iterable[Distribution], linked: frozenset[str] = frozenset()) -> list[str]:
     """Every file (and link) under ``site_dir`` that no RECORD lists, relative, sorted: one walk, nothing read.
 
     Bytecode is not recorded, so ``__pycache__/<stem>.<tag>[.opt-N].pyc`` beside a listed ``<stem>.py``
     counts as listed: bootstrap compiles those at build time, and a host that can write the folder may too.
+    ``linked``: top-level links to a folder of the workspace's generation (``store.layers``); one counts as
+    listed where a RECORD lists a file in it (what is inside is that generation's to answer for).
     """
     listed = listed_paths(dists)
+    listed |= {name for name in linked if any(path.startswith(name + "/") for path in listed)}
     root = os.fspath(site_dir)
     found = []
     for folder, dirs, files in os.walk(root):
