@@ -466,3 +466,60 @@ def test_where_folder_links_are_refused_the_files_are_linked(
     workspace_site = Path(repo.manifest()["site_dir"])
     assert (site / "bsf_beta/__init__.py").stat().st_ino == (workspace_site / "bsf_beta/__init__.py").stat().st_ino
     assert run_cli("verify", "--org", "acme").code == 0
+
+
+@pytest.mark.pip_only  # the speculative install is the pip backend's
+def test_an_orgs_first_set_is_installed_while_it_resolves(repo: Repo, run_cli: Any) -> None:
+    """Its own lines (and their dependencies, which --target installs again) beside pip-compile; what the
+    workspace has is taken out again and linked, so the install is kept."""
+    repo.write("bsf-alpha==1.0", "jaraco.context")
+    write_org(repo, "acme", "bsf-beta", "jaraco.functools")  # bsf-beta needs bsf-alpha: the workspace's
+    result = run_cli("sync")  # the CLI's log lines: on stderr
+    assert result.code == 0, result.err
+    assert "org acme: installing while resolving" in result.err
+    assert "org acme: the install made while resolving matches the lock: kept" in result.err
+    assert "org acme: installing 1" not in result.err and "org acme: installing 2" not in result.err
+    assert versions(org_manifest(repo, "acme")) == {
+        "bsf-alpha": "1.0",
+        "bsf-beta": "1.0",
+        "jaraco.context": "1.0",
+        "jaraco.functools": "2.0",
+    }
+    site = org_site(repo, "acme")
+    assert (site / "bsf_alpha").is_symlink() and not (site / "bsf_beta").is_symlink()
+    assert sorted(p.name for p in site.parent.iterdir()) == ["builds-on", "generation.json", "lock.txt", "site"]
+    assert run_cli("verify", "--org", "acme").code == 0
+    # An edit resolves around its own lock: no guess beside it.
+    write_org(repo, "acme", "bsf-beta", "jaraco.functools", "bsf-gamma")
+    result = run_cli("sync", "--org", "acme")
+    assert result.code == 0
+    assert "installing while resolving" not in result.err and "installing 1 distribution" in result.err
+
+
+@pytest.mark.pip_only
+def test_an_orgs_install_while_resolving_that_holds_more_is_not_kept(
+    repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bootstrap.pipeline import build
+
+    real = build.build_speculatively
+
+    def one_too_many(*args: Any, **kwargs: Any) -> Path:
+        staging = real(*args, **kwargs)
+        if kwargs.get("folder") != build.NEW_SITE_DIR:  # the workspace's
+            return staging
+        planted = staging / build.NEW_SITE_DIR / "bsf_planted-1.0.dist-info"
+        planted.mkdir()
+        (planted / "METADATA").write_text("Metadata-Version: 2.1\nName: bsf-planted\nVersion: 1.0\n")
+        (planted / "RECORD").write_text("bsf_planted-1.0.dist-info/METADATA,,\n")
+        return staging
+
+    monkeypatch.setattr(build, "build_speculatively", one_too_many)
+    repo.write("bsf-alpha==1.0")
+    write_org(repo, "acme", "bsf-gamma")
+    result = run_cli("sync")
+    assert result.code == 0, result.err
+    assert "org acme: not keeping the install made while resolving" in result.err
+    assert "org acme: installing 1 distribution into a new generation" in result.err
+    assert versions(org_manifest(repo, "acme")) == {"bsf-alpha": "1.0", "bsf-gamma": "1.0"}
+    assert not list(org_site(repo, "acme").glob("bsf_planted*"))

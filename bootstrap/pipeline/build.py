@@ -19,7 +19,7 @@ from bootstrap.errors import VerificationError
 from bootstrap.inputs.requirements import Desired
 from bootstrap.pipeline import reuse, verify
 from bootstrap.pipeline.bytecode import compile_tree
-from bootstrap.pipeline.lockfile import Lock
+from bootstrap.pipeline.lockfile import Lock, Pin
 from bootstrap.pipeline.reuse import Carried
 from bootstrap.store import layers, leases, safety
 from bootstrap.store.fs import atomic_write_text, counted, resolves_inside
@@ -49,6 +49,11 @@ def new_staging(layout: Layout) -> Path:
     return staging
 
 
+# In a staging folder, beside SITE_DIR: where the backend installs when the site already holds what was carried
+# over (pip --target skips folders that exist), merged in after.
+NEW_SITE_DIR = "new-site"
+
+
 def build(
     layout: Layout,
     lock: Lock,
@@ -59,6 +64,8 @@ def build(
     index_args: list[str] | None = None,
     compile_bytecode: bool = True,
     layered_on: Path | None = None,
+    speculated: Path | None = None,
+    provided: dict[str, str] | None = None,
 ) -> Path:
     """Install exactly ``lock`` into a new staging folder; return the folder (``site/`` inside it).
 
@@ -67,14 +74,19 @@ def build(
     ``index_args``: the index options the operator allowed the committed file to give.
     ``layered_on``: an organisation's, the workspace generation's site folder; the top-level folders
     that only distributions carried from there fill become links to it (``store.layers``).
+    ``speculated``: a staging folder whose ``new-site`` holds an organisation's own lines installed (and
+    compiled) while they resolved (``adopt_beside``); kept where it holds exactly what is not carried.
     """
-    staging = new_staging(layout)
+    staging = speculated if speculated is not None else new_staging(layout)
+    remove_compile_input(staging)
     site_dir = staging / SITE_DIR
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)  # pins only: whatever else a lock said never reaches pip
     rest = [pin for pin in lock.pins if pin.name not in carried.names]
-    # Into a folder of its own when sharing the site folder: pip --target skips existing folders.
-    target = staging / "new-site" if carried.dists else site_dir
-    if rest:
+    target = staging / NEW_SITE_DIR if carried.dists or speculated is not None else site_dir
+    if speculated is not None and not adopt_beside(target, rest, carried, provided or {}):
+        shutil.rmtree(target)
+        speculated = None
+    if rest and speculated is None:
         count = len(rest)
         log.info("installing %d distribution%s into a new generation", count, "" if count == 1 else "s")
         pins_file = staging / "install.txt"
@@ -90,10 +102,34 @@ def build(
         for dist in carried.dists:  # each from its own site folder (an organisation's come from several)
             reuse.link_distribution(dist.dist_info.parent, site_dir, dist, made, skip=linked)
         log.info("reusing %s", counted(len(carried.dists), "unchanged distribution"))
+    if target != site_dir:
         if rest:  # the rule of every path, before two files meet (verify_generation has it too)
             verify.check_shared_files([*carried.dists, *installed(target)])
-            reuse.merge(target, site_dir)
+        reuse.merge(target, site_dir)
     return staging
+
+
+def adopt_beside(folder: Path, rest: list[Pin], carried: Carried, provided: dict[str, str]) -> bool:
+    """Keep what the backend installed into ``folder`` with its own resolver while the lock resolved, if it is
+    exactly ``rest``, the pins not carried over, once the distributions carried (or the host's) at the very
+    version are taken out again (``--target`` installs every dependency, whatever the site holds)."""
+    if not folder.is_dir():
+        return False
+    wanted = {pin.name: pin.version for pin in rest}
+    elsewhere = {dist.name: dist.version for dist in carried.dists} | provided
+    try:
+        for dist in installed(folder):
+            if dist.name not in wanted and elsewhere.get(dist.name) == dist.version:
+                _remove_distribution(folder, dist)
+        found = {dist.name: dist.version for dist in installed(folder)}
+    except (OSError, VerificationError):
+        return False
+    kept = found == wanted
+    if kept:
+        log.info("the install made while resolving matches the lock: kept")
+    else:
+        log.info("not keeping the install made while resolving (it does not match the lock): installing from it")
+    return kept
 
 
 def _link_folders(staging: Path, layered_on: Path | None, carried: Carried, installed_there: Path | None) -> set[str]:
@@ -128,18 +164,27 @@ def build_speculatively(
     timeout: float,
     on_start: OnStart | None = None,
     around: str = "",
+    folder: str = SITE_DIR,
 ) -> Path:
     """Install ``desired`` with the backend's own resolver into a new staging folder, while the lock resolves.
 
-    Only ever kept through ``adopt``, when what was installed is exactly what
+    Only ever kept through ``adopt`` (``adopt_beside`` for an organisation's own lines, installed into
+    ``folder`` = ``new-site``, beside what will be carried over), when what was installed is exactly what
     the lock pins: pip-tools stays the only source of pins, and a cold sync
     costs about one install instead of a resolution plus an install.
     """
     staging = new_staging(layout)
     input_file = desired.write_compile_input(staging, around)
     log.info("installing while resolving (kept only if it matches the lock)")
-    tools.install(staging / SITE_DIR, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start)
+    (staging / folder).mkdir(exist_ok=True)
+    tools.install(staging / folder, input_file, no_deps=False, timeout=timeout, quiet=True, on_start=on_start)
     return staging
+
+
+def remove_compile_input(staging: Path) -> None:
+    """What ``Desired.write_compile_input`` wrote into a staging folder: never part of a generation."""
+    for scratch in ("requirements.in", "constraints.txt", "host-constraints.txt", "lock-constraints.txt"):
+        (staging / scratch).unlink(missing_ok=True)
 
 
 def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> bool:
@@ -158,8 +203,7 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
     found = {dist.name: dist.version for dist in installed(site_dir)}
     if found != wanted:
         return False
-    for scratch in ("requirements.in", "constraints.txt", "host-constraints.txt", "lock-constraints.txt"):
-        (staging / scratch).unlink(missing_ok=True)
+    remove_compile_input(staging)
     atomic_write_text(staging / LOCK_FILE, lock.pins_text)
     return True
 

@@ -8,6 +8,7 @@ the lock has, so pip-tools stays the only source of pins.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import subprocess
 import threading
@@ -32,20 +33,36 @@ def lock_and_maybe_build(
     *,
     seed: str | None,
     provided: dict[str, str],
+    first_of_org: bool = False,
 ) -> tuple[Lock, Path | None]:
-    """The lock, and a staging folder already holding it when one could be built while resolving."""
+    """The lock, and a staging folder already holding it when one could be built while resolving.
+
+    ``first_of_org``: an organisation's first set (seeded with the workspace's pins alone): its own lines are
+    installed into the staging folder's ``new-site`` while they resolve, and ``build`` keeps that install
+    if it holds exactly what is not carried over (``build.adopt_beside``).
+    """
     found = resolve.reuse(settings, layout, desired)
     if found.lock is not None:
         return found.lock, None
     tools = make_tools()
-    if seed is not None or desired.has_hashes or not tools.speculates:
+    if desired.has_hashes or not tools.speculates or (seed is not None and not first_of_org):
         return resolve.compile_and_cache(settings, layout, desired, tools, seed=seed, around=found.around), None
-    return _side_by_side(settings, layout, desired, tools, provided, found.around)
+    return _side_by_side(settings, layout, desired, tools, provided, found.around, seed=seed, beside=first_of_org)
 
 
 def _side_by_side(
-    settings: Settings, layout: Layout, desired: Desired, tools: Backend, provided: dict[str, str], around: str
+    settings: Settings,
+    layout: Layout,
+    desired: Desired,
+    tools: Backend,
+    provided: dict[str, str],
+    around: str,
+    *,
+    seed: str | None = None,
+    beside: bool = False,
 ) -> tuple[Lock, Path | None]:
+    """``beside``: into ``new-site``, kept or not by ``build`` (which knows what is carried over)."""
+    folder = build.NEW_SITE_DIR if beside else SITE_DIR
     outcome: dict[str, object] = {}
     processes: list[subprocess.Popen[str]] = []
     cancelled = threading.Event()
@@ -58,20 +75,21 @@ def _side_by_side(
     def speculate() -> None:
         try:
             staging = build.build_speculatively(
-                layout, desired, tools, timeout=settings.install_timeout, on_start=started, around=around
+                layout, desired, tools, timeout=settings.install_timeout, on_start=started, around=around, folder=folder
             )
             outcome["staging"] = staging
             # The resolver is usually still at work: compile meanwhile (unless resolution already failed).
             if settings.compile_bytecode and not cancelled.is_set():
-                bytecode.compile_tree(staging / SITE_DIR, timeout=settings.install_timeout, on_start=started)
+                bytecode.compile_tree(staging / folder, timeout=settings.install_timeout, on_start=started)
                 outcome["compiled"] = True
         except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc
 
-    worker = threading.Thread(target=speculate, name="bootstrap-speculative-install", daemon=True)
+    context = contextvars.copy_context()  # its log lines are the sync's (an organisation's say so)
+    worker = threading.Thread(target=context.run, args=(speculate,), name="bootstrap-speculative-install", daemon=True)
     worker.start()
     try:
-        lock = resolve.compile_and_cache(settings, layout, desired, tools, seed=None, around=around)
+        lock = resolve.compile_and_cache(settings, layout, desired, tools, seed=seed, around=around)
     except BaseException:
         cancelled.set()
         for process in processes:  # resolution failed: the guess is moot, do not wait for it
@@ -81,6 +99,10 @@ def _side_by_side(
         raise
     worker.join()
     staging = outcome.get("staging")
+    if beside and isinstance(staging, Path):
+        if settings.compile_bytecode and not outcome.get("compiled"):
+            bytecode.compile_tree(staging / folder, timeout=settings.install_timeout)
+        return lock, staging
     if isinstance(staging, Path) and build.adopt(staging, lock, provided):
         log.info("the install made while resolving matches the lock: kept")
         if settings.compile_bytecode and not outcome.get("compiled"):

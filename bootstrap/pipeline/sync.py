@@ -253,8 +253,12 @@ def _sync_locked(
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
     tools = lazy_backend(settings)  # made only if a tool runs: unchanged pins need none
-    seed = _active_lock_text(current, layout) or _workspace_lock_text(settings)
-    lock, staging = speculate.lock_and_maybe_build(settings, layout, desired, tools, seed=seed, provided=host_dists)
+    own = _active_lock_text(current, layout)
+    seed = own or _workspace_lock_text(settings)
+    first_of_org = settings.workspace is not None and own is None
+    lock, staging = speculate.lock_and_maybe_build(
+        settings, layout, desired, tools, seed=seed, provided=host_dists, first_of_org=first_of_org
+    )
     origin = str(lock.committed_file or "the lock")
     host.check_pins([(pin.name, pin.version) for pin in lock.pins], found.packages, settings.host_overrides, origin)
     the_plan = plan.plan(lock, host_dists, settings.host_overrides, _active(current, lock, settings), found.tools)
@@ -363,7 +367,9 @@ def _build_and_publish(
     if layout.generation(generation).exists():  # damaged, or not ours to trust: a new folder beside it
         generation = f"{generation}-{build.new_generation_id()[-6:]}"
     carried = reuse.NOTHING
-    if staging is None:
+    # An organisation's speculative install holds its own lines alone (``new-site``): built around, not taken.
+    speculated = staging if settings.workspace is not None else None
+    if staging is None or speculated is not None:
         carried = reuse.reusable_from(_carry_sources(current, settings), to_install.pins)
         staging = build.build(
             layout,
@@ -374,6 +380,8 @@ def _build_and_publish(
             index_args=desired.pip_args(),
             compile_bytecode=settings.compile_bytecode,
             layered_on=org_sets.workspace_site(settings) if settings.workspace is not None else None,
+            speculated=speculated,
+            provided=host_dists,
         )
     dists = verify.verify_generation(
         staging / SITE_DIR,

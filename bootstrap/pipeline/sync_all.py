@@ -12,9 +12,9 @@ running process uses them.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,7 +85,7 @@ def sync_orgs(settings: Settings, names: tuple[str, ...] | list[str]) -> list[Or
 
 def sync_org(settings: Settings, org: str) -> OrgOutcome:
     """One organisation's sync, its log lines marked with its id; its failure returned, not raised."""
-    _ORG_OF_THREAD.org = org
+    marked = _ORG_OF_LOGS.set(org)
     try:
         return OrgOutcome(org, result=sync(settings.for_org(org)))
     except BootstrapError as exc:
@@ -97,7 +97,7 @@ def sync_org(settings: Settings, org: str) -> OrgOutcome:
         log.error("%s", exc)
         return OrgOutcome(org, error=StorageError.from_os_error(exc))
     finally:
-        _ORG_OF_THREAD.org = None
+        _ORG_OF_LOGS.reset(marked)
 
 
 def remove_departed(settings: Settings, present: tuple[str, ...] | list[str]) -> list[str]:
@@ -160,18 +160,16 @@ def _unused(layout: Layout) -> bool:
     return not judged.exists or judged.expired
 
 
-class _OrgOfThread(threading.local):
-    org: str | None = None
-
-
-_ORG_OF_THREAD = _OrgOfThread()
+# The organisation whose sync logs here: a context value, so that the threads a sync starts (its speculative
+# install, the bytecode pool's) mark their lines too (they run in a copy of their starter's context).
+_ORG_OF_LOGS: contextvars.ContextVar[str | None] = contextvars.ContextVar("bootstrap_org_of_logs", default=None)
 
 
 class OrgPrefix(logging.Filter):
     """Marks the log records of an organisation's sync (``org acme: ...``): several run at once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        org = _ORG_OF_THREAD.org
+        org = _ORG_OF_LOGS.get()
         if org is not None and not getattr(record, "org_marked", False):
             record.msg = f"org {org}: {record.msg}"
             record.org_marked = True

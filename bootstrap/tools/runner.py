@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import collections
 import contextlib
+import contextvars
 import functools
 import importlib.util
 import io
@@ -437,7 +438,10 @@ def run_all(
         with lock:
             completed.append(result)
 
-    threads = [threading.Thread(target=one, args=(argv,), daemon=True) for argv in commands]
+    # Each in a copy of this context: their log lines are the caller's (an organisation's sync marks its own).
+    threads = [
+        threading.Thread(target=contextvars.copy_context().run, args=(one, argv), daemon=True) for argv in commands
+    ]
     try:
         for thread in threads:
             thread.start()
