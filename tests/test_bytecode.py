@@ -102,6 +102,29 @@ def test_the_workers_share_out_every_module_between_them(tmp_path: Path, caplog:
     assert [path.name for path in tmp_path.iterdir()] == ["site"], "its scratch files are gone"
 
 
+def test_a_few_modules_compile_in_this_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An organisation's one small package: no worker interpreters to start (about 0.1 s of a 1 s add)."""
+    from bootstrap.pipeline import bytecode
+    from bootstrap.tools import runner
+
+    def no_workers(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr(runner, "run_all", no_workers)
+    folder = tmp_path / "site"
+    (folder / "pkg").mkdir(parents=True)
+    for number in range(5):
+        (folder / "pkg" / f"mod{number}.py").write_text(f"VALUE = {number}\n")
+    (folder / "pkg" / "broken.py").write_text("def (:\n")
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        bytecode.compile_tree(folder, timeout=60)
+    assert "compiling bytecode of 6 modules (in this process)" in caplog.text
+    assert "pkg/broken.py did not compile" in caplog.text
+    assert all((folder / "pkg" / "__pycache__" / f"mod{n}.{TAG}.pyc").is_file() for n in range(5))
+
+
 def test_a_claimed_chunk_is_left_to_the_worker_that_claimed_it(tmp_path: Path) -> None:
     from bootstrap.pipeline import bytecode
 
