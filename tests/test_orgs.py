@@ -265,8 +265,8 @@ def test_twenty_orgs_from_one_command(repo: Repo, run_cli: Any, record_property:
     record_property("twenty_orgs_seconds", round(elapsed, 1))
     record_property("twenty_orgs_bytes", orgs_bytes)
     print(f"20 orgs: {elapsed:.1f}s; the workspace's generation {workspace_bytes} bytes, the orgs add {orgs_bytes}")
-    # Every file of the workspace's generation is one inode in all 21 sets: the orgs add only their own packages
-    # (and their folders' directory entries, which cannot be linked).
+    # Every file of the workspace's generation is one inode in all 21 sets, and its package folders are links
+    # in each org's (store.layers): the orgs add only their own packages.
     workspace_site = Path(repo.manifest()["site_dir"])
     files = [path for path in workspace_site.rglob("*") if path.is_file()]
     assert len(files) > 5
@@ -274,6 +274,7 @@ def test_twenty_orgs_from_one_command(repo: Repo, run_cli: Any, record_property:
         site = org_site(repo, f"org-{number:02d}")
         for path in files:
             assert (site / path.relative_to(workspace_site)).stat().st_ino == path.stat().st_ino, path
+        assert (site / "bsf_alpha").is_symlink() and (site / "bsf_beta").is_symlink()
     for number in range(20):
         assert org_manifest(repo, f"org-{number:02d}")["status"] == "ok"
 
