@@ -263,3 +263,29 @@ def test_a_no_op_startup_on_the_share_activates_the_generation_in_both_instances
     # The fast path from both: nothing was synced again (the manifest is byte for byte what A wrote).
     assert (share.served / "packages" / "manifest.json").read_bytes() == manifest_bytes
     assert generations(share) == {generation}
+
+
+def test_an_org_synced_on_one_instance_is_healthy_and_imports_on_the_other(share: Share) -> None:
+    """An organisation's generation on the share: its folder links (or, where the share refuses links, its
+    files) resolve alike from both instances, and both find it healthy."""
+    write_requirements(share, "bsf-beta==1.0")
+    for instance in INSTANCES:
+        org = share.checkout(instance) / "orgs" / "acme"
+        org.mkdir(parents=True)
+        (org / "requirements.txt").write_text("jaraco.context\n")
+    synced = bootstrap(share, "A", "sync")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    packages = share.path / "packages"
+    org_manifest = json.loads((share.served / "packages" / "orgs" / "acme" / "manifest.json").read_text())
+    site = packages / "orgs" / "acme" / org_manifest["site"]
+    for instance in INSTANCES:
+        for command in ("check", "verify"):
+            result = bootstrap(share, instance, command, "--org", "acme")
+            assert result.returncode == 0, f"{command} on {instance}: {result.stdout}{result.stderr}"
+        code = (
+            f"import sys; sys.path.insert(0, {str(site)!r}); import bsf_beta, jaraco.context; print(bsf_beta.__file__)"
+        )
+        imported = share.python(instance, code)
+        assert imported.returncode == 0, imported.stderr
+        assert imported.stdout.strip() == str(site / "bsf_beta" / "__init__.py")
+    assert_no_debris(share)
