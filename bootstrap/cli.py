@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bootstrap.errors import BootstrapError, SettingsError, StorageError, redact
+from bootstrap.errors import BootstrapError, SettingsError, StorageError, for_org, redact
 from bootstrap.host.child import relay_line
 from bootstrap.settings import Settings, load_settings
 from bootstrap.store.fs import counted
@@ -315,7 +315,7 @@ def _configure_logging(verbose: bool, quiet: bool, relay: bool = False, command:
 
 def _fail(args: argparse.Namespace, exc: BootstrapError) -> int:
     """The error in one line: for a person, or for the host that started this process (``--relay``)."""
-    message = redact(" ".join(str(exc).split()))
+    message = for_org(redact(" ".join(str(exc).split())), getattr(args, "org", None))
     if args.relay:
         # A RequirementsError's parts, so that the host's copy of it has them too (errors.rebuilt).
         details: dict[str, object] = {"line": getattr(exc, "line", None)}

@@ -24,6 +24,18 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}****@", text)
 
 
+# The commands a message may advise, as they read in it: "`python -m bootstrap lock --hashes`".
+_ADVISED_COMMAND = re.compile(
+    r"(`python -m bootstrap (?:lock|sync|verify|rollback|add|remove|status|check)\b)(?![^`]*--org)"
+)
+
+
+def for_org(text: str, org: str | None) -> str:
+    """A message about an organisation's set: each command it advises gains ``--org <org>`` (the workspace's
+    own command would act on the workspace). Messages are written once, for both."""
+    return _ADVISED_COMMAND.sub(lambda m: f"{m.group(1)} --org {org}", text) if org else text
+
+
 class BootstrapError(Exception):
     """Base of every error a user can act on. ``stage`` names the step that failed."""
 

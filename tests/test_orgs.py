@@ -524,3 +524,22 @@ def test_an_orgs_install_while_resolving_that_holds_more_is_not_kept(
     assert "org acme: installing 1 distribution into a new generation" in result.err
     assert versions(org_manifest(repo, "acme")) == {"bsf-alpha": "1.0", "bsf-gamma": "1.0"}
     assert not list(org_site(repo, "acme").glob("bsf_planted*"))
+
+
+def test_advice_about_an_orgs_set_names_the_org(repo: Repo, run_cli: Any) -> None:
+    """Messages are written once; an organisation's says `lock --org acme`, the command that acts on its set."""
+    repo.write("bsf-gamma")
+    write_org(repo, "acme", "bsf-alpha==1.0")
+    (repo.root / "orgs" / "acme" / "requirements.lock").write_text("bsf-alpha==1.0\n")  # not written by lock
+    result = run_cli("sync")
+    assert result.code == 0
+    stale = next(line for line in result.err.splitlines() if "committed lock" in line)
+    assert stale.startswith("bootstrap: org acme: the committed lock"), stale
+    assert "run `python -m bootstrap lock --org acme` and commit it" in stale, stale
+    # An error line too (a lock that is not text), the organisation's own sync included.
+    (repo.root / "orgs" / "acme" / "requirements.lock").write_bytes(b"bsf-alpha==1.0 \x80\x81\n")
+    for argv in (["sync"], ["sync", "--org", "acme"]):
+        failed = run_cli(*argv)
+        assert failed.code == 1
+        line = next(line for line in failed.err.splitlines() if line.startswith("bootstrap: error:"))
+        assert "`python -m bootstrap lock --org acme`" in line, line

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bootstrap.errors import BootstrapError, redact
+from bootstrap.errors import BootstrapError, for_org, redact
 from bootstrap.inputs import orgs
 from bootstrap.pipeline import publish
 from bootstrap.pipeline.sync import SyncResult, sync
@@ -56,7 +56,11 @@ class Synced:
         """One line per failure: the workspace's (first), each refused folder's, each organisation's."""
         lines = [redact(str(self.workspace_error))] if self.workspace_error else []
         lines += [f"org {name}: {why}" for name, why in self.refused]
-        lines += [f"org {outcome.org}: {redact(str(outcome.error))}" for outcome in self.orgs if outcome.error]
+        lines += [
+            f"org {outcome.org}: {for_org(redact(str(outcome.error)), outcome.org)}"
+            for outcome in self.orgs
+            if outcome.error
+        ]
         return lines
 
 
@@ -171,7 +175,7 @@ class OrgPrefix(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         org = _ORG_OF_LOGS.get()
         if org is not None and not getattr(record, "org_marked", False):
-            record.msg = f"org {org}: {record.msg}"
+            record.msg, record.args = f"org {org}: {for_org(record.getMessage(), org)}", None
             record.org_marked = True
         return True
 
