@@ -1,0 +1,47 @@
+"""Second review of #16 (layered organisation generations, the speculative first set, in-process bytecode):
+each bug proved by a test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Repo
+from tests.test_orgs import write_org
+from tests.wheels import Dist, build_wheel, module
+
+
+def extra_wheels(monkeypatch: pytest.MonkeyPatch, folder: Path, *dists: Dist) -> None:
+    """These wheels too, beside the fixture wheelhouse (pip takes several find-links)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for dist in dists:
+        build_wheel(dist, folder)
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{os.environ['PIP_FIND_LINKS']} {folder}")
+
+
+def test_an_orgs_import_that_writes_into_a_linked_workspace_folder_is_refused(
+    repo: Repo, run_cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The import check stamps every file of the new generation; a folder linked to the workspace's generation
+    # was not walked, so a file an org's import made in it (in the workspace's generation, for every set that
+    # links it) went unseen, where a hard-linked folder of its own showed it as created.
+    body = "import os, bsf_alpha\nopen(os.path.join(os.path.dirname(bsf_alpha.__file__), 'planted.txt'), 'w').close()\n"
+    writer = Dist(
+        "bsf-writer", "1.0", module("bsf_writer", "1.0", body), requires=("bsf-alpha",)
+    )
+    extra_wheels(monkeypatch, tmp_path / "more-wheels", writer)
+    repo.write("bsf-beta==1.0")
+    assert run_cli("sync").code == 0
+    workspace_site = Path(repo.manifest()["site_dir"])
+    write_org(repo, "acme", "bsf-writer")
+    result = run_cli("sync", "--org", "acme")
+    assert result.code == 1, result.out
+    assert (
+        "bsf_alpha/planted.txt" in result.out + result.err
+        and "was created" in result.out + result.err
+    )
+    assert not (workspace_site / "bsf_alpha" / "planted.txt").exists()
+    assert run_cli("verify").code == 0
