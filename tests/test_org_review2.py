@@ -4,6 +4,8 @@ each bug proved by a test."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,23 @@ def test_an_orgs_import_that_writes_into_a_linked_workspace_folder_is_refused(
     )
     assert not (workspace_site / "bsf_alpha" / "planted.txt").exists()
     assert run_cli("verify").code == 0
+
+
+def test_small_sets_compiled_in_a_host_run_with_o_get_the_plain_bytecode(
+    repo: Repo, tmp_path: Path
+) -> None:
+    # In-process compiling took the host's optimisation level: under `python -O` it wrote only
+    # `<stem>.<tag>.opt-1.pyc`, which no plain interpreter (nor the workers it used before) reads or writes.
+    repo.write("bsf-gamma")
+    done = subprocess.run(
+        [sys.executable, "-O", "-m", "bootstrap", "sync"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    cache = Path(repo.manifest()["site_dir"]) / "__pycache__"
+    assert sorted(p.name for p in cache.iterdir()) == [
+        f"bsf_gamma.{sys.implementation.cache_tag}.pyc"
+    ]
