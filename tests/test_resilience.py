@@ -24,7 +24,7 @@ def test_a_gc_failure_after_publishing_keeps_the_new_generation(
     repo.write("bsf-alpha==1.0")
     sync(repo.settings(generations_kept=1))
 
-    def refuse(path: Path, trash: Path) -> None:
+    def refuse(path: Path, trash: Path, keep_if: object = None) -> bool:
         raise OSError(16, "Device or resource busy", str(path))
 
     monkeypatch.setattr(publish, "remove_tree", refuse)

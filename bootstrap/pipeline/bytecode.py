@@ -132,9 +132,13 @@ def _compile_here(modules: list[Path]) -> list[tuple[str, str, str]]:
 
     log.info("compiling bytecode of %s (in this process)", counted(len(modules), "module"))
     failures = []
+    suffix = f".{sys.implementation.cache_tag}.pyc"
     for path in modules:
+        # The plain bytecode, as a worker (a fresh interpreter) writes it, whatever this process runs with: a
+        # host under `python -O` would write only `.opt-1.pyc` (and `-X pycache_prefix` elsewhere).
+        cfile = os.path.join(path.parent, "__pycache__", path.stem + suffix)
         try:
-            py_compile.compile(str(path), doraise=True)
+            py_compile.compile(str(path), cfile=cfile, doraise=True, optimize=0)
         except Exception as exc:  # a syntax error, an unreadable file: left to import time, as the workers do
             failures.append((str(path), "\0", " ".join(str(exc).split())[:200]))
     return sorted(failures)

@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from bootstrap.errors import PublishError
@@ -245,12 +246,16 @@ def collect_garbage(
     keep: int,
     in_use: frozenset[str] = frozenset(),
     history: list[str] | None = None,
+    built_on: Callable[[], frozenset[str]] | None = None,
 ) -> list[str]:
     """Remove generations beyond the ``keep`` most recently active (the active one always stays); return their
     ids. ``history``: the manifest's, most recent first (without it, the newest built count).
 
     ``in_use``: generations running hosts still import from (they stay, beyond ``keep``); so do those a
     live lease names (a builder about to point the manifest at one).
+    ``built_on``: the workspace generations organisations' generations link into, read again for each one
+    removed, before its rename and after it (then it is put back): an organisation's build writes its
+    ``builds-on`` before it links, and may publish while this removes one generation after another.
     """
     generations = in_order(layout, history or [])
     if not generations:
@@ -271,8 +276,14 @@ def collect_garbage(
         if record is not None and len(kept) < keep:
             kept.append(generation_id)
             continue
+        linked_into = (lambda gid=generation_id: gid in built_on()) if built_on is not None else None
         try:
-            remove_tree(layout.generation(generation_id), layout.staging)
+            if linked_into is not None and linked_into():
+                log.info("keeping generation %s: an organisation's generation builds on it", generation_id)
+                continue
+            if not remove_tree(layout.generation(generation_id), layout.staging, keep_if=linked_into):
+                log.info("keeping generation %s: an organisation's generation builds on it", generation_id)
+                continue
         except OSError as exc:  # a share refusing to rename a folder in use: try again next time
             log.warning("could not remove generation %s (%s); the next sync tries again", generation_id, exc)
             continue
@@ -282,15 +293,20 @@ def collect_garbage(
     return removed
 
 
-def remove_tree(path: Path, trash_dir: Path) -> None:
-    """Remove a folder so that it never looks half-present: rename it away, then delete.
+def remove_tree(path: Path, trash_dir: Path, keep_if: Callable[[], bool] | None = None) -> bool:
+    """Remove a folder so that it never looks half-present: rename it away, then delete; False if
+    ``keep_if``, asked once it is renamed away, says it stays after all (it is renamed back).
 
     The rename is atomic, so a crash leaves the folder whole or in the trash
     (``trash_dir``, swept by the next sync), never half-deleted in place.
     """
     if not path.exists():
-        return
+        return True
     safety.make_private_dir(trash_dir)
     doomed = trash_dir / f"trash-{path.name}-{os.urandom(4).hex()}"
     os.replace(path, doomed)
+    if keep_if is not None and keep_if():
+        os.replace(doomed, path)
+        return False
     shutil.rmtree(doomed, ignore_errors=True)
+    return True

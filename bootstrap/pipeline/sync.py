@@ -433,10 +433,14 @@ def _commit(settings: Settings, new: Manifest, change: RuntimeChange | None) -> 
 def _collect_garbage(settings: Settings, layout: Layout, active: str | None) -> None:
     try:
         in_use = registry.generations_in_use(layout)
+        built_on = None
         if settings.org is None:  # the workspace generations organisations' generations link into stay
             in_use |= layers.generations_built_on(layout.root)
+            built_on = lambda: layers.generations_built_on(layout.root)  # noqa: E731 (read again at each removal)
         history = manifest.history_of(manifest.read(layout.manifest))
-        publish.collect_garbage(layout, active=active, keep=settings.generations_kept, in_use=in_use, history=history)
+        publish.collect_garbage(
+            layout, active=active, keep=settings.generations_kept, in_use=in_use, history=history, built_on=built_on
+        )
     except OSError as exc:
         log.warning("could not remove old generations (%s); the next sync tries again", exc)
 

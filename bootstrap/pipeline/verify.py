@@ -15,7 +15,9 @@ hard-linked from the active generation is caught, not published (so is a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, VerificationError
+from bootstrap.store import layers
 from bootstrap.store.fs import counted
 from bootstrap.store.records import Distribution, installed, missing_files, shared_files
 from bootstrap.tools import runner
@@ -411,10 +414,13 @@ def _stamps(site_dir: Path) -> dict[str, Stamp]:
 
 
 def _files(site_dir: Path) -> list[tuple[str, os.stat_result]]:
-    """Every file (and link) under ``site_dir`` with its ``lstat``, by its path relative to it with ``/``."""
+    """Every file (and link) under ``site_dir`` with its ``lstat``, by its path relative to it with ``/``;
+    and every file in a folder linked to the workspace's generation (``layers.linked_names``): an import that
+    makes or changes one there changes that generation, and every set that links it."""
     root = str(site_dir)
     found = []
-    for folder, _, names in os.walk(root):
+    walks = [os.walk(root), *(os.walk(os.path.join(root, name)) for name in sorted(layers.linked_names(site_dir)))]
+    for folder, _, names in itertools.chain.from_iterable(walks):
         relative = os.path.relpath(folder, root).replace(os.sep, "/")
         for name in names:
             try:
@@ -447,6 +453,10 @@ def _refuse_changes(
     )
     if not changed:
         return
+    linked = layers.linked_names(site_dir)  # the workspace's generation's folders: what was made there goes
+    for made in (path for path in changed if path not in before and path.partition("/")[0] in linked):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(site_dir, made))
     path = changed[0]
     old, new = before.get(path), after.get(path)
     if old is None or new is None:
