@@ -125,6 +125,25 @@ def test_a_few_modules_compile_in_this_process(
     assert all((folder / "pkg" / "__pycache__" / f"mod{n}.{TAG}.pyc").is_file() for n in range(5))
 
 
+def test_a_module_compiled_in_this_process_warns_nothing_as_a_worker_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid escape (a DeprecationWarning on 3.11, a SyntaxWarning on 3.12): a worker's went nowhere; here,
+    under `-W error`, it would fail the compile, and on 3.12 print on the sync's stderr."""
+    import warnings
+
+    from bootstrap.pipeline.bytecode import compile_tree
+
+    folder = tmp_path / "site"
+    (folder / "pkg").mkdir(parents=True)
+    (folder / "pkg" / "escapes.py").write_text('PATTERN = "\\d+"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compile_tree(folder, timeout=60)
+    assert (folder / "pkg" / "__pycache__" / f"escapes.{TAG}.pyc").is_file()
+    assert "escape" not in capsys.readouterr().err
+
+
 def test_a_claimed_chunk_is_left_to_the_worker_that_claimed_it(tmp_path: Path) -> None:
     from bootstrap.pipeline import bytecode
 

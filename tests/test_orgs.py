@@ -543,3 +543,26 @@ def test_advice_about_an_orgs_set_names_the_org(repo: Repo, run_cli: Any) -> Non
         assert failed.code == 1
         line = next(line for line in failed.err.splitlines() if line.startswith("bootstrap: error:"))
         assert "`python -m bootstrap lock --org acme`" in line, line
+
+
+def test_an_org_is_not_run_when_the_workspace_generation_it_links_into_is_open_to_everyone(
+    repo: Repo, run_cli: Any
+) -> None:
+    import bootstrap
+    from bootstrap.errors import WorkflowError
+
+    repo.write("bsf-beta==1.0")
+    write_org(repo, "acme", "jaraco.context")
+    assert run_cli("sync").code == 0
+    (repo.root / "noop.py").write_text("def run(input_data):\n    return {}\n")
+    assert (org_site(repo, "acme") / "bsf_beta").is_symlink()
+    settings = repo.settings()
+    assert bootstrap.execute("noop", {}, org="acme", settings=settings)["result"] == {}
+    generation = repo.packages_dir / "generations" / repo.manifest()["generation"]
+    os.chmod(generation, 0o777)
+    try:
+        with pytest.raises(WorkflowError) as refused:
+            bootstrap.execute("noop", {}, org="acme", settings=settings)
+        assert refused.value.reason == "org" and f"{generation} is writable by every local user" in str(refused.value)
+    finally:
+        os.chmod(generation, 0o755)

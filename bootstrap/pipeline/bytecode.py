@@ -14,12 +14,14 @@ does not compile does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +35,8 @@ SKIPPED_FOLDERS = frozenset({"tests", "test", "__pycache__"})
 _CHUNK = 16  # files per claim: small enough to balance, large enough that claiming costs nothing
 # Up to this many modules are compiled in the sync's own process (about 1 ms each, against ~0.1 s to start workers).
 _IN_PROCESS_MAX = 64
+_IN_PROCESS_MAX_BYTES = 2 << 20  # and 2 MiB of source: generated modules can be huge (no timeout applies here)
+_WARNINGS_LOCK = threading.Lock()
 _FAILED_MARK = "BOOTSTRAP-NOT-COMPILED:"
 # argv: the list (NUL-separated paths), the claims folder, the chunk size.
 _WORKER = f"""
@@ -95,7 +99,7 @@ def compile_tree(
     modules = modules_to_compile(folder)
     if not modules:
         return
-    if len(modules) <= _IN_PROCESS_MAX:
+    if len(modules) <= _IN_PROCESS_MAX and _total_size(modules) <= _IN_PROCESS_MAX_BYTES:
         _warn_failures(folder, _compile_here(modules))
         return
     workers = max(1, min(runner.cores(), len(modules) // _CHUNK + 1))
@@ -129,19 +133,33 @@ def _compile_here(modules: list[Path]) -> list[tuple[str, str, str]]:
     """A few modules (an organisation's one small package, a runtime addition), compiled in this process: what
     the workers do, without their interpreter starts (about 0.1 s of a 1 s add). Compiling runs no code."""
     import py_compile  # slow path: building generations only
+    import warnings
 
     log.info("compiling bytecode of %s (in this process)", counted(len(modules), "module"))
     failures = []
     suffix = f".{sys.implementation.cache_tag}.pyc"
-    for path in modules:
-        # The plain bytecode, as a worker (a fresh interpreter) writes it, whatever this process runs with: a
-        # host under `python -O` would write only `.opt-1.pyc` (and `-X pycache_prefix` elsewhere).
-        cfile = os.path.join(path.parent, "__pycache__", path.stem + suffix)
-        try:
-            py_compile.compile(str(path), cfile=cfile, doraise=True, optimize=0)
-        except Exception as exc:  # a syntax error, an unreadable file: left to import time, as the workers do
-            failures.append((str(path), "\0", " ".join(str(exc).split())[:200]))
+    # A worker's warnings ("invalid escape sequence", a SyntaxWarning on 3.12) went nowhere; here they would
+    # reach this process's stderr, or fail the compile under `-W error`. The filters are process-wide: one
+    # compiling thread at a time changes them (organisations sync in threads).
+    with _WARNINGS_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in modules:
+            # The plain bytecode, as a worker (a fresh interpreter) writes it, whatever this process runs with: a
+            # host under `python -O` would write only `.opt-1.pyc` (and `-X pycache_prefix` elsewhere).
+            cfile = os.path.join(path.parent, "__pycache__", path.stem + suffix)
+            try:
+                py_compile.compile(str(path), cfile=cfile, doraise=True, optimize=0)
+            except Exception as exc:  # a syntax error, an unreadable file: left to import time, as workers do
+                failures.append((str(path), "\0", " ".join(str(exc).split())[:200]))
     return sorted(failures)
+
+
+def _total_size(modules: list[Path]) -> int:
+    total = 0
+    for path in modules:
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size
+    return total
 
 
 def _warn_failures(folder: Path, failures: list[tuple[str, str, str]]) -> None:

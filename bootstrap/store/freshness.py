@@ -243,6 +243,15 @@ def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
         workspace_open = writable_by_all(os.path.dirname(os.path.abspath(sources.packages_dir)))
         if workspace_open is not None:
             return workspace_open
+        from pathlib import Path  # here: not on a workspace's start-up path
+
+        from bootstrap.store import layers
+
+        base = layers.builds_on(Path(site_dir).parent)  # its folder links lead into that workspace generation
+        if base is not None and _well_formed(base):
+            base_open = open_to_others(site_path(sources.workspace_packages_dir, base), sources.workspace_packages_dir)
+            if base_open is not None:
+                return base_open
     return open_to_others(site_dir, sources.packages_dir)
 
 
