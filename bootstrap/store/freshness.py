@@ -243,16 +243,35 @@ def _misplaced_or_open(manifest: Manifest, sources: Sources) -> str | None:
         workspace_open = writable_by_all(os.path.dirname(os.path.abspath(sources.packages_dir)))
         if workspace_open is not None:
             return workspace_open
-        from pathlib import Path  # here: not on a workspace's start-up path
-
-        from bootstrap.store import layers
-
-        base = layers.builds_on(Path(site_dir).parent)  # its folder links lead into that workspace generation
+        base = _builds_on(site_dir)  # its folder links lead into that workspace generation
         if base is not None and _well_formed(base):
             base_open = open_to_others(site_path(sources.workspace_packages_dir, base), sources.workspace_packages_dir)
             if base_open is not None:
                 return base_open
     return open_to_others(site_dir, sources.packages_dir)
+
+
+# By an organisation generation's ``builds-on`` file and its stat: ``execute`` asks on every call.
+_BUILDS_ON: dict[tuple[str, int, int], str | None] = {}
+
+
+def _builds_on(site_dir: str) -> str | None:
+    """``layers.builds_on`` of a generation: one stat, and a read when the file is new (or none)."""
+    from bootstrap.store.layout import BUILDS_ON_FILE  # here: not on a workspace's start-up path
+
+    path = os.path.join(os.path.dirname(site_dir), BUILDS_ON_FILE)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_ino, st.st_mtime_ns)
+    if key not in _BUILDS_ON:
+        from pathlib import Path
+
+        from bootstrap.store import layers
+
+        _BUILDS_ON[key] = layers.builds_on(Path(site_dir).parent)
+    return _BUILDS_ON[key]
 
 
 def misplaced_site(manifest: Manifest, packages_dir: str) -> str | None:
