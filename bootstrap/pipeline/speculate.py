@@ -99,14 +99,12 @@ def _side_by_side(
         raise
     worker.join()
     staging = outcome.get("staging")
-    if beside and isinstance(staging, Path):
+    kept = isinstance(staging, Path) and (beside or build.adopt(staging, lock, provided))
+    if isinstance(staging, Path) and kept:
+        if not beside:  # (an organisation's: ``build`` tells)
+            log.info("the install made while resolving matches the lock: kept")
         if settings.compile_bytecode and not outcome.get("compiled"):
             bytecode.compile_tree(staging / folder, timeout=settings.install_timeout)
-        return lock, staging
-    if isinstance(staging, Path) and build.adopt(staging, lock, provided):
-        log.info("the install made while resolving matches the lock: kept")
-        if settings.compile_bytecode and not outcome.get("compiled"):
-            bytecode.compile_tree(staging / SITE_DIR, timeout=settings.install_timeout)
         return lock, staging
     why = f"it failed: {outcome['error']}" if "error" in outcome else "it does not match the lock"
     log.info("not keeping the install made while resolving (%s): installing from the lock", why)

@@ -253,9 +253,7 @@ def _sync_locked(
     inputs = freshness.inputs_of(settings.sources, desired.inputs)
     publish.clean_staging(layout)
     tools = lazy_backend(settings)  # made only if a tool runs: unchanged pins need none
-    own = _active_lock_text(current, layout)
-    seed = own or _workspace_lock_text(settings)
-    first_of_org = settings.workspace is not None and own is None
+    seed, first_of_org = _seed(current, settings)
     lock, staging = speculate.lock_and_maybe_build(
         settings, layout, desired, tools, seed=seed, provided=host_dists, first_of_org=first_of_org
     )
@@ -481,6 +479,13 @@ def _reusable_site(current: Manifest | None, settings: Settings) -> Path | None:
     if not settings.allow_world_writable and freshness.open_to_others(site_dir, root) is not None:
         return None
     return Path(site_dir)
+
+
+def _seed(current: Manifest | None, settings: Settings) -> tuple[str | None, bool]:
+    """The pins a resolution keeps where they still fit (the active generation's, else for an organisation the
+    workspace's), and whether this is an organisation's first set."""
+    own = _active_lock_text(current, settings.layout)
+    return own or _workspace_lock_text(settings), settings.workspace is not None and own is None
 
 
 def _workspace_lock_text(settings: Settings) -> str | None:

@@ -257,7 +257,7 @@ _BUILDS_ON: dict[tuple[str, int, int], str | None] = {}
 
 def _builds_on(site_dir: str) -> str | None:
     """``layers.builds_on`` of a generation: one stat, and a read when the file is new (or none)."""
-    from bootstrap.store.layout import BUILDS_ON_FILE  # here: not on a workspace's start-up path
+    from bootstrap.store.layout import BUILDS_ON_FILE  # slow path: an organisation's execution only
 
     path = os.path.join(os.path.dirname(site_dir), BUILDS_ON_FILE)
     try:
@@ -268,7 +268,7 @@ def _builds_on(site_dir: str) -> str | None:
     if key not in _BUILDS_ON:
         from pathlib import Path
 
-        from bootstrap.store import layers
+        from bootstrap.store import layers  # slow path: once per organisation generation
 
         _BUILDS_ON[key] = layers.builds_on(Path(site_dir).parent)
     return _BUILDS_ON[key]

@@ -392,6 +392,12 @@ class Outcomes:
     failures: list[BaseException]  # in the order they happened: with ``stop_on_failure``, the first is the cause
 
 
+def _thread_in_this_context(target: Callable[..., object], *args: object) -> threading.Thread:
+    """A daemon thread that runs in a copy of this context: its log lines are the caller's (an organisation's
+    sync marks its own)."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(target, *args), daemon=True)
+
+
 def run_all(
     commands: Sequence[Sequence[str]],
     *,
@@ -438,10 +444,7 @@ def run_all(
         with lock:
             completed.append(result)
 
-    # Each in a copy of this context: their log lines are the caller's (an organisation's sync marks its own).
-    threads = [
-        threading.Thread(target=contextvars.copy_context().run, args=(one, argv), daemon=True) for argv in commands
-    ]
+    threads = [_thread_in_this_context(one, argv) for argv in commands]
     try:
         for thread in threads:
             thread.start()
