@@ -291,7 +291,15 @@ def _parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous generation active again")
     rollback.add_argument("--to", metavar="GENERATION", help="a generation id from `status` (default: the previous)")
     rollback.set_defaults(func=_cmd_rollback)
-    # What a sync starts in the background after publishing, with BOOTSTRAP_REMOTE_CACHE set (README: Remote cache).
+    return _add_upload(parser, commands, common)
+
+
+def _add_upload(
+    parser: argparse.ArgumentParser,
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """What a sync starts in the background after publishing, with BOOTSTRAP_REMOTE_CACHE set (README: Remote cache)."""
     upload = commands.add_parser(
         "upload", parents=[common], help="internal: upload a published generation and the state to the remote cache"
     )

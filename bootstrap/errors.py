@@ -19,7 +19,9 @@ from collections.abc import Sequence
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 # Azure Storage's secrets: a connection string's ``AccountKey=...`` and ``SharedAccessSignature=...`` (up to the
 # next ``;``, quote or blank), and a SAS token's signature in a URL's query (``sig=...``, up to ``&``).
-_AZURE_SECRETS = re.compile(r"(?P<name>\b(?:AccountKey|SharedAccessSignature)=)[^;\s'\"]*", re.IGNORECASE)
+_AZURE_SECRETS = re.compile(
+    r"(?P<name>\b(?:AccountKey|SharedAccessSignature)=)(?:'[^']*'?|\"[^\"]*\"?|[^;\s'\"]*)", re.IGNORECASE
+)
 _SAS_SIGNATURE = re.compile(r"(?P<name>[?&]sig=)[^&\s'\"]*", re.IGNORECASE)
 
 

@@ -23,6 +23,10 @@ from bootstrap.store.layout import SITE_DIR, Layout
 from bootstrap.store.records import Distribution
 from bootstrap.tools import runner
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from bootstrap.store.manifest import Manifest
+
 log = logging.getLogger("bootstrap")
 
 UPLOAD_LOG = "remote-upload.log"  # in the state folder: the background uploads' output
@@ -70,6 +74,14 @@ def fetch(
         generation,
     )
     return staging, dists
+
+
+def after_publishing(settings: Settings, new: Manifest, *, built_here: bool, change: bool) -> None:
+    """A generation built here goes up (one from the remote cache is there already); a runtime change's
+    overlay too (``change``), for fresh instances."""
+    generation = new.get("generation") if built_here and new.get("origin") != "remote-cache" else None
+    if generation is not None or change:
+        start_upload(settings, generation)
 
 
 def start_upload(settings: Settings, generation: str | None) -> None:

@@ -241,6 +241,8 @@ def _sync_locked(
     waiting_since: str | None,
     change: RuntimeChange | None,
 ) -> SyncResult:
+    """With the build lock: the stages of one sync, in order. Long because it is that order, each stage one
+    call (and the remote cache's two: the state a fresh instance fetches first, the upload after publishing)."""
     started = time.monotonic()
     done = _done_meanwhile(settings, layout, current, waiting_since, change)
     if done is not None:
@@ -275,8 +277,7 @@ def _sync_locked(
         )
         updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current.get("packages", []), desired))
         updated = _commit(settings, updated, change)
-        if change is not None:
-            remote.start_upload(settings, None)  # the runtime additions, for fresh instances
+        remote.after_publishing(settings, updated, built_here=False, change=change is not None)
         return SyncResult(changed=False, manifest=updated)
     try:
         new, built = _build_and_publish(
@@ -289,8 +290,7 @@ def _sync_locked(
     if built is not None:
         publish.done(layout, built)
     # Published: from here on nothing may fail the sync (or roll the manifest back).
-    if (built is not None and new.get("origin") != "remote-cache") or change is not None:
-        remote.start_upload(settings, new["generation"] if built is not None else None)
+    remote.after_publishing(settings, new, built_here=built is not None, change=change is not None)
     _collect_garbage(settings, layout, new["generation"])
     elapsed = time.monotonic() - started
     log.info(
