@@ -105,9 +105,15 @@ class StorageError(BootstrapError):
 
 
 class RemoteCacheError(BootstrapError):
-    """The remote cache (BOOTSTRAP_REMOTE_CACHE) could not be reached, or refused: the sync builds instead."""
+    """The remote cache (BOOTSTRAP_REMOTE_CACHE) could not be reached, or refused: the sync builds instead.
+
+    ``repeated``: the same account did not answer a moment ago (said once already: a debug line now)."""
 
     stage = "remote-cache"
+
+    def __init__(self, message: str, *, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated
 
 
 class RecordedFailure(BootstrapError):

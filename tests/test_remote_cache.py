@@ -206,6 +206,7 @@ def test_two_uploaders_of_one_key_leave_one_consistent_entry(
     container = f"t{uuid.uuid4().hex[:20]}"
     env = {**os.environ, "AZURE_STORAGE_CONNECTION_STRING": azurite}
     env["BOOTSTRAP_REMOTE_CACHE"] = f"azure-blob://{container}/apps/one"
+    env["_BOOTSTRAP_REMOTE_BLOCK_PAUSE"] = "2"  # each upload takes a while: the two overlap
     both = [_uploader(generation, env), _uploader(generation, env)]
     outputs = [proc.communicate(timeout=120)[0] for proc in both]
     assert [proc.returncode for proc in both] == [0, 0], outputs
@@ -216,6 +217,8 @@ def test_two_uploaders_of_one_key_leave_one_consistent_entry(
 
     assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["size"] == len(data)
     assert sum("uploaded" in out.splitlines()[-1] for out in outputs) == 1, outputs
+    # The claim kept the other from uploading at all: it waited for the first one's meta.json.
+    assert not any("finished first" in out for out in outputs), outputs
 
 
 @pytest.mark.slow
@@ -264,14 +267,18 @@ def test_the_account_key_appears_nowhere(
     b = instance_b(tmp_path, monkeypatch)
     with caplog.at_level(logging.DEBUG, logger="bootstrap"):
         sync(b.settings())
+    logged = [caplog.text]
     # An unreachable endpoint with the same key: a warning line, a build, and no key in what it says.
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(_free_port()))
     c = instance_b(tmp_path, monkeypatch, "c")
+    caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="bootstrap"):
         sync(c.settings())
     assert c.manifest()["origin"] == "built"
+    unreachable = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(unreachable) == 1 and "the remote cache could not" in unreachable[0], unreachable
     status = run_cli("status", "--json")
-    seen = [caplog.text, status.out, status.err, repo.manifest_path.read_text(), b.manifest_path.read_text()]
+    seen = [caplog.text, *logged, status.out, status.err, repo.manifest_path.read_text(), b.manifest_path.read_text()]
     for folder in (repo.state_dir, tmp_path / "b" / "state", tmp_path / "c" / "state", b.packages_dir):
         seen += [p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.stat().st_size < 1e6]
     for text in seen:

@@ -62,7 +62,8 @@ def fetch(
         publish.clean_staging(layout, why="the remote cache's entry was refused")
         return None
     except RemoteCacheError as exc:  # Damaged says so itself; a network error: the same fallback
-        log.warning("%s", exc if isinstance(exc, cache.Damaged) else f"{exc}: building it instead")
+        level = logging.DEBUG if exc.repeated else logging.WARNING
+        log.log(level, "%s", exc if isinstance(exc, cache.Damaged) else f"{exc}: building it instead")
         publish.clean_staging(layout, why="the remote cache's entry was refused")
         return None
     except BaseException:

@@ -18,8 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
 from bootstrap.errors import RemoteCacheError, SettingsError, redact
 from bootstrap.settings import REMOTE_CACHE_URL, Settings
@@ -28,7 +34,11 @@ CONNECTION_STRING = "AZURE_STORAGE_CONNECTION_STRING"
 BLOCK_SIZE = 4 << 20  # an archive goes up in blocks this size, committed at the end: never half-visible
 # Test hook (no setting): seconds to pause after each block of an archive, so a test can kill an uploader mid-way.
 _PAUSE_VARIABLE = "_BOOTSTRAP_REMOTE_BLOCK_PAUSE"
-_CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 2, "connection_timeout": 10, "read_timeout": 60}
+# The SDK's default retries back off 15 s, then 45 s: a sync that cannot reach the cache would wait minutes
+# before building. One quick retry; then (``_down``) this process does not try that account again for a while.
+_CLIENT_OPTIONS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 60}
+_DOWN_SECONDS = 60.0
+_down: dict[str, float] = {}  # the account's endpoint: until when it counts as unreachable
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,9 @@ def parse(url: str) -> Where:
     return Where(match.group("container"), f"{prefix}/" if prefix else "")
 
 
-def _failure(what: str, exc: BaseException) -> RemoteCacheError:
+def _failure(what: str, exc: BaseException, endpoint: str = "") -> RemoteCacheError:
+    if isinstance(exc, ServiceRequestError) and endpoint:  # no answer at all: not again soon
+        _down[endpoint] = time.monotonic() + _DOWN_SECONDS
     reason = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc) or type(exc).__name__
     first = " ".join(str(reason).split("\n")[0].split())[:300]
     return RemoteCacheError(redact(f"the remote cache could not {what}: {first}"))
@@ -57,15 +69,22 @@ class Container:
     def __init__(self, client: ContainerClient, prefix: str) -> None:
         self._client = client
         self.prefix = prefix
+        self._endpoint = str(client.url).split("?")[0]
 
     def _blob(self, name: str) -> Any:
+        self._refuse_if_down()
         return self._client.get_blob_client(self.prefix + name)
+
+    def _refuse_if_down(self) -> None:
+        if _down.get(self._endpoint, 0.0) > time.monotonic():
+            message = f"the remote cache could not be reached a moment ago ({self._endpoint})"
+            raise RemoteCacheError(redact(message), repeated=True)
 
     def exists(self, name: str) -> bool:
         try:
             return bool(self._blob(name).exists())
         except AzureError as exc:
-            raise _failure(f"look up {name}", exc) from None
+            raise _failure(f"look up {name}", exc, self._endpoint) from None
 
     def get(self, name: str, limit: int = 1 << 20) -> bytes | None:
         """A small blob's bytes (at most ``limit``), or None when it does not exist (nor its container)."""
@@ -77,20 +96,20 @@ class Container:
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
-            raise _failure(f"read {name}", exc) from None
+            raise _failure(f"read {name}", exc, self._endpoint) from None
 
     def stream(self, name: str) -> tuple[int, Iterator[bytes]]:
         """A blob's size and its bytes in chunks; ``RemoteCacheError`` if it is not there."""
         try:
             downloader = self._blob(name).download_blob()
         except AzureError as exc:
-            raise _failure(f"read {name}", exc) from None
+            raise _failure(f"read {name}", exc, self._endpoint) from None
 
         def chunks() -> Iterator[bytes]:
             try:
                 yield from downloader.chunks()
             except AzureError as exc:
-                raise _failure(f"read {name}", exc) from None
+                raise _failure(f"read {name}", exc, self._endpoint) from None
 
         return int(downloader.size), chunks()
 
@@ -104,9 +123,9 @@ class Container:
         except HttpResponseError as exc:
             if exc.status_code in (409, 412):
                 return False
-            raise _failure(f"write {name}", exc) from None
+            raise _failure(f"write {name}", exc, self._endpoint) from None
         except AzureError as exc:
-            raise _failure(f"write {name}", exc) from None
+            raise _failure(f"write {name}", exc, self._endpoint) from None
         return True
 
     def put(self, name: str, data: bytes) -> None:
@@ -115,7 +134,7 @@ class Container:
         try:
             self._blob(name).upload_blob(data, overwrite=True)
         except AzureError as exc:
-            raise _failure(f"write {name}", exc) from None
+            raise _failure(f"write {name}", exc, self._endpoint) from None
 
     def put_file(self, name: str, handle: IO[bytes], on_block: Callable[[], None] | None = None) -> None:
         """Upload a file in blocks, committed in one step at the end: until then ``name`` holds what it held."""
@@ -135,7 +154,7 @@ class Container:
                     time.sleep(pause)
             blob.commit_block_list(ids)
         except AzureError as exc:
-            raise _failure(f"write {name}", exc) from None
+            raise _failure(f"write {name}", exc, self._endpoint) from None
 
     def names(self, under: str) -> list[str]:
         try:
@@ -143,7 +162,7 @@ class Container:
         except ResourceNotFoundError:
             return []
         except AzureError as exc:
-            raise _failure(f"list {under}", exc) from None
+            raise _failure(f"list {under}", exc, self._endpoint) from None
 
     @contextlib.contextmanager
     def claim(self, name: str, seconds: int = 60) -> Iterator[Callable[[], None] | None]:
@@ -159,9 +178,9 @@ class Container:
             if exc.status_code == 409:  # LeaseAlreadyPresent
                 yield None
                 return
-            raise _failure(f"claim {name}", exc) from None
+            raise _failure(f"claim {name}", exc, self._endpoint) from None
         except AzureError as exc:
-            raise _failure(f"claim {name}", exc) from None
+            raise _failure(f"claim {name}", exc, self._endpoint) from None
         renewed = [time.monotonic()]
 
         def renew() -> None:  # at most every quarter of the lease
@@ -176,15 +195,20 @@ class Container:
                 lease.release()
 
     def _ensure_container(self) -> None:
+        self._refuse_if_down()
         try:
             self._client.create_container()
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
             if exc.status_code != 409:
-                raise _failure("create its container", exc) from None
+                raise _failure("create its container", exc, self._endpoint) from None
         except AzureError as exc:
-            raise _failure("create its container", exc) from None
+            raise _failure("create its container", exc, self._endpoint) from None
+
+
+def _retry() -> ExponentialRetry:
+    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=1, random_jitter_range=1)
 
 
 def connect(settings: Settings) -> Container:
@@ -194,12 +218,15 @@ def connect(settings: Settings) -> Container:
     connection = os.environ.get(CONNECTION_STRING)
     try:
         if connection:
-            service = BlobServiceClient.from_connection_string(connection, **_CLIENT_OPTIONS)
+            service = BlobServiceClient.from_connection_string(connection, retry_policy=_retry(), **_CLIENT_OPTIONS)
         elif settings.remote_cache_account_url:
             from azure.identity import DefaultAzureCredential  # slow path: only without a connection string
 
             service = BlobServiceClient(
-                settings.remote_cache_account_url, credential=DefaultAzureCredential(), **_CLIENT_OPTIONS
+                settings.remote_cache_account_url,
+                credential=DefaultAzureCredential(),
+                retry_policy=_retry(),
+                **_CLIENT_OPTIONS,
             )
         else:
             raise SettingsError(

@@ -185,7 +185,9 @@ def upload_lock(settings: Settings, resolution_key: str, text: str) -> None:
         if connect(settings).put_new(lock_key(resolution_key), text.encode()):
             log.info("the resolution went to the remote cache: %s", lock_key(resolution_key))
     except RemoteCacheError as exc:
-        log.warning("%s: the resolution stays on this instance only", exc)
+        log.log(
+            logging.DEBUG if exc.repeated else logging.WARNING, "%s: the resolution stays on this instance only", exc
+        )
 
 
 # Consuming
@@ -196,7 +198,7 @@ def fetch_lock(settings: Settings, resolution_key: str) -> str | None:
     try:
         raw = connect(settings).get(lock_key(resolution_key))
     except RemoteCacheError as exc:
-        log.warning("%s: resolving here instead", exc)
+        log.log(logging.DEBUG if exc.repeated else logging.WARNING, "%s: resolving here instead", exc)
         return None
     return raw.decode("utf-8", errors="replace") if raw is not None else None
 
@@ -210,7 +212,11 @@ def fetch_state(settings: Settings) -> None:
         store = connect(settings)
         found = {name: store.get(state_key(name)) for name in STATE_FILES}
     except RemoteCacheError as exc:
-        log.warning("%s: the runtime additions are this instance's alone", exc)
+        log.log(
+            logging.DEBUG if exc.repeated else logging.WARNING,
+            "%s: the runtime additions are this instance's alone",
+            exc,
+        )
         return
     for name, raw in found.items():
         if raw is not None and not (layout.state / name).exists():
