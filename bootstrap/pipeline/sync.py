@@ -131,6 +131,7 @@ def _adopt(settings: Settings, found: list[legacy.LegacyDist]) -> SyncResult | N
             adoption.drop(named, legacy.UNAVAILABLE)
     legacy.record(settings.layout, adoption, adopted=result is not None)
     if result is not None:
+        remote.start_upload(settings, None)  # adopted.json, written just now, for fresh instances
         log.info(
             "adopted %d legacy package%s of %s as runtime additions: %s",
             len(adoption.pins),
