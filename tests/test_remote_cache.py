@@ -333,6 +333,7 @@ def test_without_the_setting_azure_is_never_imported(repo: Repo) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert json.loads(repo.manifest_path.read_text())["origin"] == "built"
+    assert not (repo.state_dir / "remote-upload.log").exists()  # no uploader was started
 
 
 @pytest.mark.slow
