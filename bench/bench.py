@@ -46,6 +46,12 @@ orgs         (#16) add an organisation of one package (``orgs/acme/requirements.
              folder adds (hard links counted once across the packages folder) against
              the workspace's (goal: 5%); then 20 organisations of one package each,
              synced by one command (one run). Wheelhouse only.
+remote       (#17) a new instance (empty packages and state folders, PIP_NO_INDEX=1 and no
+             find-links) coming up from the remote cache (BOOTSTRAP_REMOTE_CACHE, Azurite on
+             127.0.0.1: ``npm install -g azurite@3.33.0``) against (a) downloading and unpacking
+             the archive alone (goal: within 1.5x), (b) ``bootstrap sync`` building the set from
+             the wheelhouse into an empty folder (goal: 5x faster, 0.2x), (c) ``uv pip compile +
+             install`` from a warm local cache. Wheelhouse only; set M is the issue's.
 
 Sources: ``wheelhouse`` (the sets downloaded once into bench/.cache/wheelhouse,
 then ``--no-index --find-links``) and ``public`` (the public index, given
@@ -112,7 +118,7 @@ BASELINES = (
     "uv pip compile + install",
     "uv pip compile + install --compile-bytecode",
 )
-ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share", "orgs", "execute")
+ALL_ROWS = ("startup", "cold", "warm", "incremental", "hashes", "import", "share", "orgs", "execute", "remote")
 # The share row's set S, by import name: what a host imports after startup().
 S_IMPORTS = "colorama, tabulate, dateutil, yaml"
 SHARE_GOAL = 1.5  # #15: a no-op startup() on the share within 1.5x the same on a local folder
@@ -978,6 +984,115 @@ def bench_orgs(work: Path, source: Source, runs: int) -> None:
 # --------------------------------------------------------------------------- wheelhouse, table, main
 
 
+REMOTE_GOALS = {"download + unpack alone": 1.5, "bootstrap, built from the wheelhouse": 0.2}  # #17: at most
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# The baseline (a): the archive alone, downloaded and unpacked by a child as bootstrap's sync does it (an interpreter,
+# the Azure SDK, one streamed download, tarfile), and nothing else.
+DOWNLOAD_PROBE = """\
+import io, sys, tarfile
+from azure.storage.blob import BlobServiceClient
+
+container, name, target = sys.argv[1:4]
+client = BlobServiceClient.from_connection_string(__import__("os").environ["AZURE_STORAGE_CONNECTION_STRING"])
+with open(target + ".tar.gz", "wb") as out:
+    for chunk in client.get_blob_client(container, name).download_blob().chunks():
+        out.write(chunk)
+with tarfile.open(target + ".tar.gz", "r:gz") as tar:
+    tar.extractall(target, filter="data")
+"""
+
+
+def start_azurite(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("azurite-blob")
+    if binary is None:
+        raise RuntimeError("azurite-blob is missing: npm install -g azurite@3.33.0")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    argv = [
+        binary,
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--inMemoryPersistence",
+        "--skipApiVersionCheck",
+    ]
+    proc = subprocess.Popen([*argv, "--loose"], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    )
+    return proc, connection
+
+
+def bench_remote(work: Path, set_name: str, source: Source, runs: int) -> None:
+    """A new instance (empty packages and state folders, no index at all) from the remote cache (Azurite, local),
+    against downloading and unpacking the archive alone, building the set from the wheelhouse, and uv from a warm
+    local cache."""
+    print(f"\n== remote: set {set_name}, a new instance from the remote cache (Azurite on 127.0.0.1) ==")
+    requirements = write_requirements(work / f"remote-{set_name}", SETS[set_name])
+    tools = Tools(source, requirements)
+    azurite, connection = start_azurite(work)
+    try:
+        remote = {"BOOTSTRAP_REMOTE_CACHE": "azure-blob://bench/remote", "AZURE_STORAGE_CONNECTION_STRING": connection}
+        seed = work / f"remote-seed-{set_name}"
+        seed.mkdir()
+        tools.bootstrap(seed, source.env(seed), None, **remote)  # instance A: builds, and uploads in the background
+        generation = json.loads((seed / "packages" / "manifest.json").read_text())["generation"]
+        upload = [PY, "-m", "bootstrap", "upload", "--generation", generation]  # waits for A's upload (its claim)
+        run(upload, {**source.env(seed), **remote, "BOOTSTRAP_PACKAGES_DIR": str(seed / "packages")}, seed)
+        archive = f"remote/v1/generations/{generation}/archive.tar.gz"
+        uv_cache = work / f"remote-uv-{set_name}"
+        uv_cache.mkdir()
+        tools.uv(uv_cache, source.env(uv_cache))  # warms uv's cache
+        counter = iter(range(10**6))
+
+        def folder() -> Path:
+            path = work / f"run-{next(counter)}"
+            path.mkdir()
+            return path
+
+        def from_cache() -> float:
+            where = folder()
+            env = {**clean_env(PIP_NO_INDEX="1", XDG_CACHE_HOME=str(where / "xdg")), **remote}
+            seconds = tools.bootstrap(where, env, None, BOOTSTRAP_STATE_DIR=str(where / "state"))
+            data = json.loads((where / "packages" / "manifest.json").read_text())
+            assert data["origin"] == "remote-cache", data["origin"]
+            return seconds
+
+        def download_alone() -> float:
+            where = folder()
+            env = clean_env(AZURE_STORAGE_CONNECTION_STRING=connection)
+            return run([PY, "-c", DOWNLOAD_PROBE, "bench", archive, str(where / "g")], env, where)
+
+        commands: dict[str, Callable[[], float]] = {
+            "bootstrap, from the remote cache": from_cache,
+            "download + unpack alone": download_alone,
+            "bootstrap, built from the wheelhouse": lambda: tools.bootstrap(folder(), source.env(seed), None),
+            "uv pip compile + install, warm cache": lambda: tools.uv(folder(), source.env(uv_cache)),
+        }
+        times = interleave(commands, runs, lambda: remove("run-*", work))
+        remove("run-*", work)
+        ours = ["bootstrap, from the remote cache"]
+        report("remote", set_name, source.name, times, ours, [name for name in commands if name not in ours])
+        mine = statistics.median(times[ours[0]])
+        for base, goal in REMOTE_GOALS.items():
+            ratio = mine / statistics.median(times[base])
+            verdict = "met" if ratio <= goal else "NOT met"
+            print(f"  goal: from the cache <= {goal}x {base}: {ratio:.2f}x ({verdict})")
+    finally:
+        azurite.terminate()
+        azurite.wait(timeout=10)
+
+
 def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
     """Download the sets (and the added package) once; return the folder and whether the public index answered.
 
@@ -1129,7 +1244,9 @@ def main() -> int:
                     print(f"\n(public index skipped for set {set_name}: unreachable)")
                     continue
                 source = Source(source_name, wheelhouse)
-                for row, bench in (("cold", bench_cold), ("warm", bench_warm), ("incremental", bench_incremental)):
+                rows_here = (("cold", bench_cold), ("warm", bench_warm), ("incremental", bench_incremental))
+                rows_here += (("remote", bench_remote),) if source_name == "wheelhouse" else ()
+                for row, bench in rows_here:
                     if row not in rows or (source_name == "public" and row not in public_rows):
                         continue
                     try:

@@ -219,6 +219,19 @@ def _cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
+    from bootstrap.remote import cache  # slow path
+
+    if settings.remote_cache is None:
+        raise SettingsError("upload: BOOTSTRAP_REMOTE_CACHE is not set")
+    if settings.org is not None:
+        raise SettingsError("upload: an organisation's generations are not uploaded (they link into the workspace's)")
+    if args.generation:
+        print(cache.upload_generation(settings, args.generation))
+    cache.upload_state(settings)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bootstrap",
@@ -278,6 +291,20 @@ def _parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", parents=[common], help="make the previous generation active again")
     rollback.add_argument("--to", metavar="GENERATION", help="a generation id from `status` (default: the previous)")
     rollback.set_defaults(func=_cmd_rollback)
+    return _add_upload(parser, commands, common)
+
+
+def _add_upload(
+    parser: argparse.ArgumentParser,
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    """What a sync starts in the background after publishing, with BOOTSTRAP_REMOTE_CACHE set (README: Remote cache)."""
+    upload = commands.add_parser(
+        "upload", parents=[common], help="internal: upload a published generation and the state to the remote cache"
+    )
+    upload.add_argument("--generation", metavar="ID", help="a published generation's id (default: the state alone)")
+    upload.set_defaults(func=_cmd_upload)
     return parser
 
 

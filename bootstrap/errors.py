@@ -17,11 +17,20 @@ from collections.abc import Sequence
 # blank): pip takes an unencoded "@" in a password (https://bob:p@ss@host), so stopping at the first "@" would
 # leak the rest. The greedy run backtracks to that last "@"; an "@" after the first "/" is path, not userinfo.
 _CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+# Azure Storage's secrets: a connection string's ``AccountKey=...`` and ``SharedAccessSignature=...`` (up to the
+# next ``;``, quote or blank), and a SAS token's signature in a URL's query (``sig=...``, up to ``&``).
+_AZURE_SECRETS = re.compile(
+    r"(?P<name>\b(?:AccountKey|SharedAccessSignature)=)(?:'[^']*'?|\"[^\"]*\"?|[^;\s'\"]*)", re.IGNORECASE
+)
+_SAS_SIGNATURE = re.compile(r"(?P<name>[?&]sig=)[^&\s'\"]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Hide credentials in URLs (``https://user:secret@host`` becomes ``https://****@host``)."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}****@", text)
+    """Hide credentials: in URLs (``https://user:secret@host`` becomes ``https://****@host``), Azure Storage
+    account keys and shared access signatures (``AccountKey=****``, ``SharedAccessSignature=****``, ``sig=****``)."""
+    text = _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}****@", text)
+    text = _AZURE_SECRETS.sub(lambda m: f"{m.group('name')}****", text)
+    return _SAS_SIGNATURE.sub(lambda m: f"{m.group('name')}****", text)
 
 
 # The commands a message may advise, as they read in it: "`python -m bootstrap lock --hashes`".
@@ -93,6 +102,18 @@ class StorageError(BootstrapError):
         what = exc.strerror or str(exc)
         advice = "free space on its filesystem" if exc.errno == 28 else "check its permissions and mount"
         return cls(f"cannot use {where}: {what}; {advice} and sync again")
+
+
+class RemoteCacheError(BootstrapError):
+    """The remote cache (BOOTSTRAP_REMOTE_CACHE) could not be reached, or refused: the sync builds instead.
+
+    ``repeated``: the same account did not answer a moment ago (said once already: a debug line now)."""
+
+    stage = "remote-cache"
+
+    def __init__(self, message: str, *, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated
 
 
 class RecordedFailure(BootstrapError):

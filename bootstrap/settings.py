@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -30,6 +31,12 @@ from bootstrap.store.paths import (
     default_lock_file,
     default_state_dir,
     valid_org_id,
+)
+
+# BOOTSTRAP_REMOTE_CACHE: a container name as Azure allows it, then an optional prefix of plain path segments.
+REMOTE_CACHE_URL = re.compile(
+    r"azure-blob://(?P<container>[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62})"
+    r"(?:/(?P<prefix>(?:(?!\.\.?(?:/|$))[A-Za-z0-9._-]+/?)+))?"
 )
 
 
@@ -139,6 +146,31 @@ class Settings(BaseSettings):
     index_retries: int | None = Field(
         None, ge=0, description="Retries of each request to the index (pip's --retries); unset: pip's."
     )
+
+    remote_cache: str | None = Field(
+        None,
+        description=(
+            "azure-blob://<container>[/<prefix>]: published generations, locks and the runtime additions are shared "
+            "through that Azure Blob Storage container (the [azure-blob] extra); unset: nothing is."
+        ),
+    )
+    remote_cache_account_url: str | None = Field(
+        None,
+        description=(
+            "The storage account's URL (https://<account>.blob.core.windows.net), signed in with azure-identity's "
+            "DefaultAzureCredential; used when AZURE_STORAGE_CONNECTION_STRING is not set."
+        ),
+    )
+
+    @field_validator("remote_cache", mode="after")
+    @classmethod
+    def _remote_cache_url(cls, value: str | None) -> str | None:
+        if value is not None and REMOTE_CACHE_URL.fullmatch(value) is None:
+            raise ValueError(
+                "not azure-blob://<container>[/<prefix>] (a container name is 3 to 63 lowercase letters, digits "
+                "and hyphens)"
+            )
+        return value
 
     @field_validator("requirements_file", "packages_dir", "lock_file", "state_dir", mode="after")
     @classmethod

@@ -30,6 +30,8 @@ LAYERS = {
     "bootstrap.settings": 2,
     "bootstrap.inputs": 3,
     "bootstrap.tools": 4,
+    # the remote cache (Azure Blob Storage): above the store and settings, below the pipeline that uses it
+    "bootstrap.remote": 4.5,
     "bootstrap.pipeline": 5,
     "bootstrap.ops": 6,
     "bootstrap.host": 7,

@@ -24,6 +24,20 @@ from bootstrap.tools.pipout import indexes, last_error
         ("https://pypi.example/simple", "https://pypi.example/simple"),
         ("mail bob@example.com about it", "mail bob@example.com about it"),
         ("", ""),
+        # Azure Storage: a connection string's account key and SAS, a SAS token's signature in a URL
+        (
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Eby8vdM0+/K1S==;EndpointSuffix=core.windows.net",
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=****;EndpointSuffix=core.windows.net",
+        ),
+        (
+            "BlobEndpoint=https://a.blob;SharedAccessSignature=sv=2022&sig=abc%2B",
+            "BlobEndpoint=https://a.blob;SharedAccessSignature=****",
+        ),
+        (
+            "https://a.blob.core.windows.net/c/b?sv=2022-11-02&se=2030&sig=AbC%2Bd%3D&sp=r",
+            "https://a.blob.core.windows.net/c/b?sv=2022-11-02&se=2030&sig=****&sp=r",
+        ),
+        ("accountkey='s3cret' in a message", "accountkey=**** in a message"),
     ],
 )
 def test_one_url(text: str, expected: str) -> None:

@@ -38,6 +38,7 @@ PINNED_MANIFEST_KEYS = {
     "updated_at",
     "error",
     "rolled_back_from",
+    "origin",
 }
 
 
@@ -47,6 +48,7 @@ def test_manifest_keys_are_the_contract(repo: Repo) -> None:
     m = repo.manifest()
     assert set(m) == PINNED_MANIFEST_KEYS
     assert m["schema_version"] == 1
+    assert m["origin"] == "built"
     assert m["status"] == "ok" and m["error"] is None
     assert Path(m["site_dir"]).is_absolute() and Path(m["site_dir"]).is_dir()
     assert m["requirements_file"] == str(repo.requirements)

@@ -308,6 +308,8 @@ def status(settings: Settings) -> dict[str, Any]:
         "staging": staging,
         "syncing": sync_under_way(layout),
         "org": settings.org,
+        # "built", or "remote-cache": the active generation was unpacked from the remote cache (BOOTSTRAP_REMOTE_CACHE)
+        "origin": current.get("origin") if current else None,
         "orgs": _orgs_summary(settings) if settings.org is None else [],
     }
 
@@ -344,7 +346,8 @@ def format_status(report: dict[str, Any]) -> str:
         python = current.get("python") or {}
         lines.append(
             f"active           {current['generation']} ({counted(len(current.get('packages', [])), 'package')}, "
-            f"Python {python.get('version')} {python.get('platform')}, lock from {current.get('lock_source')})"
+            f"Python {python.get('version')} {python.get('platform')}, lock from {current.get('lock_source')}"
+            + (", from the remote cache)" if current.get("origin") == "remote-cache" else ")")
         )
         lines.append(f"site dir         {health.get('site_dir')}")
     else:

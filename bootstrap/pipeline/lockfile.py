@@ -21,7 +21,7 @@ from bootstrap.store.fs import MAX_LOCK_BYTES, read_limited, resolves_inside, te
 _HEADER_KEY = "# bootstrap: input-sha256="
 
 #: Where a lock came from: the committed file, the resolution cache, a fresh resolution, or nothing to resolve.
-LOCK_SOURCES = ("committed", "cache", "resolved", "empty")
+LOCK_SOURCES = ("committed", "cache", "resolved", "empty", "remote-cache")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -85,8 +85,12 @@ def pip_config_fingerprint() -> str:
     return text_sha256("\n".join(parts))
 
 
-def cache_key(desired: Desired, *, hashes: bool, backend: str = "pip", around: str = "") -> str:
-    """The hash of everything a resolution depends on: the name of its cache entry."""
+def cache_key(desired: Desired, *, hashes: bool, backend: str = "pip", around: str = "", shared: bool = False) -> str:
+    """The hash of everything a resolution depends on: the name of its cache entry.
+
+    ``shared``: the key of the remote cache's entry (``remote.cache.lock_key``), without pip's configuration:
+    where an instance reaches the index (a mirror, a wheelhouse, none at all) must not change which versions
+    it serves; that every instance serves the same ones is the point."""
     from importlib.metadata import version
 
     key = {
@@ -95,7 +99,7 @@ def cache_key(desired: Desired, *, hashes: bool, backend: str = "pip", around: s
         "host": desired.host_constraints,
         "lock": around,
         "python": manifest.interpreter(),
-        "pip_config": pip_config_fingerprint(),
+        "pip_config": "shared" if shared else pip_config_fingerprint(),
         "hashes": hashes,
         "pip_tools": version("pip-tools"),
         "backend": _backend_version(backend),
@@ -123,7 +127,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
         return Found(Lock(pins=(), text="", source="empty"))
     committed = settings.committed_lock_file
     if not os.path.lexists(committed):  # a FIFO or a folder there is refused by read_committed, not ignored
-        return Found(_cached(layout, desired, settings.backend))
+        return Found(_cached(settings, layout, desired))
     text = read_committed(committed)
     recorded = header_sha(text)
     if recorded == desired.committed_sha256:
@@ -141,7 +145,7 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
             # The committed pins stay in force: the additions are resolved around them (constraints).
             around = "".join(f"{pin.spec()}\n" for pin in pins if pin.version)
             log.info("the committed lock does not cover %s (added at run time): resolving around it", unmet[0])
-            return Found(_cached(layout, desired, settings.backend, around), around)
+            return Found(_cached(settings, layout, desired, around), around)
         why = f"it does not satisfy {unmet[0]}"
     elif recorded is None:
         why = "it was not written by `bootstrap lock`"
@@ -154,18 +158,18 @@ def reuse(settings: Settings, layout: Layout, desired: Desired) -> Found:
         why,
         f" --org {settings.org}" if settings.org is not None else "",
     )
-    return Found(_cached(layout, desired, settings.backend))
+    return Found(_cached(settings, layout, desired))
 
 
-def _cached(layout: Layout, desired: Desired, backend: str, around: str = "") -> Lock | None:
+def _cached(settings: Settings, layout: Layout, desired: Desired, around: str = "") -> Lock | None:
     """The cached resolution of these very inputs, if it still satisfies them as a committed lock must.
 
     The cache is a file in the packages folder, trusted no more than a committed lock: one edited (or
     damaged) so that it no longer meets the requirements is resolved afresh, and the result replaces it.
     """
-    cached = _cache_path(layout, desired, backend, around)
+    cached = _cache_path(layout, desired, settings.backend, around)
     if not cached.is_file():
-        return None
+        return _remote(settings, cached, desired, around)
     try:
         text = decode(read_limited(cached, MAX_LOCK_BYTES))
         pins = parse_lock(text, str(cached), desired.direct_references)
@@ -184,6 +188,34 @@ def _cached(layout: Layout, desired: Desired, backend: str, around: str = "") ->
         return None
     log.info("using the cached resolution %s", cached.name[:12])
     return Lock(pins, text, "cache")
+
+
+def _remote(settings: Settings, cached: Path, desired: Desired, around: str) -> Lock | None:
+    """The lock another instance resolved from the same inputs (BOOTSTRAP_REMOTE_CACHE), kept in the local cache
+    too; None when there is none (or it does not satisfy the requirements: then a resolution here)."""
+    if settings.remote_cache is None or settings.org is not None:
+        return None
+    from bootstrap.remote import cache  # slow path: the remote cache only when it is set
+
+    key = cache_key(desired, hashes=desired.has_hashes, backend=settings.backend, around=around, shared=True)
+    text = cache.fetch_lock(settings, key)
+    if text is None:
+        return None
+    try:
+        pins = parse_lock(text, "the remote cache's lock", desired.direct_references)
+    except ResolutionError as exc:
+        log.warning("the remote cache's lock %s cannot be used (%s): resolving afresh", key[:12], redact(str(exc)))
+        return None
+    unmet = unsatisfied(desired, pins)
+    if unmet or (desired.require_hashes and any(not pin.hashes for pin in pins)):
+        log.warning(
+            "the remote cache's lock %s does not satisfy %s: resolving afresh", key[:12], (unmet or ["hashes"])[0]
+        )
+        return None
+    safety.make_private_dir(cached.parent)
+    atomic_write_text(cached, text)
+    log.info("using the remote cache's resolution %s (another instance's)", key[:12])
+    return Lock(pins, text, "remote-cache")
 
 
 def unsatisfied(desired: Desired, pins: tuple[Pin, ...], *, committed_only: bool = False) -> list[str]:
@@ -223,7 +255,13 @@ def compile_and_cache(
     text = compile_lock(settings, desired, tools, hashes=desired.has_hashes, seed=seed, around=around)
     safety.make_private_dir(cached.parent)
     atomic_write_text(cached, text)
-    return Lock(parse_lock(text, "pip-compile output", desired.direct_references), text, "resolved")
+    lock = Lock(parse_lock(text, "pip-compile output", desired.direct_references), text, "resolved")
+    if settings.remote_cache is not None and settings.org is None:  # every instance takes this resolution
+        from bootstrap.remote import cache  # slow path: the remote cache only when it is set
+
+        key = cache_key(desired, hashes=desired.has_hashes, backend=settings.backend, around=around, shared=True)
+        cache.upload_lock(settings, key, text)
+    return lock
 
 
 def write_committed_lock(settings: Settings, desired: Desired, make_tools: Tools, *, hashes: bool) -> Lock:

@@ -30,7 +30,7 @@ from bootstrap.errors import (
 from bootstrap.inputs import host, legacy, requirements
 from bootstrap.inputs.desired import policy_for, read_desired
 from bootstrap.inputs.requirements import Desired
-from bootstrap.pipeline import build, org_sets, plan, publish, reuse, speculate, verify
+from bootstrap.pipeline import build, org_sets, plan, publish, remote, reuse, speculate, verify
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.plan import Plan
 from bootstrap.settings import Settings
@@ -131,6 +131,7 @@ def _adopt(settings: Settings, found: list[legacy.LegacyDist]) -> SyncResult | N
             adoption.drop(named, legacy.UNAVAILABLE)
     legacy.record(settings.layout, adoption, adopted=result is not None)
     if result is not None:
+        remote.start_upload(settings, None)  # adopted.json, written just now, for fresh instances
         log.info(
             "adopted %d legacy package%s of %s as runtime additions: %s",
             len(adoption.pins),
@@ -241,10 +242,14 @@ def _sync_locked(
     waiting_since: str | None,
     change: RuntimeChange | None,
 ) -> SyncResult:
+    """With the build lock: the stages of one sync, in order. Long because it is that order, each stage one
+    call (and the remote cache's two: the state a fresh instance fetches first, the upload after publishing)."""
     started = time.monotonic()
     done = _done_meanwhile(settings, layout, current, waiting_since, change)
     if done is not None:
         return done
+    if change is None:
+        remote.fetch_state(settings)  # a fresh instance: the runtime additions the remote cache keeps
     desired, found = read_desired(settings, overlay_text=change.overlay if change else None)
     # What the host can provide at a pin's very version: its application's packages and bootstrap's tools alike
     # (only the application's are protected: `found.packages`).
@@ -271,6 +276,7 @@ def _sync_locked(
         )
         updated = manifest.refreshed(current, provenance, plan.refreshed_entries(current.get("packages", []), desired))
         updated = _commit(settings, updated, change)
+        remote.after_publishing(settings, updated, built_here=False, change=change is not None)
         return SyncResult(changed=False, manifest=updated)
     try:
         new, built = _build_and_publish(
@@ -283,6 +289,7 @@ def _sync_locked(
     if built is not None:
         publish.done(layout, built)
     # Published: from here on nothing may fail the sync (or roll the manifest back).
+    remote.after_publishing(settings, new, built_here=built is not None, change=change is not None)
     _collect_garbage(settings, layout, new["generation"])
     elapsed = time.monotonic() - started
     log.info(
@@ -362,8 +369,41 @@ def _build_and_publish(
     existing = _published(settings, layout, generation, provenance, desired, current)
     if existing is not None:
         return existing, None
+    key = generation  # the remote cache's: the content's id, even when this folder needs another name
     if layout.generation(generation).exists():  # damaged, or not ours to trust: a new folder beside it
         generation = f"{generation}-{build.new_generation_id()[-6:]}"
+    expected = {pin.name: pin.version for pin in to_install.pins}
+    fetched = remote.fetch(settings, layout, key, expected) if staging is None and remote.wanted(settings) else None
+    if fetched is not None:
+        staging, dists = fetched
+    else:
+        staging, dists = _build_verified(settings, layout, the_plan, staging, current, desired, host_dists, tools)
+    packages = plan.package_entries(dists, the_plan.provided, desired)
+    record = manifest.generation_record(
+        generation,
+        provenance,
+        packages,
+        the_plan.overrides,
+        stamp=staging.name,
+        origin="remote-cache" if fetched is not None else "built",
+    )
+    site_dir = publish.publish(layout, staging, record)
+    return manifest.published(provenance, record, site_dir, current), staging
+
+
+def _build_verified(
+    settings: Settings,
+    layout: Layout,
+    the_plan: Plan,
+    staging: Path | None,
+    current: Manifest | None,
+    desired: Desired,
+    host_dists: dict[str, str],
+    tools: Tools,
+) -> tuple[Path, list[records.Distribution]]:
+    """Build the plan's set (unless the speculative install already did) and verify it: the staging folder
+    and its distributions."""
+    to_install = the_plan.to_install
     carried = reuse.NOTHING
     # An organisation's speculative install holds its own lines alone (``new-site``): built around, not taken.
     speculated = staging if settings.workspace is not None else None
@@ -390,10 +430,7 @@ def _build_and_publish(
         carried=carried.names,
         first=bool(the_plan.overrides),
     )
-    packages = plan.package_entries(dists, the_plan.provided, desired)
-    record = manifest.generation_record(generation, provenance, packages, the_plan.overrides, stamp=staging.name)
-    site_dir = publish.publish(layout, staging, record)
-    return manifest.published(provenance, record, site_dir, current), staging
+    return staging, dists
 
 
 def _published(

@@ -26,9 +26,11 @@ from bootstrap.store.paths import relative_site
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the type checker only
-    from typing import Literal, TypedDict
+    from typing import Literal, NotRequired, TypedDict
 
-    LockSource = Literal["committed", "cache", "resolved", "empty", "rollback"]
+    LockSource = Literal["committed", "cache", "resolved", "empty", "rollback", "remote-cache"]
+    #: where a generation's files came from: built here, or taken from the remote cache (``bootstrap.remote``)
+    Origin = Literal["built", "remote-cache"]
     #: {path: sha256 of its bytes, or None when there is no such file}; in ``relative_inputs`` the path is
     #: ``@lock/<name>``, ``@state/<path>``, ``@requirements/<path>`` or absolute (``store.freshness.relative_inputs``)
     Inputs = dict[str, str | None]
@@ -79,6 +81,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         overrides: list[str]
         rolled_back_from: RolledBackFrom | None
         history: list[str]
+        origin: Origin | None
 
     class OrgManifest(Manifest):
         """An organisation's manifest (``<packages>/orgs/<org-id>/manifest.json``): ORG_MANIFEST_KEYS too."""
@@ -117,6 +120,7 @@ if TYPE_CHECKING:  # typing stays off the fast path: these names exist for the t
         lock_sha256: str | None
         overrides: list[str]
         created_stamp: str
+        origin: NotRequired[Origin]  # absent in a generation from before the remote cache: "built"
 
 
 SCHEMA_VERSION = 1
@@ -131,7 +135,7 @@ MANIFEST_KEYS = (
     "requirements_sha256",  # sha256 of that file's bytes when it was built
     "lock_file",  # the committed lock that was honoured, or null
     "lock_sha256",  # sha256 of the exact pins installed
-    "lock_source",  # "committed", "cache", "resolved", "empty" or "rollback"
+    "lock_source",  # "committed", "cache", "resolved", "empty", "rollback" or "remote-cache"
     "inputs",  # {path: sha256 or null}: every file the result depends on
     "relative_inputs",  # the same, by role or relative path: "@lock/<name>", "@state/...", "@requirements/..."
     "packages",  # [PACKAGE_KEYS]
@@ -141,6 +145,9 @@ MANIFEST_KEYS = (
     "overrides",  # host packages the generation overrides (then it goes first on sys.path)
     "rolled_back_from",  # null, or what `rollback` moved away from: {"generation", "pins"}
     "history",  # the generations syncs made active, most recent first (at most 20): gc and rollback's order
+    # "built" (here, or on an instance of the same shared folder) or "remote-cache" (unpacked from the remote
+    # cache, BOOTSTRAP_REMOTE_CACHE); null before any generation (and in a manifest from before the key)
+    "origin",
 )
 # An organisation's manifest has these too: its id, the workspace set it was built on ({"generation",
 # "lock_sha256"}), and how it can share a host process ({"mode": "in-process" | "process", "private", "differs",
@@ -265,6 +272,7 @@ _ADDED_KEYS: dict[str, object] = {
     "site": None,
     "relative_inputs": {},
     "history": [],
+    "origin": None,
 }
 HISTORY_LENGTH = 20
 
@@ -299,6 +307,7 @@ def blank(requirements_file: str | os.PathLike[str]) -> Manifest:
         "overrides": [],
         "rolled_back_from": None,
         "history": [],
+        "origin": None,
     }
 
 
@@ -328,6 +337,7 @@ def published(
         "overrides": record["overrides"],
         "rolled_back_from": None,
         "history": [record["generation"], *earlier][:HISTORY_LENGTH],
+        "origin": record.get("origin", "built"),
     }
 
 
@@ -395,6 +405,7 @@ def rolled_back(
         "overrides": record.get("overrides", []),
         "rolled_back_from": away_from,
         "history": history_of(previous),  # a rollback is no sync: the order stays
+        "origin": record.get("origin", "built"),
     }
 
 
@@ -426,7 +437,13 @@ def package_entry(
 
 
 def generation_record(
-    generation: str, provenance: Provenance, packages: list[PackageEntry], overrides: list[str], *, stamp: str
+    generation: str,
+    provenance: Provenance,
+    packages: list[PackageEntry],
+    overrides: list[str],
+    *,
+    stamp: str,
+    origin: Origin = "built",
 ) -> GenerationRecord:
     """What ``generation.json`` says of a generation about to be published.
 
@@ -442,6 +459,7 @@ def generation_record(
         "lock_sha256": provenance["lock_sha256"],
         "overrides": overrides,
         "created_stamp": stamp,
+        "origin": origin,
     }
 
 

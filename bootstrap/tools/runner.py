@@ -478,3 +478,28 @@ def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> subpr
         process_group=0,
         umask=child_umask(),
     )
+
+
+def start_detached(
+    argv: Sequence[str], *, log_file: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> int:
+    """Start a child that outlives its parent (a background upload), its output appended to ``log_file``;
+    return its pid. The same clean environment as ``run``, but no run's tag: the end of the run this process
+    may be part of (a host's sync child) does not end it. Its own session; nobody waits for it."""
+    argv = [str(part) for part in argv]
+    environment = child_env(env)
+    environment.pop(_TAG_VARIABLE, None)
+    log.debug("starting in the background %s", redact(" ".join(argv[:4])))
+    with open(log_file, "ab") as output:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
+            umask=child_umask(),
+        )
+    # Reaped by a thread of its own, so a long-lived host collects no zombies; it never holds the process up.
+    threading.Thread(target=proc.wait, name="bootstrap-detached-wait", daemon=True).start()
+    return proc.pid
