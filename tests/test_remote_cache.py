@@ -167,6 +167,41 @@ def test_a_tampered_archive_is_refused_by_name_and_the_sync_builds(
     assert not any((b.packages_dir / "staging").iterdir())
 
 
+def test_an_entry_whose_archive_matches_its_meta_but_leads_out_is_refused(
+    repo: Repo, remote: str, azurite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    """A consistent but hostile entry (an uploader's doing): unpacked as it arrives, refused at its first member
+    that leads out, the rest of the download only hashed; one line names the key, and the sync builds."""
+    import hashlib
+
+    repo.write("bsf-alpha==1.0")
+    generation = published_and_uploaded(repo, azurite, remote)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name in ("site/ok.txt", "../escape.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"hey"))
+        filler = tarfile.TarInfo("site/after.bin")  # more after the refused member: the download goes on
+        filler.size = 1 << 20
+        tar.addfile(filler, io.BytesIO(os.urandom(1 << 20)))
+    data = raw.getvalue()
+    client = container_client(azurite, remote)
+    client.get_blob_client(blob_name(generation, "archive.tar.gz")).upload_blob(data, overwrite=True)
+    meta_blob = client.get_blob_client(blob_name(generation, "meta.json"))
+    meta = json.loads(meta_blob.download_blob().readall())
+    meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    meta_blob.upload_blob(json.dumps(meta).encode(), overwrite=True)
+    b = instance_b(tmp_path, monkeypatch)
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        sync(b.settings())
+    key = f"v1/generations/{generation}/"
+    named = [r.getMessage() for r in caplog.records if key in r.getMessage() and r.levelno >= logging.WARNING]
+    assert len(named) == 1 and "'../escape.txt', outside the generation" in named[0], named
+    assert b.manifest()["origin"] == "built" and b.installed() == {"bsf-alpha": "1.0"}
+    assert not (tmp_path / "b" / "escape.txt").exists() and not any((b.packages_dir / "staging").iterdir())
+
+
 def test_an_archive_with_a_way_out_is_refused(tmp_path: Path) -> None:
     for member, kind in (("../escape", tarfile.REGTYPE), ("/etc/x", tarfile.REGTYPE), ("link", tarfile.SYMTYPE)):
         raw = io.BytesIO()

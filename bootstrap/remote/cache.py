@@ -18,17 +18,19 @@ an organisation's link into the workspace's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TypedDict
+from typing import BinaryIO, TypedDict
 
 from bootstrap.errors import RemoteCacheError, VerificationError, redact
 from bootstrap.remote import archive
@@ -238,26 +240,67 @@ def fetch_generation(settings: Settings, generation: str, staging: Path) -> Meta
     meta = _parse_meta(key, raw, generation)
     log.info("downloading %s from the remote cache (%s)", key + ARCHIVE_NAME, human_size(meta["size"]))
     started = time.monotonic()
-    with tempfile.TemporaryFile(dir=staging) as tmp:
-        digest, size = hashlib.sha256(), 0
-        _, chunks = store.stream(key + ARCHIVE_NAME)
-        for chunk in chunks:
-            digest.update(chunk)
-            size += len(chunk)
-            if size > meta["size"]:
-                break
-            tmp.write(chunk)
-        if size != meta["size"] or digest.hexdigest() != meta["sha256"]:
-            got = digest.hexdigest()[:16] if size == meta["size"] else f"{size} bytes or more, not {meta['size']}"
-            raise Damaged(key, f"sha256 {got}..., meta.json says {meta['sha256'][:16]}...")
-        tmp.seek(0)
-        try:
-            count = archive.unpack(tmp, staging)
-        except RemoteCacheError as exc:
-            raise Damaged(key, str(exc)) from None
+    _, chunks = store.stream(key + ARCHIVE_NAME)
+    count = _unpack_while_downloading(key, chunks, meta, staging)
     log.info("unpacked %s (%d files) in %.1fs", key, count, time.monotonic() - started)
     check_unpacked(key, staging / SITE_DIR)
     return meta
+
+
+def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, staging: Path) -> int:
+    """Unpack the archive as its bytes arrive (the download in a thread, through a pipe): the network and the
+    disk work at once. What is unpacked is staging only, nothing serves it: the archive's size and sha256 are
+    checked once its last byte has arrived, then every file against its RECORD (``check_unpacked``); a
+    mismatch is ``Damaged`` and the caller removes the staging folder."""
+    digest, received = hashlib.sha256(), [0]
+    failure: list[BaseException] = []
+    read_end, write_end = os.pipe()
+
+    def download() -> None:
+        pipe: BinaryIO | None = open(write_end, "wb")  # noqa: SIM115 (closed below, or when unpacking stopped)
+        try:
+            for chunk in chunks:
+                digest.update(chunk)
+                received[0] += len(chunk)
+                if received[0] > meta["size"]:
+                    break  # more than meta.json says: refused below, whatever the rest holds
+                if pipe is not None:
+                    try:
+                        pipe.write(chunk)
+                    except BrokenPipeError:  # unpacking stopped: the rest is only hashed (which is to blame?)
+                        with contextlib.suppress(OSError):
+                            pipe.close()
+                        pipe = None
+        except BaseException as exc:  # a network error: reported once unpacking has seen the stream end
+            failure.append(exc)
+        finally:
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    thread = threading.Thread(target=download, name="bootstrap-remote-download", daemon=True)
+    thread.start()
+    try:
+        with open(read_end, "rb") as pipe:
+            try:
+                count = archive.unpack(pipe, staging)
+            except RemoteCacheError as exc:
+                unpacked: RemoteCacheError | None = exc
+                count = 0
+            else:
+                unpacked = None
+                pipe.read()  # whatever follows the tar's end still counts for the hash
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0] if isinstance(failure[0], RemoteCacheError) else RemoteCacheError(str(failure[0]))
+    size = received[0]
+    if size != meta["size"] or digest.hexdigest() != meta["sha256"]:  # not the archive meta.json describes
+        got = digest.hexdigest()[:16] if size == meta["size"] else f"{size} bytes or more, not {meta['size']}"
+        raise Damaged(key, f"sha256 {got}..., meta.json says {meta['sha256'][:16]}...")
+    if unpacked is not None:  # the very archive, and a member refused: its uploader's doing
+        raise Damaged(key, str(unpacked))
+    return count
 
 
 def _parse_meta(key: str, raw: bytes, generation: str) -> Meta:
