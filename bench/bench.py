@@ -984,7 +984,13 @@ def bench_orgs(work: Path, source: Source, runs: int) -> None:
 # --------------------------------------------------------------------------- wheelhouse, table, main
 
 
-REMOTE_GOALS = {"download + unpack alone": 1.5, "bootstrap, built from the wheelhouse": 0.2}  # #17: at most
+# #17: at most. Its second goal is against building "from the index": the public one where it answers (cold caches,
+# as a new instance has them); the local wheelhouse's build (warm pip cache) is shown beside it, and is the goal's
+# baseline only when the public index does not answer.
+FROM_INDEX = "bootstrap, built from the public index (cold caches)"
+FROM_WHEELHOUSE = "bootstrap, built from the wheelhouse"
+REMOTE_GOALS = {"download + unpack alone": 1.5, FROM_INDEX: 0.2}
+ONLINE = False  # whether the public index answered (make_wheelhouse), set by main
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 # The baseline (a): the archive alone, downloaded and unpacked by a child as bootstrap's sync does it (an interpreter,
 # the Azure SDK, one streamed download, tarfile), and nothing else.
@@ -1073,18 +1079,25 @@ def bench_remote(work: Path, set_name: str, source: Source, runs: int) -> None:
             env = clean_env(AZURE_STORAGE_CONNECTION_STRING=connection)
             return run([PY, "-c", DOWNLOAD_PROBE, "bench", archive, str(where / "g")], env, where)
 
+        def from_index() -> float:
+            where = folder()
+            return tools.bootstrap(where, Source("public", CACHE / "wheelhouse").env(where), None)
+
         commands: dict[str, Callable[[], float]] = {
             "bootstrap, from the remote cache": from_cache,
             "download + unpack alone": download_alone,
-            "bootstrap, built from the wheelhouse": lambda: tools.bootstrap(folder(), source.env(seed), None),
+            FROM_WHEELHOUSE: lambda: tools.bootstrap(folder(), source.env(seed), None),
             "uv pip compile + install, warm cache": lambda: tools.uv(folder(), source.env(uv_cache)),
         }
+        if ONLINE:
+            commands[FROM_INDEX] = from_index
         times = interleave(commands, runs, lambda: remove("run-*", work))
         remove("run-*", work)
         ours = ["bootstrap, from the remote cache"]
         report("remote", set_name, source.name, times, ours, [name for name in commands if name not in ours])
         mine = statistics.median(times[ours[0]])
-        for base, goal in REMOTE_GOALS.items():
+        goals = dict(REMOTE_GOALS) if ONLINE else {"download + unpack alone": 1.5, FROM_WHEELHOUSE: 0.2}
+        for base, goal in goals.items():
             ratio = mine / statistics.median(times[base])
             verdict = "met" if ratio <= goal else "NOT met"
             print(f"  goal: from the cache <= {goal}x {base}: {ratio:.2f}x ({verdict})")
@@ -1234,7 +1247,9 @@ def main() -> int:
         )
         needed = {"S"} if "share" in rows or "execute" in rows else set()
         needed |= {"M"} if "orgs" in rows else set()  # its workspace, ORGS_WORKSPACE
+        global ONLINE
         wheelhouse, online = make_wheelhouse(sorted(set(sets) | needed))
+        ONLINE = online
         print(f"wheelhouse: {len(list(wheelhouse.iterdir()))} files in {wheelhouse}")
         if "startup" in rows:
             bench_startup(work, wheelhouse, max(18, 6 * runs))
