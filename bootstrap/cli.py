@@ -228,7 +228,8 @@ def _cmd_upload(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError("upload: an organisation's generations are not uploaded (they link into the workspace's)")
     if args.generation:
         print(cache.upload_generation(settings, args.generation))
-    cache.upload_state(settings)
+    if args.state or not args.generation:  # a runtime change's: without one, this state may be older
+        cache.upload_state(settings)
     return 0
 
 
@@ -304,6 +305,7 @@ def _add_upload(
         "upload", parents=[common], help="internal: upload a published generation and the state to the remote cache"
     )
     upload.add_argument("--generation", metavar="ID", help="a published generation's id (default: the state alone)")
+    upload.add_argument("--state", action="store_true", help="with --generation: the state too")
     upload.set_defaults(func=_cmd_upload)
     return parser
 

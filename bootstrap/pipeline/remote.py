@@ -79,18 +79,21 @@ def fetch(
 
 def after_publishing(settings: Settings, new: Manifest, *, built_here: bool, change: bool) -> None:
     """A generation built here goes up (one from the remote cache is there already); a runtime change's
-    overlay too (``change``), for fresh instances."""
+    overlay too (``change``), for fresh instances. Only then: a sync without a change must not put back
+    this instance's runtime additions over newer ones another instance uploaded since."""
     generation = new.get("generation") if built_here and new.get("origin") != "remote-cache" else None
     if generation is not None or change:
-        start_upload(settings, generation)
+        start_upload(settings, generation, state=change)
 
 
-def start_upload(settings: Settings, generation: str | None) -> None:
-    """Upload ``generation`` (None: the state folder's runtime additions alone) in a detached child. The
-    child's argv holds no secret: it reads its credentials from the environment, as this process did."""
+def start_upload(settings: Settings, generation: str | None, *, state: bool = True) -> None:
+    """Upload ``generation`` and (``state``) the state folder's runtime additions in a detached child; no
+    generation: the state alone. The child's argv holds no secret: it reads its credentials from the
+    environment, as this process did."""
     if not wanted(settings):
         return
     argv = [sys.executable, "-m", "bootstrap", "upload"] + (["--generation", generation] if generation else [])
+    argv += ["--state"] if state and generation else []
     try:
         layout = settings.layout
         layout.state.mkdir(parents=True, exist_ok=True)

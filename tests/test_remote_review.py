@@ -1,0 +1,61 @@
+"""Review of the remote cache (#17): bugs found, each with the test that showed it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+
+import pytest
+
+from bootstrap.pipeline.sync import sync
+from tests.conftest import Repo
+from tests.test_remote_cache import (  # noqa: F401 (fixtures)
+    azurite,
+    blob_name,
+    container_client,
+    remote,
+    wait_for_blob,
+)
+
+STATE = "apps/one/v1/state/runtime-requirements.txt"
+
+
+@pytest.mark.slow
+def test_a_sync_without_a_runtime_change_does_not_put_back_its_stale_runtime_additions(
+    repo: Repo,
+    remote: str,  # noqa: F811 (the fixture)
+    azurite: str,  # noqa: F811 (the fixture)
+    run_cli,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # type: ignore[no-untyped-def]
+    """An instance whose runtime additions are older than the remote cache's (another instance added a
+    package since) builds a generation for a new requirement: its upload must not replace the newer state."""
+    repo.write("bsf-alpha==1.0")
+    added = run_cli("add", "bsf-gamma")
+    assert added.code == 0, added.err
+    wait_for_blob(azurite, remote, STATE)
+    client = container_client(azurite, remote)
+    newer = b"# another instance's, newer\nbsf-gamma\nbsf-beta\n"
+    client.get_blob_client(STATE).upload_blob(newer, overwrite=True)
+    repo.write("bsf-alpha==2.0")  # a deploy: a new generation built here, no runtime change
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        sync(repo.settings())
+    started = re.search(r"in the background \(pid (\d+)", caplog.text)
+    assert started is not None, caplog.text
+    wait_for_exit(int(started.group(1)))
+    wait_for_blob(azurite, remote, blob_name(repo.manifest()["generation"], "meta.json"))
+    assert bytes(client.get_blob_client(STATE).download_blob().readall()) == newer
+
+
+def wait_for_exit(pid: int, timeout: float = 60) -> None:
+    """Until the detached uploader (reaped by this process's thread) is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the uploader {pid} is still running")
