@@ -59,3 +59,68 @@ def wait_for_exit(pid: int, timeout: float = 60) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"the uploader {pid} is still running")
+
+
+class _FailingBlob:
+    """A blob whose service stops answering: the SDK's error names the request, SAS and all."""
+
+    def __init__(self, fail_on: str) -> None:
+        self.fail_on = fail_on
+
+    def _maybe_fail(self, what: str) -> None:
+        if what == self.fail_on:
+            from azure.core.exceptions import ServiceRequestError
+
+            raise ServiceRequestError(f"Max retries exceeded with url: /c/claim?comp=lease&sv=1&sig={SECRET}")
+
+    def upload_blob(self, *args: object, **kwargs: object) -> None:
+        self._maybe_fail("upload")
+
+    def acquire_lease(self, **kwargs: object) -> _FailingBlob:
+        self._maybe_fail("acquire")
+        return self
+
+    def renew(self) -> None:
+        self._maybe_fail("renew")
+
+    def release(self) -> None:
+        pass
+
+
+class _Client:
+    url = "http://127.0.0.1:1/devstoreaccount1/c"
+
+    def __init__(self, blob: _FailingBlob) -> None:
+        self.blob = blob
+
+    def create_container(self) -> None:
+        pass
+
+    def get_blob_client(self, name: str) -> _FailingBlob:
+        return self.blob
+
+
+SECRET = "c2VjcmV0LXNpZ25hdHVyZQ%3D"
+
+
+@pytest.mark.parametrize("fail_on", ["upload", "renew"])
+def test_a_network_error_while_claiming_or_renewing_is_one_redacted_line(
+    fail_on: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raw, the SDK's error escaped the uploader (``claim``'s blob, the lease's renewal after the archive): a
+    traceback in remote-upload.log carrying the request's URL, a SAS signature with it."""
+    from azure.core.exceptions import AzureError
+
+    from bootstrap.errors import RemoteCacheError
+    from bootstrap.remote import azure_blob
+
+    container = azure_blob.Container(_Client(_FailingBlob(fail_on)), "")  # type: ignore[arg-type]
+    with pytest.raises(RemoteCacheError) as caught, container.claim("v1/generations/g/claim", 60) as renew:
+        assert renew is not None
+        later = time.monotonic() + 3600  # the quarter-lease wait is over: this renewal asks the service
+        monkeypatch.setattr(azure_blob.time, "monotonic", lambda: later)
+        renew()
+    monkeypatch.undo()
+    assert not isinstance(caught.value, AzureError)
+    assert SECRET not in str(caught.value)
+    azure_blob._down.clear()

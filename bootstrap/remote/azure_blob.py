@@ -170,9 +170,9 @@ class Container:
         process holds it. Released on the way out (a holder that dies loses it after ``seconds``)."""
         self._ensure_container()
         blob = self._blob(name)
-        with contextlib.suppress(ResourceExistsError, HttpResponseError):
-            blob.upload_blob(b"", overwrite=False)
         try:
+            with contextlib.suppress(ResourceExistsError, HttpResponseError):
+                blob.upload_blob(b"", overwrite=False)
             lease = blob.acquire_lease(lease_duration=seconds)
         except HttpResponseError as exc:
             if exc.status_code == 409:  # LeaseAlreadyPresent
@@ -185,7 +185,10 @@ class Container:
 
         def renew() -> None:  # at most every quarter of the lease
             if time.monotonic() - renewed[0] > seconds / 4:
-                lease.renew()
+                try:
+                    lease.renew()
+                except AzureError as exc:  # raw, its message names the request (a SAS with it)
+                    raise _failure(f"renew its claim on {name}", exc, self._endpoint) from None
                 renewed[0] = time.monotonic()
 
         try:
