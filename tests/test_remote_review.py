@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,9 @@ from tests.test_remote_cache import (  # noqa: F401 (fixtures)
     azurite,
     blob_name,
     container_client,
+    instance_b,
+    no_index,
+    published_and_uploaded,
     remote,
     wait_for_blob,
 )
@@ -124,3 +129,51 @@ def test_a_network_error_while_claiming_or_renewing_is_one_redacted_line(
     assert not isinstance(caught.value, AzureError)
     assert SECRET not in str(caught.value)
     azure_blob._down.clear()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hostile", ["lock", "extra"])
+def test_what_an_archive_holds_beside_its_site_is_not_served_unchecked(
+    hostile: str,
+    repo: Repo,
+    remote: str,  # noqa: F811 (the fixture)
+    azurite: str,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the site is checked (RECORDs): the archive's lock.txt (the next resolution's seed) and anything
+    else beside the site were published as they came. A hostile but consistent entry, its site intact: its
+    lock.txt naming an index (taken; the published lock is this instance's pins), or a file of its own
+    at the top (refused: built here)."""
+    import hashlib
+    import io
+    import json
+
+    from bootstrap.remote import archive
+
+    repo.write("bsf-alpha==1.0")
+    generation = published_and_uploaded(repo, azurite, remote)
+    folder = tmp_path / "hostile"
+    shutil.copytree(repo.settings().layout.generation(generation), folder)
+    (folder / "generation.json").unlink()
+    if hostile == "lock":
+        (folder / "lock.txt").write_text("--index-url https://evil.example/simple\nbsf-alpha==1.0\n")
+    else:
+        (folder / "extra.pth").write_text("import os\n")
+    raw = io.BytesIO()
+    archive.pack(folder, raw)
+    data = raw.getvalue()
+    client = container_client(azurite, remote)
+    client.get_blob_client(blob_name(generation, "archive.tar.gz")).upload_blob(data, overwrite=True)
+    meta_blob = client.get_blob_client(blob_name(generation, "meta.json"))
+    meta = json.loads(meta_blob.download_blob().readall())
+    meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    meta_blob.upload_blob(json.dumps(meta).encode(), overwrite=True)
+    b = instance_b(tmp_path, monkeypatch)
+    if hostile == "lock":
+        no_index(monkeypatch)
+    sync(b.settings())
+    assert b.manifest()["origin"] == ("remote-cache" if hostile == "lock" else "built")
+    published = b.settings().layout.generation(b.manifest()["generation"])
+    assert "evil" not in (published / "lock.txt").read_text()
+    assert not (published / "extra.pth").exists()

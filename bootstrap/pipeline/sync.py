@@ -376,6 +376,7 @@ def _build_and_publish(
     fetched = remote.fetch(settings, layout, key, expected) if staging is None and remote.wanted(settings) else None
     if fetched is not None:
         staging, dists = fetched
+        atomic_write_text(staging / LOCK_FILE, to_install.pins_text)  # this instance's pins, not the archive's
     else:
         staging, dists = _build_verified(settings, layout, the_plan, staging, current, desired, host_dists, tools)
     packages = plan.package_entries(dists, the_plan.provided, desired)

@@ -243,6 +243,9 @@ def fetch_generation(settings: Settings, generation: str, staging: Path) -> Meta
     _, chunks = store.stream(key + ARCHIVE_NAME)
     count = _unpack_while_downloading(key, chunks, meta, staging)
     log.info("unpacked %s (%d files) in %.1fs", key, count, time.monotonic() - started)
+    extra = sorted(set(os.listdir(staging)) - {SITE_DIR, LOCK_FILE, GENERATION_FILE})
+    if extra:  # only the site is checked (RECORDs); nothing else of an archive is published unchecked
+        raise Damaged(key, f"it holds {extra[0][:200]!r} beside its {SITE_DIR} folder")
     check_unpacked(key, staging / SITE_DIR)
     return meta
 
