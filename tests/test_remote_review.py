@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,33 @@ def test_what_an_archive_holds_beside_its_site_is_not_served_unchecked(
     published = b.settings().layout.generation(b.manifest()["generation"])
     assert "evil" not in (published / "lock.txt").read_text()
     assert not (published / "extra.pth").exists()
+
+
+def test_a_container_scoped_sas_can_upload(azurite: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """A SAS for the one container (the least a deployment hands out) may not create containers: every write
+    began with create_container, whose 403 failed the write itself."""
+    import uuid
+    from datetime import datetime, timedelta
+
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
+    from bootstrap.remote import azure_blob
+    from bootstrap.settings import Settings
+
+    name = f"t{uuid.uuid4().hex[:20]}"
+    container_client(azurite, name).create_container()
+    fields = dict(part.split("=", 1) for part in azurite.rstrip(";").split(";"))
+    sas = generate_container_sas(
+        fields["AccountName"],
+        name,
+        account_key=fields["AccountKey"],
+        permission=ContainerSasPermissions(read=True, write=True, create=True, list=True, delete=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", f"BlobEndpoint={fields['BlobEndpoint']};SharedAccessSignature={sas}"
+    )
+    monkeypatch.setenv("BOOTSTRAP_REMOTE_CACHE", f"azure-blob://{name}/apps/one")
+    store = azure_blob.connect(Settings())
+    assert store.put_new("v1/locks/k.txt", b"x==1\n")
+    assert store.get("v1/locks/k.txt") == b"x==1\n"

@@ -204,7 +204,9 @@ class Container:
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
-            if exc.status_code != 409:
+            # 403: a credential for this one container (a container SAS, a role scoped to it) may not create
+            # containers; the write that follows says whether it may write there.
+            if exc.status_code not in (403, 409):
                 raise _failure("create its container", exc, self._endpoint) from None
         except AzureError as exc:
             raise _failure("create its container", exc, self._endpoint) from None
