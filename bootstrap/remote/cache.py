@@ -257,12 +257,15 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
     mismatch is ``Damaged`` and the caller removes the staging folder."""
     digest, received = hashlib.sha256(), [0]
     failure: list[BaseException] = []
+    stop = threading.Event()  # this sync is interrupted (Ctrl-C, a stop): the download ends at its next chunk
     read_end, write_end = os.pipe()
 
     def download() -> None:
         pipe: BinaryIO | None = open(write_end, "wb")  # noqa: SIM115 (closed below, or when unpacking stopped)
         try:
             for chunk in chunks:
+                if stop.is_set():
+                    break
                 digest.update(chunk)
                 received[0] += len(chunk)
                 if received[0] > meta["size"]:
@@ -293,6 +296,9 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
             else:
                 unpacked = None
                 pipe.read()  # whatever follows the tar's end still counts for the hash
+    except BaseException:
+        stop.set()
+        raise
     finally:
         thread.join()
     if failure:
