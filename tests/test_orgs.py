@@ -545,6 +545,7 @@ def test_advice_about_an_orgs_set_names_the_org(repo: Repo, run_cli: Any) -> Non
         assert "`python -m bootstrap lock --org acme`" in line, line
 
 
+@pytest.mark.usefixtures("clean_process")  # an in-process execution's finder and claims stay with this process
 def test_an_org_is_not_run_when_the_workspace_generation_it_links_into_is_open_to_everyone(
     repo: Repo, run_cli: Any
 ) -> None:
