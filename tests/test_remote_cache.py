@@ -118,6 +118,18 @@ def no_index(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
 
 
+def replace_archive(azurite: str, container: str, generation: str, data: bytes) -> None:
+    """Put ``data`` in place of the entry's archive, with a meta.json that matches it: a consistent entry."""
+    import hashlib
+
+    client = container_client(azurite, container)
+    client.get_blob_client(blob_name(generation, "archive.tar.gz")).upload_blob(data, overwrite=True)
+    meta_blob = client.get_blob_client(blob_name(generation, "meta.json"))
+    meta = json.loads(meta_blob.download_blob().readall())
+    meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    meta_blob.upload_blob(json.dumps(meta).encode(), overwrite=True)
+
+
 def published_and_uploaded(repo: Repo, azurite: str, container: str) -> str:
     sync(repo.settings())
     generation = repo.manifest()["generation"]
@@ -172,7 +184,6 @@ def test_an_entry_whose_archive_matches_its_meta_but_leads_out_is_refused(
 ) -> None:  # type: ignore[no-untyped-def]
     """A consistent but hostile entry (an uploader's doing): unpacked as it arrives, refused at its first member
     that leads out, the rest of the download only hashed; one line names the key, and the sync builds."""
-    import hashlib
 
     repo.write("bsf-alpha==1.0")
     generation = published_and_uploaded(repo, azurite, remote)
@@ -186,12 +197,7 @@ def test_an_entry_whose_archive_matches_its_meta_but_leads_out_is_refused(
         filler.size = 1 << 20
         tar.addfile(filler, io.BytesIO(os.urandom(1 << 20)))
     data = raw.getvalue()
-    client = container_client(azurite, remote)
-    client.get_blob_client(blob_name(generation, "archive.tar.gz")).upload_blob(data, overwrite=True)
-    meta_blob = client.get_blob_client(blob_name(generation, "meta.json"))
-    meta = json.loads(meta_blob.download_blob().readall())
-    meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    meta_blob.upload_blob(json.dumps(meta).encode(), overwrite=True)
+    replace_archive(azurite, remote, generation, data)
     b = instance_b(tmp_path, monkeypatch)
     with caplog.at_level(logging.INFO, logger="bootstrap"):
         sync(b.settings())

@@ -22,6 +22,7 @@ from tests.test_remote_cache import (  # noqa: F401 (fixtures)
     no_index,
     published_and_uploaded,
     remote,
+    replace_archive,
     wait_for_blob,
 )
 
@@ -146,9 +147,7 @@ def test_what_an_archive_holds_beside_its_site_is_not_served_unchecked(
     else beside the site were published as they came. A hostile but consistent entry, its site intact: its
     lock.txt naming an index (taken; the published lock is this instance's pins), or a file of its own
     at the top (refused: built here)."""
-    import hashlib
     import io
-    import json
 
     from bootstrap.remote import archive
 
@@ -164,12 +163,7 @@ def test_what_an_archive_holds_beside_its_site_is_not_served_unchecked(
     raw = io.BytesIO()
     archive.pack(folder, raw)
     data = raw.getvalue()
-    client = container_client(azurite, remote)
-    client.get_blob_client(blob_name(generation, "archive.tar.gz")).upload_blob(data, overwrite=True)
-    meta_blob = client.get_blob_client(blob_name(generation, "meta.json"))
-    meta = json.loads(meta_blob.download_blob().readall())
-    meta.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-    meta_blob.upload_blob(json.dumps(meta).encode(), overwrite=True)
+    replace_archive(azurite, remote, generation, data)
     b = instance_b(tmp_path, monkeypatch)
     if hostile == "lock":
         no_index(monkeypatch)
