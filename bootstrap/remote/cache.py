@@ -19,6 +19,7 @@ an organisation's link into the workspace's.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import BinaryIO, TypedDict
@@ -53,6 +54,7 @@ CLAIM_NAME = "claim"
 STATE_FILES = ("runtime-requirements.txt", "adopted.json")  # the state folder's names (store.paths)
 CLAIM_SECONDS = 60  # a lease's length (Azure allows 15 to 60 s): renewed after each block
 _WAIT_STEP = 1.0
+_PIPE_SIZE = 1 << 20
 
 
 class BuiltBy(TypedDict):
@@ -241,27 +243,33 @@ def fetch_generation(settings: Settings, generation: str, staging: Path) -> Meta
     log.info("downloading %s from the remote cache (%s)", key + ARCHIVE_NAME, human_size(meta["size"]))
     started = time.monotonic()
     _, chunks = store.stream(key + ARCHIVE_NAME)
-    count = _unpack_while_downloading(key, chunks, meta, staging)
-    log.info("unpacked %s (%d files) in %.1fs", key, count, time.monotonic() - started)
+    hashes = _unpack_while_downloading(key, chunks, meta, staging)
+    log.info("unpacked %s (%d files) in %.1fs", key, len(hashes), time.monotonic() - started)
     extra = sorted(set(os.listdir(staging)) - {SITE_DIR, LOCK_FILE, GENERATION_FILE})
     if extra:  # only the site is checked (RECORDs); nothing else of an archive is published unchecked
         raise Damaged(key, f"it holds {extra[0][:200]!r} beside its {SITE_DIR} folder")
-    check_unpacked(key, staging / SITE_DIR)
+    prefix = SITE_DIR + "/"
+    check_unpacked(key, staging / SITE_DIR, {k[len(prefix) :]: v for k, v in hashes.items() if k.startswith(prefix)})
     return meta
 
 
-def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, staging: Path) -> int:
-    """Unpack the archive as its bytes arrive (the download in a thread, through a pipe): the network and the
-    disk work at once. What is unpacked is staging only, nothing serves it: the archive's size and sha256 are
-    checked once its last byte has arrived, then every file against its RECORD (``check_unpacked``); a
-    mismatch is ``Damaged`` and the caller removes the staging folder."""
+def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, staging: Path) -> dict[str, str]:
+    """Unpack the archive as its bytes arrive: a thread downloads, hashes and inflates them into a pipe, this
+    one parses the tar and hands files to a writer (``archive.unpack``): network, zlib and disk work at once.
+    What is unpacked is staging only, nothing serves it: the archive's size and sha256 are checked once its
+    last byte has arrived, then every file against its RECORD (``check_unpacked``); a mismatch is ``Damaged``
+    and the caller removes the staging folder. Each file's hash, as it was written."""
     digest, received = hashlib.sha256(), [0]
     failure: list[BaseException] = []
+    broken: list[RemoteCacheError] = []  # the bytes do not inflate: whose fault the hash says, below
     stop = threading.Event()  # this sync is interrupted (Ctrl-C, a stop): the download ends at its next chunk
     read_end, write_end = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):  # Linux: a MiB at a time, not 64 KiB (a switch each)
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
 
     def download() -> None:
         pipe: BinaryIO | None = open(write_end, "wb")  # noqa: SIM115 (closed below, or when unpacking stopped)
+        inflater = archive.Inflater()
         try:
             for chunk in chunks:
                 if stop.is_set():
@@ -271,12 +279,11 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
                 if received[0] > meta["size"]:
                     break  # more than meta.json says: refused below, whatever the rest holds
                 if pipe is not None:
-                    try:
-                        pipe.write(chunk)
-                    except BrokenPipeError:  # unpacking stopped: the rest is only hashed (which is to blame?)
-                        with contextlib.suppress(OSError):
-                            pipe.close()
-                        pipe = None
+                    pipe = _inflate_into(pipe, inflater, chunk, broken)
+            if pipe is not None and not stop.is_set() and received[0] == meta["size"]:
+                inflater.end()
+        except RemoteCacheError as exc:
+            broken.append(exc)
         except BaseException as exc:  # a network error: reported once unpacking has seen the stream end
             failure.append(exc)
         finally:
@@ -287,12 +294,12 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
     thread = threading.Thread(target=download, name="bootstrap-remote-download", daemon=True)
     thread.start()
     try:
-        with open(read_end, "rb") as pipe:
+        with open(read_end, "rb", buffering=_PIPE_SIZE) as pipe:
             try:
-                count = archive.unpack(pipe, staging)
+                hashes = archive.unpack(pipe, staging, compressed=False)
             except RemoteCacheError as exc:
                 unpacked: RemoteCacheError | None = exc
-                count = 0
+                hashes = {}
             else:
                 unpacked = None
                 pipe.read()  # whatever follows the tar's end still counts for the hash
@@ -303,13 +310,35 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
         thread.join()
     if failure:
         raise failure[0] if isinstance(failure[0], RemoteCacheError) else RemoteCacheError(str(failure[0]))
-    size = received[0]
-    if size != meta["size"] or digest.hexdigest() != meta["sha256"]:  # not the archive meta.json describes
-        got = digest.hexdigest()[:16] if size == meta["size"] else f"{size} bytes or more, not {meta['size']}"
+    _refuse_unless_described(key, meta, digest.hexdigest(), received[0], broken[0] if broken else unpacked)
+    return hashes
+
+
+def _refuse_unless_described(key: str, meta: Meta, sha256: str, size: int, refused: RemoteCacheError | None) -> None:
+    """``Damaged`` unless the bytes that came are the archive meta.json describes, and they unpacked."""
+    if size != meta["size"] or sha256 != meta["sha256"]:
+        got = sha256[:16] if size == meta["size"] else f"{size} bytes or more, not {meta['size']}"
         raise Damaged(key, f"sha256 {got}..., meta.json says {meta['sha256'][:16]}...")
-    if unpacked is not None:  # the very archive, and a member refused: its uploader's doing
-        raise Damaged(key, str(unpacked))
-    return count
+    if refused is not None:  # the very archive, and it does not unpack: its uploader's doing
+        raise Damaged(key, str(refused))
+
+
+def _inflate_into(
+    pipe: BinaryIO, inflater: archive.Inflater, chunk: bytes, broken: list[RemoteCacheError]
+) -> BinaryIO | None:
+    """``chunk`` inflated into ``pipe``; None once the pipe is closed: unpacking stopped, or the bytes do not
+    inflate (``broken``). Either way the rest of the download is only hashed (which is to blame?)."""
+    try:
+        for piece in inflater.feed(chunk):
+            pipe.write(piece)
+        return pipe
+    except RemoteCacheError as exc:
+        broken.append(exc)
+    except BrokenPipeError:
+        pass
+    with contextlib.suppress(OSError):
+        pipe.close()
+    return None
 
 
 def _parse_meta(key: str, raw: bytes, generation: str) -> Meta:
@@ -329,15 +358,16 @@ def _parse_meta(key: str, raw: bytes, generation: str) -> Meta:
     return meta  # type: ignore[no-any-return]
 
 
-def check_unpacked(key: str, site: Path) -> list[records.Distribution]:
-    """Every file as its RECORD says (read, hashed: no stat shortcut), and none that no RECORD lists."""
+def check_unpacked(key: str, site: Path, hashed: Mapping[str, str] | None = None) -> list[records.Distribution]:
+    """Every file as its RECORD says (read and hashed, no stat shortcut; or ``hashed`` as it was written), and
+    none that no RECORD lists."""
     if not site.is_dir():
         raise Damaged(key, f"the archive has no {SITE_DIR} folder")
     try:
         dists = records.installed(site)
     except VerificationError as exc:
         raise Damaged(key, str(exc)) from None
-    changed = records.changed_files(site, dists)
+    changed = records.changed_files(site, dists, hashed=hashed)
     if changed:
         raise Damaged(key, f"{counted_problems(changed)}")
     unlisted = records.unlisted_files(site, dists)

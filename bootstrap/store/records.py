@@ -277,10 +277,18 @@ def _compiled_from_listed(path: str, listed: set[str]) -> bool:
 QuickCheck = Callable[[os.stat_result, str], bool]
 
 
-def changed_files(site_dir: Path, dists: Iterable[Distribution], *, quick: QuickCheck | None = None) -> list[str]:
+def changed_files(
+    site_dir: Path,
+    dists: Iterable[Distribution],
+    *,
+    quick: QuickCheck | None = None,
+    hashed: Mapping[str, str] | None = None,
+) -> list[str]:
     """Files whose content no longer matches the hash their RECORD gives, or that are gone.
 
     ``quick``: files it vouches for from their stat alone are not read (see ``unchanged_since``).
+    ``hashed``: the hashes (``sha256=...``, by path relative to ``site_dir``) of files just written by this
+    process, which hashed them as it wrote them (``remote.archive.unpack``): those are not read again.
     """
     problems = []
     root = str(site_dir)
@@ -290,6 +298,11 @@ def changed_files(site_dir: Path, dists: Iterable[Distribution], *, quick: Quick
                 continue  # RECORD itself, compiled files, pip's scripts: no hash to check
             algorithm, _, expected = entry.hash.partition("=")
             file = os.path.join(root, entry.path)
+            known = hashed.get(os.path.normpath(entry.path).replace(os.sep, "/")) if hashed is not None else None
+            if known is not None and known.partition("=")[0] == algorithm:
+                if known != entry.hash:
+                    problems.append(f"changed: {dist.display_name} {dist.version}: {entry.path}")
+                continue
             try:
                 if quick is not None and quick(os.stat(file), entry.size):
                     continue
