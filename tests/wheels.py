@@ -80,6 +80,14 @@ FIXTURE_DISTS = [
     # Needs a bsf-alpha that does not exist (installed with --no-deps, the set is inconsistent);
     # its extra's requirement is only needed with [cli].
     Dist("bsf-unmet", "1.0", module("bsf_unmet", "1.0"), requires=("bsf-alpha>=5", 'bsf-nowhere; extra == "cli"')),
+    # Needs bsf-gamma only for its extra [fancy] (as pandas needs tabulate only for [output-formatting]).
+    Dist(
+        "bsf-optional-user",
+        "1.0",
+        module("bsf_optional_user", "1.0"),
+        requires=('bsf-gamma; extra == "fancy"',),
+        extra_metadata=("Provides-Extra: fancy",),
+    ),
     # Kills the interpreter at import (a crashing C extension, in effect).
     Dist(
         "bsf-segfault",

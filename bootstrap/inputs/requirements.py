@@ -124,6 +124,16 @@ class Desired:
         return own | self.workspace_requested
 
     @property
+    def requested_extras(self) -> dict[str, frozenset[str]]:
+        """The extras the lines ask for (``dask[complete]``), by canonical name."""
+        asked: dict[str, frozenset[str]] = {}
+        for line in self.requirements:
+            if line.requirement.extras:
+                extras = frozenset(canonicalize_name(extra) for extra in line.requirement.extras)
+                asked[line.name] = asked.get(line.name, frozenset()) | extras
+        return asked
+
+    @property
     def has_hashes(self) -> bool:
         return (
             self.require_hashes

@@ -430,6 +430,7 @@ def _build_verified(
         provided=host_dists,
         carried=carried.names,
         first=bool(the_plan.overrides),
+        extras=desired.requested_extras,
     )
     return staging, dists
 
