@@ -101,6 +101,15 @@ class Settings(BaseSettings):
     resolve_timeout: float = Field(600.0, gt=0, description="Seconds pip-compile may take.")
     install_timeout: float = Field(1800.0, gt=0, description="Seconds pip install may take.")
     import_check_timeout: float = Field(300.0, gt=0, description="Seconds the import check may take.")
+    import_check_processes: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Processes the import check runs at once, each importing whole distributions; default: the cores "
+            "available. Each one imports again what the set's packages share (on a large set two take about 1.6x "
+            "the memory of one): 1 bounds the check to one interpreter, for a host with little memory."
+        ),
+    )
     allow_index_options: bool = Field(
         False, description="Let the committed file say where packages come from (-i, --extra-index-url, -f, ...)."
     )

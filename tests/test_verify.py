@@ -185,7 +185,7 @@ def test_the_children_share_the_modules_and_a_crash_stops_the_others(
     pip_install(site, build_wheel(hangs, wheels))
     dists = verify.installed(site)
     monkeypatch.setattr(verify.runner, "cores", lambda: 2)  # two children, whatever the machine
-    groups = verify._share_out({module: dist for dist in dists for module in dist.modules()})
+    groups = verify._share_out({module: dist for dist in dists for module in dist.modules()}, 2)
     assert sorted(groups) == [["bsf_hangs"], ["bsf_segfault"]]
     started = time.monotonic()
     with pytest.raises(VerificationError) as info:

@@ -88,6 +88,12 @@ FIXTURE_DISTS = [
         requires=('bsf-gamma; extra == "fancy"',),
         extra_metadata=("Provides-Extra: fancy",),
     ),
+    # Takes 1 GiB at import (a large set's import check, in effect): in a small memory cgroup, the kernel kills it.
+    Dist(
+        "bsf-hog",
+        "1.0",
+        module("bsf_hog", "1.0", "HELD = bytearray(1 << 30)\nfor i in range(0, len(HELD), 4096):\n    HELD[i] = 1\n"),
+    ),
     # Kills the interpreter at import (a crashing C extension, in effect).
     Dist(
         "bsf-segfault",

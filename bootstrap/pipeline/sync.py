@@ -427,6 +427,7 @@ def _build_verified(
         {pin.name: pin.version for pin in to_install.pins},
         skip=frozenset(settings.skip_import_check),
         timeout=settings.import_check_timeout,
+        processes=settings.import_check_processes,
         provided=host_dists,
         carried=carried.names,
         first=bool(the_plan.overrides),

@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import stat
 import sys
 from collections.abc import Iterator, Mapping
@@ -171,10 +172,11 @@ def check_imports(
     timeout: float,
     provides: frozenset[str] | None = None,
     first: bool = False,
+    processes: int | None = None,
 ) -> None:
     """Import every top-level module of every distribution (but the skipped) in child processes.
 
-    One child per core, each importing whole distributions (shared out by size), at once:
+    One child per core (or ``processes``), each importing whole distributions (shared out by size), at once:
     the import check is the largest step of a sync after bytecode, and on a cold host
     without ``.pyc`` mostly compiling. A child that dies or hangs stops the others.
 
@@ -188,7 +190,7 @@ def check_imports(
             owner.setdefault(module, dist)
     if not owner:
         return
-    groups = _share_out(owner)
+    groups = _share_out(owner, processes or runner.cores())
     log.info(
         "import-checking %d module%s (%d process%s)",
         len(owner),
@@ -225,6 +227,7 @@ def _run_children(
     argvs: list[list[str]], site_dir: Path, timeout: float, owner: dict[str, Distribution]
 ) -> list[runner.Completed]:
     """Run the import-check children at once; the first that dies or hangs stops the others and is named."""
+    killed_before = runner.oom_kills()
     outcomes = runner.run_all(
         argvs,
         cwd=site_dir.parent,
@@ -241,8 +244,18 @@ def _run_children(
             raise VerificationError(
                 _died("timed out", exc.stdout, owner, "raise BOOTSTRAP_IMPORT_CHECK_TIMEOUT")
             ) from exc
+        if exc.returncode == -signal.SIGKILL:  # nothing of ours sends it first: the kernel, for memory
+            sure = runner.oom_kills() > killed_before
+            what = "was killed by the kernel: out of memory" if sure else "was killed (SIGKILL: out of memory?)"
+            raise VerificationError(_died(what, exc.stdout, owner, _LESS_MEMORY)) from exc
         raise VerificationError(_died(f"crashed ({exc.ending})", exc.stdout, owner)) from exc
     return outcomes.completed
+
+
+_LESS_MEMORY = (
+    "set BOOTSTRAP_IMPORT_CHECK_PROCESSES=1 (one process imports what the packages share once: less memory), or "
+    "give the host more memory"
+)
 
 
 def _failed_imports(
@@ -286,14 +299,15 @@ def _provided_by_nothing(missing: str, provides: frozenset[str]) -> bool:
         return False
 
 
-def _share_out(owner: dict[str, Distribution]) -> list[list[str]]:
-    """The modules, in one group per core, each distribution whole, balanced by files (a proxy for import time)."""
+def _share_out(owner: dict[str, Distribution], processes: int) -> list[list[str]]:
+    """The modules in ``processes`` groups at most, each distribution whole, balanced by files (a proxy for
+    import time)."""
     by_dist: dict[str, list[str]] = {}
     size: dict[str, int] = {}
     for module, dist in owner.items():
         by_dist.setdefault(dist.name, []).append(module)
         size[dist.name] = len(dist.files)
-    count = max(1, min(runner.cores(), len(by_dist)))
+    count = max(1, min(processes, len(by_dist)))
     groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(count)]
     for name in sorted(by_dist, key=lambda name: (-size[name], name)):
         index = min(range(count), key=lambda i: groups[i][0])
@@ -332,10 +346,12 @@ def verify_generation(
     carried: frozenset[str] = frozenset(),
     first: bool = False,
     extras: Mapping[str, frozenset[str]] | None = None,
+    processes: int | None = None,
 ) -> list[Distribution]:
     """All four checks; returns the distributions found.
 
     ``extras``: the extras the requirement lines ask for, by canonical name (``dask[complete]``).
+    ``processes``: the import check's children at most (``BOOTSTRAP_IMPORT_CHECK_PROCESSES``).
     ``carried``: distributions linked over unchanged from a generation that passed
     these checks. Their imports are checked again only if they depend, directly or
     not, on something that did change (an upgraded numpy under an unchanged pandas).
@@ -356,7 +372,15 @@ def verify_generation(
         log.info("%s import-checked before: not checked again", unchanged)
     before = seal(site_dir)
     try:
-        check_imports(site_dir, to_check, skip=skip, timeout=timeout, provides=_top_modules(dists), first=first)
+        check_imports(
+            site_dir,
+            to_check,
+            skip=skip,
+            timeout=timeout,
+            provides=_top_modules(dists),
+            first=first,
+            processes=processes,
+        )
     finally:  # what an import changed matters more than how it failed: it may have reached another generation
         imported = _to_import(to_check, skip)
         if imported:

@@ -386,6 +386,25 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def oom_kills() -> int:
+    """Processes the kernel's out-of-memory killer has ended so far, as this process's memory cgroup counts
+    them (v2 ``memory.events``, v1 ``memory.oom_control``) and the kernel does (``/proc/vmstat``): compared
+    before and after a run, whether the kernel took one of its children for memory. 0 where none says."""
+    files = ["/proc/vmstat"]
+    with contextlib.suppress(OSError), open("/proc/self/cgroup", encoding="utf-8") as handle:
+        for line in handle:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if not controllers:
+                files.append(f"/sys/fs/cgroup{path}/memory.events")
+            elif "memory" in controllers.split(","):
+                files.append(f"/sys/fs/cgroup/memory{path}/memory.oom_control")
+    total = 0
+    for file in files:
+        with contextlib.suppress(OSError, ValueError), open(file, encoding="utf-8") as handle:
+            total += sum(int(line.split()[1]) for line in handle if line.startswith("oom_kill "))
+    return total
+
+
 @dataclass(frozen=True)
 class Outcomes:
     completed: list[Completed]  # of the commands that succeeded
