@@ -80,6 +80,18 @@ def test_bytecode_of_a_host_package_taken_out_of_a_speculative_install_goes_too(
     assert (folder / f"bsf_needs_host/__pycache__/__init__.{TAG}.pyc").is_file()
 
 
+@pytest.mark.pip_only  # the speculative install is the pip backend's
+def test_a_host_package_in_a_speculative_install_is_taken_out_before_it_is_compiled(
+    repo: Repo, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo.write("bsf-needs-host")  # --target installs packaging (the host's version) too
+    with caplog.at_level(logging.INFO, logger="bootstrap"):
+        sync(repo.settings())
+    assert "the install made while resolving matches the lock: kept" in caplog.text
+    compiled = [r.getMessage() for r in caplog.records if r.getMessage().startswith("compiling bytecode of")]
+    assert compiled == ["compiling bytecode of 1 module (in this process)"], compiled  # bsf_needs_host alone
+
+
 def test_the_workers_share_out_every_module_between_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from bootstrap.pipeline.bytecode import compile_tree
 

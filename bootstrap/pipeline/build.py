@@ -208,6 +208,14 @@ def adopt(staging: Path, lock: Lock, provided: dict[str, str] | None = None) -> 
     return True
 
 
+def drop_provided(site_dir: Path, provided: dict[str, str]) -> None:
+    """Take out what ``--target`` installed although the host has it at that very version (``adopt`` would):
+    before its bytecode is compiled, which would be wasted (pydantic and its kin: a quarter of set M's)."""
+    for dist in installed(site_dir):
+        if provided.get(dist.name) == dist.version:
+            _remove_distribution(site_dir, dist)
+
+
 def _remove_distribution(site_dir: Path, dist: Distribution) -> None:
     folders: set[Path] = set()
     # pip's scripts and data files: RECORD says `../../bin/tool`, `pip install --target` put it at `bin/tool`.

@@ -78,7 +78,10 @@ def _side_by_side(
                 layout, desired, tools, timeout=settings.install_timeout, on_start=started, around=around, folder=folder
             )
             outcome["staging"] = staging
-            # The resolver is usually still at work: compile meanwhile (unless resolution already failed).
+            # The resolver is usually still at work: compile meanwhile (unless resolution already failed), but not
+            # what the host has at that very version, which ``adopt`` takes out anyway.
+            if not beside:
+                build.drop_provided(staging / folder, provided)
             if settings.compile_bytecode and not cancelled.is_set():
                 bytecode.compile_tree(staging / folder, timeout=settings.install_timeout, on_start=started)
                 outcome["compiled"] = True
