@@ -105,9 +105,9 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description=(
-            "Processes the import check runs at once, each importing whole distributions; default: the cores "
-            "available. Each one imports again what the set's packages share (on a large set two take about 1.6x "
-            "the memory of one): 1 bounds the check to one interpreter, for a host with little memory."
+            "Processes the import check runs at once, each importing whole distributions; default: 1 when "
+            "bytecode is compiled, else the cores available. Each one imports again what the set's packages share "
+            "(on a large set two take about 1.6x the memory of one), and with bytecode two are no faster."
         ),
     )
     allow_index_options: bool = Field(

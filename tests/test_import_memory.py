@@ -86,20 +86,27 @@ def test_a_child_the_kernel_kills_for_memory_is_out_of_memory_in_one_line(repo: 
     assert repo.manifest()["generation"] == before  # the last good set keeps serving
 
 
-def test_the_import_check_runs_at_most_the_processes_the_setting_allows(
+def test_the_import_check_runs_one_process_with_bytecode_one_per_core_without_or_what_the_setting_says(
     repo: Repo, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr("bootstrap.tools.runner.cores", lambda: 2)
-    repo.write("bsf-gamma", "bsf-alpha")
-    with caplog.at_level(logging.INFO, logger="bootstrap"):
-        sync(repo.settings())
-    assert "import-checking 2 modules (2 processes)" in caplog.text
-    repo.write("bsf-gamma", "bsf-alpha", "jaraco.context", "bsf-optional-user")  # two new ones
-    monkeypatch.setenv("BOOTSTRAP_IMPORT_CHECK_PROCESSES", "1")
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="bootstrap"):
-        sync(repo.settings())
-    assert "import-checking 2 modules (1 process)" in caplog.text
+    steps = [
+        ({}, ("bsf-gamma", "bsf-alpha"), "import-checking 2 modules (1 process)"),
+        ({"BOOTSTRAP_COMPILE_BYTECODE": "false"}, ("jaraco.functools", "bsf-optional-user"), "2 modules (2 processes)"),
+        (
+            {"BOOTSTRAP_COMPILE_BYTECODE": "false", "BOOTSTRAP_IMPORT_CHECK_PROCESSES": "1"},
+            ("jaraco.context", "bsf-beta==1.0", "bsf-alpha==1.0"),  # three new ones
+            "import-checking 3 modules (1 process)",
+        ),
+    ]
+    for environment, lines, expected in steps:
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        repo.write(*lines)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="bootstrap"):
+            sync(repo.settings())
+        assert expected in caplog.text, (environment, caplog.text)
 
 
 def test_the_setting_takes_one_or_more(repo: Repo, monkeypatch: pytest.MonkeyPatch, run_cli) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ import contextvars
 import logging
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from bootstrap.inputs.requirements import Desired
@@ -50,6 +51,18 @@ def lock_and_maybe_build(
     return _side_by_side(settings, layout, desired, tools, provided, found.around, seed=seed, beside=first_of_org)
 
 
+def _compile_meanwhile(
+    settings: Settings, site_dir: Path, provided: dict[str, str], on_start: Callable[[subprocess.Popen[str]], None]
+) -> bool:
+    """The resolver is usually still at work: compile the guess meanwhile, but not what the host has at that very
+    version (taken out first: ``adopt`` would anyway). Whether it compiled."""
+    build.drop_provided(site_dir, provided)
+    if not settings.compile_bytecode:
+        return False
+    bytecode.compile_tree(site_dir, timeout=settings.install_timeout, on_start=on_start)
+    return True
+
+
 def _side_by_side(
     settings: Settings,
     layout: Layout,
@@ -78,13 +91,8 @@ def _side_by_side(
                 layout, desired, tools, timeout=settings.install_timeout, on_start=started, around=around, folder=folder
             )
             outcome["staging"] = staging
-            # The resolver is usually still at work: compile meanwhile (unless resolution already failed), but not
-            # what the host has at that very version, which ``adopt`` takes out anyway.
-            if not beside:
-                build.drop_provided(staging / folder, provided)
-            if settings.compile_bytecode and not cancelled.is_set():
-                bytecode.compile_tree(staging / folder, timeout=settings.install_timeout, on_start=started)
-                outcome["compiled"] = True
+            site_dir, others = staging / folder, provided if not beside else {}
+            outcome["compiled"] = not cancelled.is_set() and _compile_meanwhile(settings, site_dir, others, started)
         except Exception as exc:  # it is only a guess: any failure just means "not kept"
             outcome["error"] = exc
 

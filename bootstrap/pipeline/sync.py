@@ -427,7 +427,7 @@ def _build_verified(
         {pin.name: pin.version for pin in to_install.pins},
         skip=frozenset(settings.skip_import_check),
         timeout=settings.import_check_timeout,
-        processes=settings.import_check_processes,
+        processes=verify.import_check_processes(settings.import_check_processes, compiled=settings.compile_bytecode),
         provided=host_dists,
         carried=carried.names,
         first=bool(the_plan.overrides),

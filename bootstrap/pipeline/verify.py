@@ -299,6 +299,16 @@ def _provided_by_nothing(missing: str, provides: frozenset[str]) -> bool:
         return False
 
 
+def import_check_processes(setting: int | None, *, compiled: bool) -> int:
+    """The import check's children: ``BOOTSTRAP_IMPORT_CHECK_PROCESSES``, else one where the set has its bytecode,
+    else one per core. Each child imports again what the packages share: on set M with bytecode two took as
+    long as one, 8% more CPU and 1.3x the memory (on set L, 1.6x); compiling in memory as they import (no
+    bytecode), two took 0.65x the time of one."""
+    if setting is not None:
+        return setting
+    return 1 if compiled else runner.cores()
+
+
 def _share_out(owner: dict[str, Distribution], processes: int) -> list[list[str]]:
     """The modules in ``processes`` groups at most, each distribution whole, balanced by files (a proxy for
     import time)."""
