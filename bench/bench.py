@@ -78,10 +78,12 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -106,6 +108,18 @@ SETS = {
         "openpyxl",
         "python-dateutil",
         "tabulate",
+    ),
+    # #18's large set (157 distributions, 192 MiB of wheels): only with --sets ...,L (it adds about 20 minutes).
+    "L": (
+        "jupyterlab",
+        "dask[complete]",
+        "boto3",
+        "google-cloud-storage",
+        "azure-storage-blob",
+        "sqlalchemy",
+        "fastapi",
+        "celery",
+        "matplotlib",
     ),
 }
 # The one package the incremental row adds: not `six`, which python-dateutil already pulls in
@@ -194,15 +208,69 @@ class Source:
 
 
 def run(argv: Sequence[str], env: dict[str, str], cwd: Path, timeout: float = 1200) -> float:
-    """Seconds ``argv`` took; raise with its stderr if it failed."""
+    """Seconds ``argv`` took; raise with its stderr if it failed. Its CPU time and peak memory (``measured``)
+    count towards the command under way (``interleave``)."""
     start = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    stderr: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
+    reader.start()
+    code = measured(proc, timeout)
     elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stderr.decode(errors='replace')}"
-        )
+    reader.join()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({code}):\n{b''.join(stderr).decode(errors='replace')}")
     return elapsed
+
+
+# What the command under way (``interleave``) used so far: CPU seconds of its whole process tree (wait4 counts the
+# child and every descendant it waited for) and the peak of the tree's summed resident memory, sampled every 20 ms
+# (RSS: pages two processes share count twice, on both sides alike).
+USAGE: dict[str, float] = {"cpu": 0.0, "peak_mib": 0.0}
+_PAGE_MIB = os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def measured(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """Wait for ``proc`` (started in a session of its own), adding its tree's CPU and peak memory to USAGE."""
+    done = threading.Event()
+    peak = [0.0]
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], session_rss_mib(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+        done.set()
+        sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    USAGE["cpu"] += usage.ru_utime + usage.ru_stime
+    USAGE["peak_mib"] = max(USAGE["peak_mib"], peak[0], usage.ru_maxrss / 1024)
+    return proc.returncode
+
+
+def session_rss_mib(session: int) -> float:
+    """The summed resident memory of the processes of ``session``."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # after the name: state, ppid, pgrp, session, ... rss is the 22nd
+            total += int(fields[21])
+    return total * _PAGE_MIB
 
 
 def _phase_key(message: str) -> str:
@@ -221,17 +289,27 @@ def traced_sync(env: dict[str, str], cwd: Path, phases: dict[str, list[float]]) 
     """
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [PY, "-m", "bootstrap", "sync"], env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        [PY, "-m", "bootstrap", "sync"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     assert proc.stderr is not None
     marks: list[tuple[str, float]] = [("(start: python, imports, settings, host scan)", start)]
     lines = []
+    waited: list[int] = []
+    waiter = threading.Thread(target=lambda: waited.append(measured(proc, 1200)), daemon=True)
+    waiter.start()
     for line in proc.stderr:
         lines.append(line)
         if line.startswith("bootstrap: ") and not line.startswith("bootstrap:  "):
             marks.append((_phase_key(line[len("bootstrap: ") :].strip()), time.perf_counter()))
     end = time.perf_counter()
-    if proc.wait() != 0:
+    waiter.join()
+    if waited != [0]:
         raise RuntimeError("bootstrap sync failed:\n" + "".join(lines))
     for (phase, t0), (_, t1) in zip(marks, [*marks[1:], ("", end)], strict=True):
         phases.setdefault(phase, []).append(t1 - t0)
@@ -249,8 +327,14 @@ def interleave(
             between()
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
+            USAGE.update(cpu=0.0, peak_mib=0.0)
             times[name].append(commands[name]())
+            USED.setdefault(name, []).append(dict(USAGE))
     return times
+
+
+# Per command name, each run's USAGE (CPU seconds, peak MiB), for the rows that report them (``report``).
+USED: dict[str, list[dict[str, float]]] = {}
 
 
 def spread(values: list[float]) -> str:
@@ -270,7 +354,7 @@ def report(
     width = max(len(name) for name in times) + 1
     for name, values in times.items():
         if values and show:
-            print(f"  {name + ':':<{width}} {spread(values)}")
+            print(f"  {name + ':':<{width}} {spread(values)}{usage_note(name, len(values))}")
     if show:
         RESULTS_DATA["raw"].append({"row": row, "set": set_name, "source": source, "times": times})
     for mine in ours:
@@ -288,8 +372,30 @@ def report(
                     "baseline_median": statistics.median(times[base]),
                     "ratio": statistics.median(times[mine]) / statistics.median(times[base]),
                     "n": min(len(times[mine]), len(times[base])),
+                    **usage_ratios(mine, base, len(times[mine]), len(times[base])),
                 }
             )
+
+
+def _usage(name: str, runs: int, key: str) -> float | None:
+    """The median of ``key`` over the last ``runs`` runs of ``name`` (a command may be run in several rows)."""
+    used = USED.get(name, [])[-runs:]
+    values = [u[key] for u in used if u[key] > 0]
+    return statistics.median(values) if values and len(used) == runs else None
+
+
+def usage_note(name: str, runs: int) -> str:
+    cpu, peak = _usage(name, runs, "cpu"), _usage(name, runs, "peak_mib")
+    return f"; CPU {cpu:.2f}s, peak {peak:.0f} MiB" if cpu is not None and peak is not None else ""
+
+
+def usage_ratios(mine: str, base: str, mine_runs: int, base_runs: int) -> dict[str, float]:
+    found = {}
+    for key in ("cpu", "peak_mib"):
+        ours, theirs = _usage(mine, mine_runs, key), _usage(base, base_runs, key)
+        if ours is not None and theirs:
+            found.update({f"bootstrap_{key}": ours, f"baseline_{key}": theirs, f"{key}_ratio": ours / theirs})
+    return found
 
 
 def na_row(row: str, set_name: str, source: str, mine: str, why: str) -> None:
@@ -535,6 +641,24 @@ def bench_startup(work: Path, wheelhouse: Path, runs: int) -> None:
     report("startup", "S", "wheelhouse", times, ["startup()", "startup(), no .pyc"], ["bare python"])
 
 
+ONE_PROCESS = "one process importing the set's modules"
+PEAK_GOAL = 1.3  # #18: a sync's peak memory at most 1.3x that of one process importing the set's top-level modules
+IMPORT_ALL = """\
+import importlib, site, sys
+from pathlib import Path
+from bootstrap.store.records import installed
+
+site_dir = sys.argv[1]
+modules = sorted({module for dist in installed(Path(site_dir)) for module in dist.modules()})
+site.addsitedir(site_dir)
+for module in modules:
+    try:
+        importlib.import_module(module)
+    except Exception:
+        pass
+"""
+
+
 def bench_cold(work: Path, set_name: str, source: Source, runs: int) -> None:
     print(f"\n== cold: cold sync, set {set_name}, {source.name} ==")
     tag = f"{set_name}-{source.name}"
@@ -575,10 +699,22 @@ def bench_cold(work: Path, set_name: str, source: Source, runs: int) -> None:
     else:
         na_row("cold", set_name, source.name, "bootstrap (uv backend)", "n/a (no uv backend)")
     tools.pip(*fresh())  # warm-up: page cache, pip's imports
+    # #18's memory baseline: one process importing the set's top-level modules (from a generation synced once).
+    imported = work / f"imported-{tag}"
+    imported.mkdir()
+    tools.bootstrap(imported, source.env(imported), None)
+    site_dir = json.loads((imported / "packages" / "manifest.json").read_text())["site_dir"]
+    import_all = [PY, "-B", "-c", IMPORT_ALL, site_dir]
+    commands[ONE_PROCESS] = lambda: run(import_all, clean_env(), work)
     times = interleave(commands, runs, lambda: remove("run-*", work))
     remove("run-*", work)
     times["  (pip-compile alone, in pip-compile + pip install)"] = compile_times
-    report("cold", set_name, source.name, times, ours, BASELINES)
+    report("cold", set_name, source.name, times, ours, (*BASELINES, ONE_PROCESS))
+    for mine in ours:
+        peak, alone = _usage(mine, runs, "peak_mib"), _usage(ONE_PROCESS, runs, "peak_mib")
+        if peak is not None and alone:
+            verdict = "met" if peak <= PEAK_GOAL * alone else "NOT met"
+            print(f"  goal: {mine}'s peak memory <= {PEAK_GOAL}x {ONE_PROCESS}'s: {peak / alone:.2f}x ({verdict})")
     if not uv_backend():
         print("  bootstrap (uv backend): n/a (no uv backend)")
     print_phases("steps of bootstrap sync (no lock)", phases)
@@ -1126,7 +1262,7 @@ def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
     constraints = CACHE / "host-constraints.txt"
     found = host.scan(CACHE / "no-packages")
     constraints.write_text(host.constraints_text({**found.packages, **found.tools}, frozenset()))
-    names = sorted({name for s in sets for name in SETS[s]} | {ADDED, *ORG_PACKAGES})
+    names = sorted({name for s in sets if s in SETS for name in SETS[s]} | {ADDED, *ORG_PACKAGES})
     argv = [PY, "-m", "pip", "download", "-q", "--only-binary", ":all:", "-d", str(wheelhouse), "-c", str(constraints)]
     env = clean_env(PIP_INDEX_URL=PUBLIC_INDEX, XDG_CACHE_HOME=str(CACHE / "dl-cache"))
     try:
@@ -1144,16 +1280,24 @@ def make_wheelhouse(sets: Sequence[str]) -> tuple[Path, bool]:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| row | set | source | bootstrap | median s | baseline | median s | ratio |",
-        "|---|---|---|---|---:|---|---:|---:|",
+        "| row | set | source | bootstrap | median s | baseline | median s | ratio | CPU ratio | peak memory ratio |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "na" in r:
-            lines.append(f"| {r['row']} | {r['set']} | {r['source']} | {r['bootstrap']} | {r['na']} | - | - | - |")
+            lines.append(
+                f"| {r['row']} | {r['set']} | {r['source']} | {r['bootstrap']} | {r['na']} | - | - | - | - | - |"
+            )
             continue
+        cpu = f"{r['cpu_ratio']:.2f}x" if "cpu_ratio" in r else "-"
+        peak = (
+            f"{r['peak_mib_ratio']:.2f}x ({r['bootstrap_peak_mib']:.0f}/{r['baseline_peak_mib']:.0f} MiB)"
+            if "peak_mib_ratio" in r
+            else "-"
+        )
         lines.append(
             f"| {r['row']} | {r['set']} | {r['source']} | {r['bootstrap']} | {r['bootstrap_median']:.3f} | "
-            f"{r['baseline']} | {r['baseline_median']:.3f} | {r['ratio']:.2f}x |"
+            f"{r['baseline']} | {r['baseline_median']:.3f} | {r['ratio']:.2f}x | {cpu} | {peak} |"
         )
     return "\n".join(lines)
 
@@ -1194,7 +1338,7 @@ def load_average() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="S,M", help="comma-separated: S, M (default S,M)")
+    parser.add_argument("--sets", default="S,M", help="comma-separated: S, M, L (default S,M; L adds ~20 min)")
     parser.add_argument("--rows", default=",".join(ALL_ROWS), help=f"comma-separated, of {','.join(ALL_ROWS)}")
     parser.add_argument("--sources", default="wheelhouse,public", help="comma-separated: wheelhouse, public")
     parser.add_argument(
