@@ -608,20 +608,31 @@ def take_snapshot(work: Path) -> dict[str, Any]:
     }
 
 
-def bench_startup(work: Path, wheelhouse: Path, runs: int) -> None:
-    print("\n== startup: no-op start-up (fast path), set S, wheelhouse ==")
+STARTUP_GOAL = 1.25  # #18: a no-op startup() at most 1.25x a bare interpreter (CPU), on every set
+
+
+def bench_startup(work: Path, wheelhouse: Path, runs: int, sets: Sequence[str] = ("S",)) -> None:
+    """The fast path's start-up (with and without .pyc for bootstrap, set S), ``check`` and ``verify`` on a synced
+    folder of each set, each against a bare interpreter."""
     print(f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '(unset)')} in the environment")
     print(f"before warm-up: {pyc_state()}")
     subprocess.run([PY, "-m", "compileall", "-q", str(code_root() / "bootstrap")], check=True)
     print(f"after `python -m compileall -q bootstrap`: {pyc_state()}")
-    repo, packages = work / "startup-repo", work / "startup-packages"
-    requirements = write_requirements(repo, SETS["S"])
-    env = Source("wheelhouse", wheelhouse).env(work / "startup-caches")
-    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(packages))
-    run([PY, "-m", "bootstrap", "sync"], env, work)
     # The same sources copied where no .pyc can be: what a host gets from a source checkout.
     source = work / "source-copy"
     shutil.copytree(code_root() / "bootstrap", source / "bootstrap", ignore=shutil.ignore_patterns("__pycache__"))
+    for set_name in sets:
+        _startup_of(work, wheelhouse, runs, set_name, source)
+
+
+def _startup_of(work: Path, wheelhouse: Path, runs: int, set_name: str, source: Path) -> None:
+    """Long because it is the whole row for one set: sync, the fast path's probe, then the commands compared."""
+    print(f"\n== startup: no-op start-up (fast path), check and verify, set {set_name}, wheelhouse ==")
+    repo, packages = work / f"startup-repo-{set_name}", work / f"startup-packages-{set_name}"
+    requirements = write_requirements(repo, SETS[set_name])
+    env = Source("wheelhouse", wheelhouse).env(work / f"startup-caches-{set_name}")
+    env.update(BOOTSTRAP_REQUIREMENTS_FILE=str(requirements), BOOTSTRAP_PACKAGES_DIR=str(packages))
+    run([PY, "-m", "bootstrap", "sync"], env, work)
     env_no_pyc = {**env, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
     probe = (
         "import bootstrap, sys; m = bootstrap.startup(); print(m is not None and m['status'], "
@@ -633,14 +644,30 @@ def bench_startup(work: Path, wheelhouse: Path, runs: int) -> None:
     print("  (want: ok [] ...; the heavy modules are " + ", ".join(HEAVY) + ")")
     startup = [PY, "-c", "import bootstrap; bootstrap.startup()"]
     bare = [PY, "-c", "import json, hashlib"]
-    commands = {
-        "startup()": lambda: run(startup, env, work),
-        "startup(), no .pyc": lambda: run(startup, env_no_pyc, work),
-        "bare python": lambda: run(bare, env, work),
-    }
+    commands = {"startup()": lambda: run(startup, env, work), "bare python": lambda: run(bare, env, work)}
+    ours = ["startup()"]
+    if set_name == "S":
+        commands["startup(), no .pyc"] = lambda: run(startup, env_no_pyc, work)
+        ours.append("startup(), no .pyc")
+    commands["check"] = lambda: run([PY, "-m", "bootstrap", "check"], env, work)
+    commands["verify"] = lambda: run([PY, "-m", "bootstrap", "verify"], env, work)
     interleave(commands, 3)  # warm-up: page cache
     times = interleave(commands, runs)
-    report("startup", "S", "wheelhouse", times, ["startup()", "startup(), no .pyc"], ["bare python"])
+    report("startup", set_name, "wheelhouse", times, ours, ["bare python"])
+    report("startup", set_name, "wheelhouse", times, ["check", "verify"], ["bare python"], show=False)
+    mine, bare_cpu = _usage("startup()", runs, "cpu"), _usage("bare python", runs, "cpu")
+    if mine is not None and bare_cpu:
+        verdict = "met" if mine <= STARTUP_GOAL * bare_cpu else "NOT met"
+        print(f"  goal: startup() <= {STARTUP_GOAL}x a bare interpreter, by CPU: {mine / bare_cpu:.2f}x ({verdict})")
+    check_cpu = _usage("check", runs, "cpu")
+    site_bytes = sum(f.stat().st_size for f in (packages / "generations").rglob("*") if f.is_file())
+    verify_cpu = _usage("verify", runs, "cpu")
+    if check_cpu is not None and verify_cpu is not None:
+        print(f"  check: {check_cpu:.2f} s of CPU (goal on L: <= 0.5 s)")
+        print(
+            f"  verify: {verify_cpu:.2f} s of CPU for {site_bytes / (1 << 20):.0f} MiB on disk: "
+            f"{verify_cpu / (site_bytes / (1 << 30)):.2f} s per GiB"
+        )
 
 
 ONE_PROCESS = "one process importing the set's modules"
@@ -1406,7 +1433,7 @@ def main() -> int:
         ONLINE = online
         print(f"wheelhouse: {len(list(wheelhouse.iterdir()))} files in {wheelhouse}")
         if "startup" in rows:
-            bench_startup(work, wheelhouse, max(18, 6 * runs))
+            bench_startup(work, wheelhouse, max(18, 6 * runs), sets)
         for set_name in sets:
             for source_name in sources:
                 if source_name == "public" and not online:
