@@ -154,7 +154,7 @@ def unpack(source: IO[bytes], target: Path, *, compressed: bool = True) -> dict[
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise RemoteCacheError(f"the archive cannot be unpacked ({type(exc).__name__}: {exc})") from None
     finally:
-        writer.close()
+        writer.close(check=False)  # an error already on its way (a refused member, Ctrl-C) is the one raised
     return writer.hashes
 
 
@@ -174,13 +174,13 @@ class _Writer:
             raise self._failure[0]
         self._queue.put((relative, destination, data, member))
 
-    def close(self) -> None:
-        """Wait for the files queued; the first that failed raises here (once)."""
+    def close(self, *, check: bool = True) -> None:
+        """Wait for the files queued; the first that failed raises here (once, if ``check``)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-            if self._failure:
+            if check and self._failure:
                 raise self._failure[0]
 
     def _run(self) -> None:
