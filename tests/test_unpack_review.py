@@ -40,3 +40,15 @@ def test_a_refused_member_after_a_failed_write_is_still_one_remote_cache_error(t
     data = _gzip(_tar([("site/m.py", b"x = 1\n"), ("site/m.py", b"y = 2\n"), link]))
     with pytest.raises(RemoteCacheError):
         archive.unpack(io.BytesIO(data), tmp_path)
+
+
+def test_a_sparse_member_is_refused_not_written_out_in_full(tmp_path: Path) -> None:
+    # GNU sparse (pax 0.1): one byte of data, 64 MiB of holes. pack never makes one; unpacking it here writes
+    # every hole as zeros (tarfile.extract made a sparse file): a few hundred bytes fill a disk.
+    sparse = tarfile.TarInfo("site/hole.bin")
+    sparse.size = 1
+    sparse.pax_headers = {"GNU.sparse.map": "0,1", "GNU.sparse.realsize": str(64 << 20)}
+    data = _gzip(_tar([sparse]))
+    with pytest.raises(RemoteCacheError, match="link or special file"):
+        archive.unpack(io.BytesIO(data), tmp_path)
+    assert not (tmp_path / "site" / "hole.bin").exists()

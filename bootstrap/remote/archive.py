@@ -223,7 +223,7 @@ def _refuse_unsafe(member: tarfile.TarInfo, root: str) -> str:
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts or "\0" in name:
         raise RemoteCacheError(f"the archive holds {name[:200]!r}, outside the generation")
-    if not (member.isreg() or member.isdir()):
+    if not (member.isreg() or member.isdir()) or member.issparse():  # sparse: its holes would be written out
         raise RemoteCacheError(f"the archive holds {name[:200]!r}, a link or special file")
     # No link is ever unpacked (refused above), so the name alone says where it lands: no realpath per member.
     destination = os.path.normpath(os.path.join(root, name))
