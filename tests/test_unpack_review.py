@@ -3,15 +3,17 @@ what a hostile archive, consistent with its meta.json, must not be able to do.""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
+import tracemalloc
 import zlib
 from pathlib import Path
 
 import pytest
 
 from bootstrap.errors import RemoteCacheError
-from bootstrap.remote import archive
+from bootstrap.remote import archive, cache
 
 
 def _tar(members: list[tarfile.TarInfo | tuple[str, bytes]], *, trailing: bytes = b"") -> bytes:
@@ -52,3 +54,20 @@ def test_a_sparse_member_is_refused_not_written_out_in_full(tmp_path: Path) -> N
     with pytest.raises(RemoteCacheError, match="link or special file"):
         archive.unpack(io.BytesIO(data), tmp_path)
     assert not (tmp_path / "site" / "hole.bin").exists()
+
+
+def test_what_follows_the_tar_is_not_inflated_into_memory_at_once(tmp_path: Path) -> None:
+    # 128 MiB of zeros after the tar's end: well under a MiB of gzip. The pipe now carries inflated bytes,
+    # so draining it with one read() holds them all.
+    data = _gzip(_tar([("site/m.py", b"x = 1\n")], trailing=bytes(128 << 20)))
+    assert len(data) < 1 << 20
+    meta = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    chunks = iter([data[i : i + (64 << 10)] for i in range(0, len(data), 64 << 10)])
+    tracemalloc.start()
+    try:
+        hashes = cache._unpack_while_downloading("v1/generations/g/", chunks, meta, tmp_path)  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert set(hashes) == {"site/m.py"}
+    assert peak < 32 << 20, peak
