@@ -71,3 +71,20 @@ def test_what_follows_the_tar_is_not_inflated_into_memory_at_once(tmp_path: Path
         tracemalloc.stop()
     assert set(hashes) == {"site/m.py"}
     assert peak < 32 << 20, peak
+
+
+def test_bytes_after_the_gzip_stream_do_not_pile_up_in_the_inflater() -> None:
+    # zlib keeps whatever follows a gzip stream's end in unused_data, each piece appended to the last: 64 MiB
+    # of noise after a small archive would be 64 MiB of memory (and each feed copies it all again).
+    inflater = archive.Inflater()
+    list(inflater.feed(_gzip(_tar([("site/m.py", b"x = 1\n")]))))
+    noise = bytes(1 << 20)
+    tracemalloc.start()
+    try:
+        for _ in range(64):
+            assert b"".join(inflater.feed(noise)) == b""
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    inflater.end()
+    assert peak < 8 << 20, peak

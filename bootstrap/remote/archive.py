@@ -108,7 +108,7 @@ class Inflater:
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         try:
-            while data:
+            while data and not self._zlib.eof:  # what follows the end: hashed by the caller, not kept here
                 piece = self._zlib.decompress(data, _BLOCK)
                 data = self._zlib.unconsumed_tail
                 yield piece
