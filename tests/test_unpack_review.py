@@ -88,3 +88,13 @@ def test_bytes_after_the_gzip_stream_do_not_pile_up_in_the_inflater() -> None:
         tracemalloc.stop()
     inflater.end()
     assert peak < 8 << 20, peak
+
+
+@pytest.mark.parametrize("size", [3, 300 << 10])  # the writer thread's, and the caller's
+def test_a_time_out_of_range_is_one_remote_cache_error(tmp_path: Path, size: int) -> None:
+    # A pax mtime of 1e300: os.utime raises OverflowError, which is no OSError nor ValueError.
+    member = tarfile.TarInfo("site/m.py")
+    member.size = size
+    member.pax_headers = {"mtime": "1e300"}
+    with pytest.raises(RemoteCacheError, match="OverflowError"):
+        archive.unpack(io.BytesIO(_gzip(_tar([member]))), tmp_path)

@@ -151,7 +151,7 @@ def unpack(source: IO[bytes], target: Path, *, compressed: bool = True) -> dict[
                     blocks = iter(lambda: content.read(_BLOCK), b"")  # noqa: B023 (used at once)
                     writer.hashes[relative] = _write(destination, blocks, member)
         writer.close()
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, OverflowError) as exc:  # Overflow: a time
         raise RemoteCacheError(f"the archive cannot be unpacked ({type(exc).__name__}: {exc})") from None
     finally:
         writer.close(check=False)  # an error already on its way (a refused member, Ctrl-C) is the one raised
