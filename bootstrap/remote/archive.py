@@ -108,7 +108,7 @@ class Inflater:
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         try:
-            while data:
+            while data and not self._zlib.eof:  # what follows the end: hashed by the caller, not kept here
                 piece = self._zlib.decompress(data, _BLOCK)
                 data = self._zlib.unconsumed_tail
                 yield piece
@@ -151,10 +151,10 @@ def unpack(source: IO[bytes], target: Path, *, compressed: bool = True) -> dict[
                     blocks = iter(lambda: content.read(_BLOCK), b"")  # noqa: B023 (used at once)
                     writer.hashes[relative] = _write(destination, blocks, member)
         writer.close()
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, OverflowError) as exc:  # Overflow: a time
         raise RemoteCacheError(f"the archive cannot be unpacked ({type(exc).__name__}: {exc})") from None
     finally:
-        writer.close()
+        writer.close(check=False)  # an error already on its way (a refused member, Ctrl-C) is the one raised
     return writer.hashes
 
 
@@ -174,13 +174,13 @@ class _Writer:
             raise self._failure[0]
         self._queue.put((relative, destination, data, member))
 
-    def close(self) -> None:
-        """Wait for the files queued; the first that failed raises here (once)."""
+    def close(self, *, check: bool = True) -> None:
+        """Wait for the files queued; the first that failed raises here (once, if ``check``)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-            if self._failure:
+            if check and self._failure:
                 raise self._failure[0]
 
     def _run(self) -> None:
@@ -223,7 +223,7 @@ def _refuse_unsafe(member: tarfile.TarInfo, root: str) -> str:
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or os.path.isabs(name) or ".." in parts or "\0" in name:
         raise RemoteCacheError(f"the archive holds {name[:200]!r}, outside the generation")
-    if not (member.isreg() or member.isdir()):
+    if not (member.isreg() or member.isdir()) or member.issparse():  # sparse: its holes would be written out
         raise RemoteCacheError(f"the archive holds {name[:200]!r}, a link or special file")
     # No link is ever unpacked (refused above), so the name alone says where it lands: no realpath per member.
     destination = os.path.normpath(os.path.join(root, name))

@@ -302,7 +302,8 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
                 hashes = {}
             else:
                 unpacked = None
-                pipe.read()  # whatever follows the tar's end still counts for the hash
+                while pipe.read(_PIPE_SIZE):  # what follows the tar's end still counts for the hash: inflated,
+                    pass  # so a MiB at a time (a small archive's zeros would swell in one read)
     except BaseException:
         stop.set()
         raise
