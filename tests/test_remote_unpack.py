@@ -154,3 +154,14 @@ def test_a_consistent_entry_whose_archive_is_not_gzip_is_refused_and_the_sync_bu
     assert len(named) == 1 and "is damaged" in named[0] and "gzip" in named[0], named
     assert b.manifest()["origin"] == "built" and b.installed() == repo.installed()
     assert not any((b.packages_dir / "staging").iterdir())
+
+
+def test_a_writer_whose_end_marker_never_came_still_ends() -> None:
+    # A Ctrl-C in close() while its queue is full: the end marker is never queued, and the thread must not wait
+    # for it forever (it would keep a long-running host's sync thread, or the interpreter at exit).
+    writer = archive._Writer()
+    thread = writer._thread
+    assert thread is not None
+    writer._closing.set()  # what close() does first, before the put a Ctrl-C would interrupt
+    thread.join(timeout=5)
+    assert not thread.is_alive() and thread.daemon

@@ -2,8 +2,9 @@
 
 Packing takes regular files and folders only (a generation with a link in it is not packed: an
 organisation's, whose folders link into the workspace's). Unpacking refuses, before anything of a member
-is written, an absolute name, a ``..``, a link, a device or FIFO, and anything that would land outside
-the target; ``tarfile``'s ``data`` filter checks the same again.
+is written, an absolute name, a ``..``, a link, a device or FIFO, a sparse member, a name that comes
+twice, and anything that would land outside the target. It writes the files itself (``tarfile`` only
+parses), hashing each as it writes it.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class _Writer:
         self.hashes: dict[str, str] = {}
         self._queue: queue.Queue[tuple[str, str, bytes, tarfile.TarInfo] | None] = queue.Queue(maxsize=_QUEUED)
         self._failure: list[BaseException] = []
-        self._thread: threading.Thread | None = threading.Thread(target=self._run, name="bootstrap-unpack")
+        self._closing = threading.Event()  # set first: even if the end marker never gets queued (a Ctrl-C)
+        self._thread: threading.Thread | None = threading.Thread(target=self._run, name="bootstrap-unpack", daemon=True)
         self._thread.start()
 
     def put(self, relative: str, destination: str, data: bytes, member: tarfile.TarInfo) -> None:
@@ -177,6 +179,7 @@ class _Writer:
     def close(self, *, check: bool = True) -> None:
         """Wait for the files queued; the first that failed raises here (once, if ``check``)."""
         if self._thread is not None:
+            self._closing.set()
             self._queue.put(None)
             self._thread.join()
             self._thread = None
@@ -184,7 +187,15 @@ class _Writer:
                 raise self._failure[0]
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return  # closed, and its end marker never came
+                continue
+            if item is None:
+                return
             if self._failure:
                 continue  # the caller raises it at its next file: only drain until then
             relative, destination, data, member = item

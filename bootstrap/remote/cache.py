@@ -291,19 +291,12 @@ def _unpack_while_downloading(key: str, chunks: Iterator[bytes], meta: Meta, sta
                 with contextlib.suppress(OSError):
                     pipe.close()
 
+    reader = open(read_end, "rb", buffering=_PIPE_SIZE)  # noqa: SIM115 (before the thread: never a pipe nobody reads)
     thread = threading.Thread(target=download, name="bootstrap-remote-download", daemon=True)
     thread.start()
     try:
-        with open(read_end, "rb", buffering=_PIPE_SIZE) as pipe:
-            try:
-                hashes = archive.unpack(pipe, staging, compressed=False)
-            except RemoteCacheError as exc:
-                unpacked: RemoteCacheError | None = exc
-                hashes = {}
-            else:
-                unpacked = None
-                while pipe.read(_PIPE_SIZE):  # what follows the tar's end still counts for the hash: inflated,
-                    pass  # so a MiB at a time (a small archive's zeros would swell in one read)
+        with reader as pipe:
+            hashes, unpacked = _unpack_from(pipe, staging)
     except BaseException:
         stop.set()
         raise
@@ -322,6 +315,17 @@ def _refuse_unless_described(key: str, meta: Meta, sha256: str, size: int, refus
         raise Damaged(key, f"sha256 {got}..., meta.json says {meta['sha256'][:16]}...")
     if refused is not None:  # the very archive, and it does not unpack: its uploader's doing
         raise Damaged(key, str(refused))
+
+
+def _unpack_from(pipe: BinaryIO, staging: Path) -> tuple[dict[str, str], RemoteCacheError | None]:
+    """The files unpacked from ``pipe`` (a tar) and their hashes, or the error that refused a member."""
+    try:
+        hashes = archive.unpack(pipe, staging, compressed=False)
+    except RemoteCacheError as exc:
+        return {}, exc
+    while pipe.read(_PIPE_SIZE):  # what follows the tar's end still counts for the hash: inflated, so a MiB at
+        pass  # a time (a small archive's zeros would swell in one read)
+    return hashes, None
 
 
 def _inflate_into(
