@@ -438,12 +438,12 @@ def _stamps(site_dir: Path) -> dict[str, Stamp]:
     return {path: (st.st_ino, st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode)) for path, st in _files(site_dir)}
 
 
-def _files(site_dir: Path) -> list[tuple[str, os.stat_result]]:
+def _files(site_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
     """Every file (and link) under ``site_dir`` with its ``lstat``, by its path relative to it with ``/``;
     and every file in a folder linked to the workspace's generation (``layers.linked_names``): an import that
-    makes or changes one there changes that generation, and every set that links it."""
+    makes or changes one there changes that generation, and every set that links it. One at a time: a list of
+    set L's 28,000 stat results was 27 MiB of the sync's memory while the import check's child ran."""
     root = str(site_dir)
-    found = []
     walks = [os.walk(root), *(os.walk(os.path.join(root, name)) for name in sorted(layers.linked_names(site_dir)))]
     for folder, _, names in itertools.chain.from_iterable(walks):
         relative = os.path.relpath(folder, root).replace(os.sep, "/")
@@ -452,8 +452,7 @@ def _files(site_dir: Path) -> list[tuple[str, os.stat_result]]:
                 st = os.lstat(os.path.join(folder, name))
             except FileNotFoundError:  # gone between the listing and the stat: absent
                 continue
-            found.append((name if relative == "." else f"{relative}/{name}", st))
-    return found
+            yield (name if relative == "." else f"{relative}/{name}", st)
 
 
 def _refuse_changes(
