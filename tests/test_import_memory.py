@@ -92,7 +92,7 @@ def test_the_import_check_runs_one_process_with_bytecode_one_per_core_without_or
     monkeypatch.setattr("bootstrap.tools.runner.cores", lambda: 2)
     steps = [
         ({}, ("bsf-gamma", "bsf-alpha"), "import-checking 2 modules (1 process)"),
-        ({"BOOTSTRAP_COMPILE_BYTECODE": "false"}, ("jaraco.functools", "bsf-optional-user"), "2 modules (2 processes)"),
+        ({"BOOTSTRAP_COMPILE_BYTECODE": "false"}, ("jaraco.functools", "bsf-extra-user"), "2 modules (2 processes)"),
         (
             {"BOOTSTRAP_COMPILE_BYTECODE": "false", "BOOTSTRAP_IMPORT_CHECK_PROCESSES": "1"},
             ("jaraco.context", "bsf-beta==1.0", "bsf-alpha==1.0"),  # three new ones

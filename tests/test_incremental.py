@@ -112,9 +112,9 @@ def test_a_dependency_only_for_an_extra_nobody_asks_for_does_not_make_its_user_c
 ) -> None:
     from bootstrap.pipeline.sync import sync
 
-    repo.write("bsf-optional-user", "bsf-alpha")
+    repo.write("bsf-extra-user", "bsf-alpha")
     sync(repo.settings())
-    repo.write("bsf-optional-user", "bsf-alpha", "bsf-gamma")  # needed by bsf-optional-user[fancy] only
+    repo.write("bsf-extra-user", "bsf-alpha", "bsf-gamma")  # needed by bsf-extra-user[fancy] only
     caplog.clear()
     with caplog.at_level("INFO", logger="bootstrap"):
         sync(repo.settings())
@@ -127,15 +127,15 @@ def test_a_dependency_for_an_extra_a_line_asks_for_makes_its_user_checked_again(
 ) -> None:
     from bootstrap.pipeline.sync import sync
 
-    repo.write("bsf-optional-user", "bsf-alpha")
+    repo.write("bsf-extra-user", "bsf-alpha")
     sync(repo.settings())
-    repo.write("bsf-optional-user[fancy]", "bsf-alpha")  # now bsf-gamma comes, for the extra asked for
+    repo.write("bsf-extra-user[fancy]", "bsf-alpha")  # now bsf-gamma comes, for the extra asked for
     caplog.clear()
     with caplog.at_level("INFO", logger="bootstrap"):
         sync(repo.settings())
     assert repo.installed()["bsf-gamma"] == "1.0"
     assert "1 unchanged distribution import-checked before" in caplog.text  # bsf-alpha only
-    assert "import-checking 2 modules" in caplog.text  # bsf_gamma and bsf_optional_user
+    assert "import-checking 2 modules" in caplog.text  # bsf_gamma and bsf_extra_user
 
 
 def test_a_file_edited_in_place_is_not_carried_into_the_next_generation(

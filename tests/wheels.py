@@ -82,9 +82,9 @@ FIXTURE_DISTS = [
     Dist("bsf-unmet", "1.0", module("bsf_unmet", "1.0"), requires=("bsf-alpha>=5", 'bsf-nowhere; extra == "cli"')),
     # Needs bsf-gamma only for its extra [fancy] (as pandas needs tabulate only for [output-formatting]).
     Dist(
-        "bsf-optional-user",
+        "bsf-extra-user",
         "1.0",
-        module("bsf_optional_user", "1.0"),
+        module("bsf_extra_user", "1.0"),
         requires=('bsf-gamma; extra == "fancy"',),
         extra_metadata=("Provides-Extra: fancy",),
     ),
