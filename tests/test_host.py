@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from bootstrap.errors import RequirementsError
-from bootstrap.inputs.host import own_tools
+from bootstrap.inputs.host import own_tools, scan
 from bootstrap.pipeline.build import adopt
 from bootstrap.pipeline.lockfile import Lock
 from bootstrap.pipeline.sync import sync
+from bootstrap.store.paths import HOST_PATH_VARIABLE
 from tests.conftest import Repo, python_with_bootstrap
 from tests.wheels import HOST_PACKAGING, USER_FILELOCK
 
@@ -226,6 +227,38 @@ def test_bootstraps_own_tools_are_what_only_bootstrap_needs() -> None:
     assert own_tools({"click": []}) == set()  # bootstrap from a source folder, no metadata: nothing is its alone
     # A package the host's own requirements named (pip's REQUESTED) stays the host's, even if bootstrap needs it.
     assert own_tools(requires, requested={"pydantic"}) == {"click", "pydantic-settings", "uv"}
+
+
+def test_the_host_scan_reads_each_distributions_headers_and_an_egg_infos_requires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan parses each METADATA's header block once (not through importlib.metadata, which parses the
+    whole file again per attribute): a description's text is not a header, CRLF files read the same, and
+    an egg-info's requirements still come from its requires.txt."""
+    site = tmp_path / "site"
+
+    def dist_info(name: str, version: str, requires: list[str], body: str = "", newline: str = "\n") -> None:
+        folder = site / f"{name}-{version}.dist-info"
+        folder.mkdir(parents=True)
+        lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+        lines += [f"Requires-Dist: {line}" for line in requires]
+        (folder / "METADATA").write_bytes(newline.join([*lines, "", body]).encode())
+
+    # Only bootstrap needs beta (and, through beta's requires.txt, gamma): its tools. delta is named only
+    # in bootstrap's description: it stays the host's.
+    dist_info("bootstrap-packages", "1.0", ["beta"], body="Requires-Dist: delta\nName: not-a-name\n")
+    dist_info("delta", "4.0", [], newline="\r\n")
+    egg = site / "beta-2.0-py3.11.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: beta\nVersion: 2.0\n\nA description.\n")
+    (egg / "requires.txt").write_text("gamma>=1\n")
+    dist_info("gamma", "3.0", [])
+    monkeypatch.setenv(HOST_PATH_VARIABLE, str(site))
+
+    found = scan(tmp_path / "packages")
+
+    assert found.tools == {"beta": "2.0", "gamma": "3.0"}
+    assert found.packages == {"bootstrap-packages": "1.0", "delta": "4.0"}
 
 
 def test_a_host_sync_reads_the_hosts_packages_from_the_hosts_own_path(repo: Repo, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ processes, ``host.child``), so workflows import the user's version.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Mapping, Set
@@ -31,6 +32,7 @@ from bootstrap.errors import RequirementsError, ResolutionError
 from bootstrap.inputs.requirements import Desired
 from bootstrap.store.fs import resolves_inside
 from bootstrap.store.paths import HOST_PATH_VARIABLE
+from bootstrap.store.records import metadata_headers
 
 # bootstrap's distribution, and the extras of it that are tools too (an operator's choice of backend).
 OWN_DISTRIBUTION = "bootstrap-packages"
@@ -57,10 +59,15 @@ def scan(packages_dir: Path) -> HostScan:
     requires: dict[str, list[str]] = {}
     requested: set[str] = set()
     for dist in distributions(path=paths):
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name and canonicalize_name(name) not in versions:
-            versions[canonicalize_name(name)] = dist.version
-            requires[canonicalize_name(name)] = list(dist.requires or [])
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+        headers = metadata_headers(text) if text else None
+        name = headers.get("Name") if headers else None
+        if headers and name and canonicalize_name(name) not in versions:
+            versions[canonicalize_name(name)] = str(headers.get("Version", ""))
+            listed = [str(line) for line in headers.get_all("Requires-Dist") or ()]
+            # An egg-info's requirements are in its requires.txt, which importlib.metadata reads.
+            egg_requires = not listed and dist.read_text("requires.txt") is not None
+            requires[canonicalize_name(name)] = list(dist.requires or []) if egg_requires else listed
             # Installed by name (`pip install -r`), not as a dependency; but pip and setuptools are always so
             # marked by `python -m venv` (ensurepip), whatever the host needs.
             if dist.read_text("REQUESTED") is not None and canonicalize_name(name) not in _VENV_SEEDED:
@@ -105,9 +112,8 @@ def _closure(requires: Mapping[str, list[str]], roots: dict[str, set[str]]) -> s
             continue
         seen.add((name, extra))
         for line in requires.get(name, []):
-            try:
-                requirement = Requirement(line)
-            except InvalidRequirement:  # a distribution's metadata is not ours to judge
+            requirement = _parsed(line)
+            if requirement is None:  # a distribution's metadata is not ours to judge
                 continue
             if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
                 continue
@@ -115,6 +121,15 @@ def _closure(requires: Mapping[str, list[str]], roots: dict[str, set[str]]) -> s
             if needed in requires:
                 todo += [(needed, wanted) for wanted in ("", *sorted(requirement.extras))]
     return {name for name, _ in seen}
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(line: str) -> Requirement | None:
+    """A ``Requires-Dist`` line parsed once: ``own_tools`` walks two closures over the same lines."""
+    try:
+        return Requirement(line)
+    except InvalidRequirement:
+        return None
 
 
 def constraints_text(host: dict[str, str], overrides: frozenset[str]) -> str:

@@ -22,8 +22,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bootstrap.errors import VerificationError
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 _SEPARATORS = re.compile(r"[-_.]+")
 
@@ -115,17 +119,29 @@ def named_in_folder(site_dir: Path) -> list[Distribution]:
     return found
 
 
+def metadata_headers(text: str) -> Message:
+    """The header block of a METADATA (or PKG-INFO) file, parsed once.
+
+    The description after the first blank line is most of the file (pandas': 100 KiB) and
+    nothing here reads it: leaving it out makes the parse about 2x faster, and reading the
+    headers once instead of through ``importlib.metadata`` (which parses the whole file again
+    for each of ``metadata``, ``version`` and ``requires``) made the host scan 10x faster.
+    """
+    from email.parser import HeaderParser  # here: 14 ms of imports a host's switch rarely needs
+
+    head, _, _ = text.replace("\r\n", "\n").partition("\n\n")
+    return HeaderParser().parsestr(head)
+
+
 def installed(site_dir: Path, only: frozenset[str] | None = None) -> list[Distribution]:
     """Every distribution installed in ``site_dir``, from its dist-info; ``only``: these (canonical names, as
     their folders name them) alone."""
-    from email.parser import HeaderParser  # here: 14 ms of imports a host's switch rarely needs
-
     result = []
     for dist_info in sorted(site_dir.glob("*.dist-info")):
         if only is not None and canonical_name(dist_info.name[: -len(".dist-info")].rpartition("-")[0]) not in only:
             continue
         try:
-            headers = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8", errors="replace"))
+            headers = metadata_headers((dist_info / "METADATA").read_text(encoding="utf-8", errors="replace"))
             records = read_record(dist_info / "RECORD")
         except OSError as exc:
             raise VerificationError(f"{dist_info.name} is incomplete ({exc.strerror}: {exc.filename})") from None
