@@ -234,7 +234,7 @@ def test_the_host_scan_reads_each_distributions_headers_and_an_egg_infos_require
 ) -> None:
     """The scan parses each METADATA's header block once (not through importlib.metadata, which parses the
     whole file again per attribute): a description's text is not a header, CRLF files read the same, and
-    an egg-info's requirements still come from its requires.txt."""
+    an egg-info's requirements still come from its requires.txt, and an egg-info that is a file counts."""
     site = tmp_path / "site"
 
     def dist_info(name: str, version: str, requires: list[str], body: str = "", newline: str = "\n") -> None:
@@ -253,12 +253,13 @@ def test_the_host_scan_reads_each_distributions_headers_and_an_egg_infos_require
     (egg / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: beta\nVersion: 2.0\n\nA description.\n")
     (egg / "requires.txt").write_text("gamma>=1\n")
     dist_info("gamma", "3.0", [])
+    (site / "epsilon-5.0-py3.11.egg-info").write_text("Metadata-Version: 1.0\nName: epsilon\nVersion: 5.0\n")
     monkeypatch.setenv(HOST_PATH_VARIABLE, str(site))
 
     found = scan(tmp_path / "packages")
 
     assert found.tools == {"beta": "2.0", "gamma": "3.0"}
-    assert found.packages == {"bootstrap-packages": "1.0", "delta": "4.0"}
+    assert found.packages == {"bootstrap-packages": "1.0", "delta": "4.0", "epsilon": "5.0"}
 
 
 def test_a_host_sync_reads_the_hosts_packages_from_the_hosts_own_path(repo: Repo, tmp_path: Path) -> None:

@@ -59,7 +59,9 @@ def scan(packages_dir: Path) -> HostScan:
     requires: dict[str, list[str]] = {}
     requested: set[str] = set()
     for dist in distributions(path=paths):
-        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+        # As importlib.metadata reads it: a dist-info's METADATA, an egg-info's PKG-INFO, or an egg-info that is
+        # a file itself (distutils' installs, some distributions' system packages).
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("")
         headers = metadata_headers(text) if text else None
         name = headers.get("Name") if headers else None
         if headers and name and canonicalize_name(name) not in versions:
