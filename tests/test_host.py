@@ -234,7 +234,8 @@ def test_the_host_scan_reads_each_distributions_headers_and_an_egg_infos_require
 ) -> None:
     """The scan parses each METADATA's header block once (not through importlib.metadata, which parses the
     whole file again per attribute): a description's text is not a header, CRLF files read the same, and
-    an egg-info's requirements still come from its requires.txt, and an egg-info that is a file counts."""
+    an egg-info's requirements still come from its requires.txt, an egg-info that is a file counts, and one
+    without a version does not."""
     site = tmp_path / "site"
 
     def dist_info(name: str, version: str, requires: list[str], body: str = "", newline: str = "\n") -> None:
@@ -254,6 +255,8 @@ def test_the_host_scan_reads_each_distributions_headers_and_an_egg_infos_require
     (egg / "requires.txt").write_text("gamma>=1\n")
     dist_info("gamma", "3.0", [])
     (site / "epsilon-5.0-py3.11.egg-info").write_text("Metadata-Version: 1.0\nName: epsilon\nVersion: 5.0\n")
+    (site / "zeta-6.0.dist-info").mkdir()  # no version: it constrains nothing
+    (site / "zeta-6.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: zeta\n")
     monkeypatch.setenv(HOST_PATH_VARIABLE, str(site))
 
     found = scan(tmp_path / "packages")

@@ -63,9 +63,10 @@ def scan(packages_dir: Path) -> HostScan:
         # a file itself (distutils' installs, some distributions' system packages).
         text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("")
         headers = metadata_headers(text) if text else None
-        name = headers.get("Name") if headers else None
-        if headers and name and canonicalize_name(name) not in versions:
-            versions[canonicalize_name(name)] = str(headers.get("Version", ""))
+        name, version = (headers.get("Name"), headers.get("Version")) if headers else (None, None)
+        # Without a name or a version it constrains nothing (pip would call it broken): as if not there.
+        if headers and name and version and canonicalize_name(name) not in versions:
+            versions[canonicalize_name(name)] = str(version)
             listed = [str(line) for line in headers.get_all("Requires-Dist") or ()]
             # An egg-info's requirements are in its requires.txt, which importlib.metadata reads.
             egg_requires = not listed and dist.read_text("requires.txt") is not None

@@ -125,11 +125,12 @@ def metadata_headers(text: str) -> Message:
     The description after the first blank line is most of the file (pandas': 100 KiB) and
     nothing here reads it: leaving it out makes the parse about 2x faster, and reading the
     headers once instead of through ``importlib.metadata`` (which parses the whole file again
-    for each of ``metadata``, ``version`` and ``requires``) made the host scan 10x faster.
+    for each of ``metadata``, ``version`` and ``requires``) took the host scan from 64 to 24 ms.
+    ``text`` is read in text mode (``\r\n`` is already ``\n``).
     """
     from email.parser import HeaderParser  # here: 14 ms of imports a host's switch rarely needs
 
-    head, _, _ = text.replace("\r\n", "\n").partition("\n\n")
+    head, _, _ = text.partition("\n\n")
     return HeaderParser().parsestr(head)
 
 
