@@ -18,18 +18,16 @@ processes, ``host.child``), so workflows import the user's version.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from bootstrap.errors import RequirementsError, ResolutionError
-from bootstrap.inputs.requirements import Desired
+from bootstrap.inputs.requirements import Desired, parse_requires_dist
 from bootstrap.store.fs import resolves_inside
 from bootstrap.store.paths import HOST_PATH_VARIABLE
 from bootstrap.store.records import metadata_headers
@@ -115,7 +113,7 @@ def _closure(requires: Mapping[str, list[str]], roots: dict[str, set[str]]) -> s
             continue
         seen.add((name, extra))
         for line in requires.get(name, []):
-            requirement = _parsed(line)
+            requirement = parse_requires_dist(line)
             if requirement is None:  # a distribution's metadata is not ours to judge
                 continue
             if requirement.marker is not None and not requirement.marker.evaluate({"extra": extra}):
@@ -124,15 +122,6 @@ def _closure(requires: Mapping[str, list[str]], roots: dict[str, set[str]]) -> s
             if needed in requires:
                 todo += [(needed, wanted) for wanted in ("", *sorted(requirement.extras))]
     return {name for name, _ in seen}
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed(line: str) -> Requirement | None:
-    """A ``Requires-Dist`` line parsed once: ``own_tools`` walks two closures over the same lines."""
-    try:
-        return Requirement(line)
-    except InvalidRequirement:
-        return None
 
 
 def constraints_text(host: dict[str, str], overrides: frozenset[str]) -> str:

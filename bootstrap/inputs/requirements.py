@@ -10,6 +10,7 @@ choice, made in pip's own configuration. Every refusal is ``file:line: why``.
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import os
 import re
@@ -575,6 +576,17 @@ def logical_lines(text: str) -> list[tuple[int, str]]:
 
 
 _ALLOW_DIRECT = "an operator can allow `name @ URL` with BOOTSTRAP_ALLOW_DIRECT_REFERENCES=true"
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_requires_dist(line: str) -> Requirement | None:
+    """An installed distribution's ``Requires-Dist`` line, parsed once per process (the host scan walks two
+    closures over the same lines, verification one per generation); None when it does not parse: a
+    distribution's metadata is not ours to judge. Callers only read the result (it is shared)."""
+    try:
+        return Requirement(line)
+    except InvalidRequirement:
+        return None
 
 
 def is_direct_reference(spec: str) -> bool:

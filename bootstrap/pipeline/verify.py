@@ -16,7 +16,6 @@ hard-linked from the active generation is caught, not published (so is a
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import itertools
 import json
@@ -28,11 +27,12 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from bootstrap.errors import CommandError, VerificationError
+from bootstrap.inputs.requirements import parse_requires_dist
 from bootstrap.store import layers
 from bootstrap.store.fs import counted
 from bootstrap.store.records import Distribution, installed, missing_files, shared_files
@@ -545,7 +545,7 @@ def _applying_requirements(
             continue
         done.add((dist.name, extra))
         for raw in dist.requires:
-            requirement = _parsed(raw)
+            requirement = parse_requires_dist(raw)
             if requirement is None:
                 if not extra:  # once per distribution, not per extra
                     yield dist, raw, None
@@ -556,11 +556,3 @@ def _applying_requirements(
             needed = by_name.get(canonicalize_name(requirement.name))
             if needed is not None:
                 todo.extend((needed, canonicalize_name(name)) for name in requirement.extras)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed(raw: str) -> Requirement | None:
-    try:
-        return Requirement(raw)
-    except InvalidRequirement:
-        return None
